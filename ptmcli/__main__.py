@@ -1,0 +1,3 @@
+from ptmcli.cli.main import main
+
+main()

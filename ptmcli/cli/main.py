@@ -1,0 +1,73 @@
+"""The ``ptm`` command: parses flags and calls plain functions.
+
+Only typer and the light ``ptmcli.cli.*`` modules are imported here; torch and
+the tokenizer libraries are imported inside the commands, so ``ptm --help``
+stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ptmcli import __version__
+from ptmcli.cli import convert, eval_cmd, extract_features, finetune, pretrain, tokenize
+
+app = typer.Typer(
+    name="ptm",
+    help="Pretrain, finetune and use language models: word vectors, ELMo, GPT, BERT and kin.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+
+app.add_typer(tokenize.app, name="tokenize")
+app.command("pretrain", help=pretrain.HELP, short_help=pretrain.SHORT_HELP, epilog=pretrain.EPILOG)(pretrain.pretrain)
+app.command("finetune", help=finetune.HELP, short_help=finetune.SHORT_HELP)(finetune.finetune)
+app.command("extract-features", help=extract_features.HELP, short_help=extract_features.SHORT_HELP)(extract_features.extract_features)
+app.command("eval", help=eval_cmd.HELP, short_help=eval_cmd.SHORT_HELP)(eval_cmd.eval_command)
+app.command("convert", help=convert.HELP, short_help=convert.SHORT_HELP)(convert.convert)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ptm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors (also accepted after any subcommand)."),
+) -> None:
+    """Pretrain, finetune and use language models: word vectors, ELMo, GPT, BERT and kin."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one clear line and exit 2 for user errors, unless --debug."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("PTM_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    if debug:
+        os.environ["PTM_DEBUG"] = "1"
+    from ptmcli.errors import PtmError
+
+    try:
+        app(args=args, prog_name="ptm")
+    except PtmError as err:
+        if debug:
+            raise
+        print(f"ptm: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("ptm: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        # A downstream `head` closed the pipe: not an error in a shell pipeline.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
