@@ -1,0 +1,224 @@
+"""``ptm pretrain``: set up data, model and optimizer, then run the shared loop."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ptmcli.errors import PtmError
+from ptmcli.pretraining.config import OBJECTIVES, PretrainConfig
+
+# Settings a resumed run may change; everything else must match the run being resumed.
+RESUMABLE_OVERRIDES = {"max_steps", "max_time", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches"}
+
+
+def _validate(cfg: PretrainConfig) -> None:
+    if cfg.objective not in OBJECTIVES.get(cfg.arch, ()):
+        raise PtmError(f"--objective {cfg.objective!r} is not available for --arch {cfg.arch} (choose from {', '.join(OBJECTIVES[cfg.arch])})")
+    positive = {"seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_steps": cfg.max_steps, "log_every": cfg.log_every, "eval_batches": cfg.eval_batches}
+    for name, value in positive.items():
+        if value <= 0:
+            raise PtmError(f"--{name.replace('_', '-')} {value}: must be positive")
+    for name in ("eval_every", "save_every", "keep_last", "eval_rows"):
+        if getattr(cfg, name) < 0:
+            raise PtmError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must not be negative")
+    if not 0.0 < cfg.mask_prob < 1.0:
+        raise PtmError(f"--mask-prob {cfg.mask_prob}: must be between 0 and 1")
+    if cfg.lr <= 0:
+        raise PtmError(f"--lr {cfg.lr}: must be positive")
+    if cfg.seq_len < 8:
+        raise PtmError(f"--seq-len {cfg.seq_len}: too short for [CLS] A [SEP] B [SEP] examples (use at least 8)")
+
+
+def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, Path]:
+    """The saved run config, with only the flags that may change on resume applied."""
+    from ptmcli.training.checkpoint import read_trainer, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(cfg.resume)
+    _tensors, state = read_trainer(ckpt)
+    saved = PretrainConfig(**{k: v for k, v in state["run_config"].items() if k in PretrainConfig.__dataclass_fields__})
+    conflicts = sorted(name for name in explicit - RESUMABLE_OVERRIDES - {"config"} if getattr(cfg, name) != getattr(saved, name))
+    if conflicts:
+        name = conflicts[0]
+        raise PtmError(
+            f"--{name.replace('_', '-')} {getattr(cfg, name)!r} conflicts with the run being resumed ({getattr(saved, name)!r}); "
+            f"only {', '.join('--' + n.replace('_', '-') for n in sorted(RESUMABLE_OVERRIDES - {'resume', 'out'}))} may change on --resume"
+        )
+    updates = {name: getattr(cfg, name) for name in explicit & RESUMABLE_OVERRIDES}
+    out = cfg.out or (str(ckpt.parent.parent) if ckpt.parent.name == "checkpoints" else None)
+    if out is None:
+        raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
+    updates["out"] = out
+    return replace(saved, **updates), ckpt
+
+
+def _prepare_run_dir(cfg: PretrainConfig, resuming: bool) -> Path:
+    if cfg.out is None:
+        raise PtmError("-o/--out RUN_DIR is required (where checkpoints and metrics go)")
+    run_dir = Path(cfg.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PtmError(f"-o {run_dir}: exists and is not a directory")
+    if run_dir.exists() and any(run_dir.iterdir()) and not resuming:
+        if not cfg.overwrite:
+            raise PtmError(f"-o {run_dir}: run directory exists and is not empty (use --resume {run_dir} to continue it, or --overwrite)")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _resolve_data(cfg: PretrainConfig) -> tuple[str, str]:
+    if cfg.data is None:
+        from ptmcli.pretraining.sample import sample_data
+
+        shards, tok = sample_data()
+        return str(shards), str(tok)
+    tokenizer = cfg.tokenizer
+    if tokenizer is None:
+        manifest = Path(cfg.data) / "manifest.json"
+        if manifest.exists():
+            try:
+                recorded = json.loads(manifest.read_text(encoding="utf-8")).get("tokenizer", {}).get("path")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                recorded = None
+            if recorded and Path(recorded).is_dir():
+                tokenizer = recorded
+        if tokenizer is None:
+            raise PtmError(f"--data {cfg.data}: the manifest names no tokenizer directory that exists here; pass --tokenizer DIR")
+    return cfg.data, tokenizer
+
+
+def _threads(cfg: PretrainConfig) -> None:
+    import torch
+
+    if cfg.threads is not None:
+        if cfg.threads <= 0:
+            raise PtmError(f"--threads {cfg.threads}: must be positive")
+        torch.set_num_threads(cfg.threads)
+
+
+def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
+    """Pretrain per ``cfg``; returns the final logged metrics."""
+    explicit = explicit or set()
+    ckpt_to_resume = None
+    if cfg.resume:
+        cfg, ckpt_to_resume = _resume_config(cfg, explicit)
+    _validate(cfg)
+    run_dir = _prepare_run_dir(cfg, resuming=ckpt_to_resume is not None)
+    data_dir, tokenizer_dir = _resolve_data(cfg)
+
+    import torch
+
+    from ptmcli.data.shards import ShardDataset
+    from ptmcli.models.registry import build_pretraining_model
+    from ptmcli.pretraining.bert_task import BertPretrainTask, ExampleStream, Specials, split_rows
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
+    from ptmcli.training import checkpoint as ckpt_io
+    from ptmcli.training.device import check_precision, measure_matmul_peak, peak_flops, resolve_device
+    from ptmcli.training.loop import LoopSettings, train
+    from ptmcli.training.optim import build_adamw
+
+    _threads(cfg)
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+    tokenizer = PtmTokenizer.load(tokenizer_dir)
+    dataset = ShardDataset.open(data_dir)
+    dataset.check_tokenizer(tokenizer)
+    for role in ("cls", "sep", "pad", "mask"):
+        if getattr(tokenizer, f"{role}_id") is None:
+            raise PtmError(f"{tokenizer_dir}: tokenizer has no {role} token, which BERT pretraining needs (train one with --special-tokens bert)")
+    if cfg.whole_word_mask and not dataset.has_word_starts:
+        raise PtmError(f"--whole-word-mask: {data_dir} was encoded without word boundaries (re-encode with --word-starts)")
+
+    torch.manual_seed(cfg.seed)
+    model, model_config = build_pretraining_model(cfg.arch, cfg.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model_overrides())
+    if cfg.seq_len > model_config.max_position_embeddings:
+        raise PtmError(f"--seq-len {cfg.seq_len} exceeds the model's {model_config.max_position_embeddings} positions (raise --max-position-embeddings)")
+    model.to(device)
+
+    train_rows, held_rows = split_rows(len(dataset), cfg.eval_rows)
+    if len(train_rows) == 0:
+        raise PtmError(f"--data {data_dir}: no documents to train on")
+    make_stream = lambda ds, rows, seed, shuffle=True: ExampleStream(  # noqa: E731
+        ds, rows, cfg.objective, cfg.seq_len, seed, short_seq_prob=cfg.short_seq_prob, whole_word=cfg.whole_word_mask, shuffle=shuffle
+    )
+    eval_streams = {}
+    if len(held_rows):
+        eval_streams["heldout"] = make_stream(dataset, held_rows, 999, shuffle=False)
+    if cfg.eval_data:
+        extra = ShardDataset.open(cfg.eval_data)
+        extra.check_tokenizer(tokenizer)
+        import numpy as np
+
+        eval_streams["evaldata"] = make_stream(extra, np.arange(len(extra)), 999, shuffle=False)
+    specials = Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id, tokenizer.mask_id, tokenizer.vocab_size)
+    task = BertPretrainTask(
+        make_stream(dataset, train_rows, cfg.seed), specials, batch_size=cfg.batch_size, mask_prob=cfg.mask_prob,
+        seed=cfg.seed, eval_streams=eval_streams, eval_batches=cfg.eval_batches,
+    )
+
+    optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, cfg.adam_beta2), device=device.type)
+    resume_state = None
+    if ckpt_to_resume is not None:
+        ckpt_io.load_weights(ckpt_to_resume, model, model.tied_weights())
+        resume_state = ckpt_io.read_trainer(ckpt_to_resume)
+
+    peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else peak_flops(device, cfg.precision)
+    if peak is None and device.type == "cpu":
+        peak = measure_matmul_peak(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.max_steps // 20)
+    from ptmcli.config_fields import parse_duration
+
+    settings = LoopSettings(
+        max_steps=cfg.max_steps, lr=cfg.lr, warmup_steps=warmup, schedule=cfg.schedule, grad_accum=cfg.grad_accum,
+        clip_norm=cfg.clip_norm, precision=cfg.precision, log_every=cfg.log_every, eval_every=cfg.eval_every,
+        save_every=cfg.save_every, keep_last=cfg.keep_last,
+        max_time_s=parse_duration(cfg.max_time, "--max-time") if cfg.max_time else None,
+        progress=cfg.progress, peak_flops=peak, flops_per_token=model.flops_per_token(cfg.seq_len, cfg.mask_prob),
+    )
+    model_dict = model_config.to_dict()
+    checkpoint_config = {
+        "arch": cfg.arch, "model": model_dict, "objective": cfg.objective, "task": None,
+        "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
+        "training": {"data": str(data_dir), "seq_len": cfg.seq_len},
+    }
+    (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "model": model_dict, "data": str(data_dir), "tokenizer": str(tokenizer_dir)}, indent=2) + "\n")
+
+    def save(step: int, optimizer_tensors: dict, trainer_state: dict) -> None:
+        trainer_state = dict(trainer_state, run_config=cfg.to_dict())
+        weights = ckpt_io.state_dict_for_saving(model, model.tied_weights())
+        target = run_dir / "checkpoints" / ckpt_io.step_dir_name(step)
+        ckpt_io.save_checkpoint(
+            target, config=checkpoint_config, weights=weights, tokenizer_dir=tokenizer_dir,
+            metrics_file=run_dir / "metrics.jsonl", optimizer_tensors=optimizer_tensors, trainer_state=trainer_state,
+        )
+        ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
+
+    n_params = model.num_parameters()
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len
+    what = "resuming" if resume_state else "pretraining"
+    print(
+        f"ptm: {what} {cfg.arch} ({cfg.preset}, {n_params / 1e6:.2f}M parameters, {model.flops_per_token(cfg.seq_len, cfg.mask_prob) / 1e6:.1f} MFLOP/token) "
+        f"on {data_dir} ({len(train_rows):,} train / {len(held_rows):,} held-out documents), objective {cfg.objective}, "
+        f"{device.type} {cfg.precision}, batch {cfg.batch_size}x{cfg.grad_accum} ({tokens_per_step:,} tokens/step max), {cfg.max_steps:,} steps -> {run_dir}",
+        file=sys.stderr,
+    )
+    started = time.time()
+    state = train(model, optimizer, task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state)
+    final = state.last_metrics
+    latest = ckpt_io.resolve_checkpoint(run_dir)
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k in ("loss", "mlm_loss", "mlm_acc", "nsp_acc", "tokens_per_s"))
+    print(f"ptm: done: step {state.step}, {summary} in {time.time() - started:.0f}s; checkpoint {latest}", file=sys.stderr)
+    if cfg.data is None:
+        print(
+            "\nNext: pretrain on your own text:\n"
+            "  ptm tokenize train corpus.txt --model wordpiece --vocab-size 30000 -o tok/\n"
+            "  ptm tokenize encode corpus.txt --tokenizer tok/ -o shards/\n"
+            "  ptm pretrain --data shards/ --preset bert-mini -o runs/mine --precision bf16\n"
+            f"  ptm pretrain --resume {run_dir} --max-steps {cfg.max_steps * 2}   # train this one further",
+            file=sys.stderr,
+        )
+    return dict(final, checkpoint=str(latest), step=state.step)

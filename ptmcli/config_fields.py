@@ -1,0 +1,151 @@
+"""Frozen dataclass configs whose fields are also command-line flags.
+
+Each field carries its help text in ``metadata["help"]``. ``cli_parameters``
+turns the fields into typer options (all defaulting to None, so we can tell
+what the user set), and ``merge`` layers defaults < config file < flags.
+Kept free of heavy imports: it runs while building ``--help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+from ptmcli.errors import PtmError
+
+
+def option(default: Any, help: str, *, flag: str | None = None, short: str | None = None, choices: tuple[str, ...] | None = None, default_factory=None):
+    """A dataclass field with its command-line help."""
+    meta = {"help": help, "flag": flag, "short": short, "choices": choices}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _base_type(annotation) -> type:
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"typing": typing, "Any": Any})  # noqa: S307 - our own annotations only
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def cli_parameters(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """typer parameters for every field of ``cls``: ``--field-name``, default None."""
+    import typer
+
+    params = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        base = _base_type(f.type)
+        meta = f.metadata
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = meta.get("help", "")
+        if meta.get("choices"):
+            help_text += f" One of: {', '.join(meta['choices'])}."
+        if default is not None and default != "" and base is not bool:
+            help_text += f" [default: {default}]"
+        if base is bool:
+            decls = [f"{flag}/--no-{flag[2:]}"]
+            help_text += f" [default: {'on' if default else 'off'}]"
+        else:
+            decls = [flag]
+        if meta.get("short"):
+            decls.append(meta["short"])
+        if base is list:
+            annotation = typing.Optional[list[str]]
+        else:
+            annotation = typing.Optional[base]
+        params.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=typer.Option(None, *decls, help=help_text, show_default=False),
+                annotation=annotation,
+            )
+        )
+    return params
+
+
+def with_parameters(func, params: list[inspect.Parameter]):
+    """Give ``func(**kwargs)`` a real signature so typer builds options from it."""
+    func.__signature__ = inspect.Signature(params)
+    func.__annotations__ = {p.name: p.annotation for p in params}
+    return func
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A JSON or TOML file of config fields (a ``[model]`` table sets model fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PtmError(f"--config {path}: no such file")
+    text = path.read_bytes()
+    try:
+        if path.suffix in (".toml", ".tml"):
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            return tomllib.loads(text.decode("utf-8"))
+        return json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PtmError(f"--config {path}: not UTF-8 text") from None
+    except ValueError as err:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise PtmError(f"--config {path}: cannot parse ({err})") from None
+
+
+def merge(cls, file_values: dict, flag_values: dict, source: str = "--config"):
+    """Build ``cls`` from its defaults, then the config file, then explicit flags."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in file_values.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            raise PtmError(f"{source}: unknown setting {key!r}")
+        values[name] = value
+    for key, value in flag_values.items():
+        if value is not None:
+            values[key] = value
+    for name, value in values.items():
+        choices = names[name].metadata.get("choices")
+        if choices and value not in choices:
+            flag = names[name].metadata.get("flag") or "--" + name.replace("_", "-")
+            raise PtmError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise PtmError(f"{source}: {err}") from None
+
+
+def parse_size(text: str, flag: str) -> int:
+    """``256MB``, ``1GB``, ``4096`` -> bytes."""
+    units = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30}
+    s = text.strip().upper()
+    number = s.rstrip("KMGB")
+    unit = s[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        raise PtmError(f"{flag} {text!r}: expected a size such as 256MB") from None
+    if unit not in units or value <= 0:
+        raise PtmError(f"{flag} {text!r}: expected a positive size such as 256MB")
+    return int(value * units[unit])
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """``90s``, ``20m``, ``1.5h``, ``3600`` -> seconds."""
+    s = text.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(s[-1:], None)
+    number = s[:-1] if scale else s
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise PtmError(f"{flag} {text!r}: expected a duration such as 90m or 1.5h") from None
+    if value <= 0:
+        raise PtmError(f"{flag} {text!r}: must be positive")
+    return value

@@ -1,0 +1,68 @@
+"""Everything ``ptm pretrain`` can be told, as one frozen dataclass.
+
+The same fields are command-line flags (``--batch-size``) and config-file keys
+(``batch_size = 32``); the run's values are saved in every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ptmcli.config_fields import option
+
+ARCHS = ("bert",)
+OBJECTIVES = {"bert": ("mlm+nsp", "mlm")}
+MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "hidden_dropout", "attention_dropout")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    arch: str = option("bert", "Model family to pretrain.", choices=ARCHS)
+    objective: str = option("mlm+nsp", "Pretraining objective: mlm+nsp (BERT) or mlm (RoBERTa-style full-sentence packing, no NSP).", choices=("mlm+nsp", "mlm"))
+    data: str | None = option(None, "Shard directory from `ptm tokenize encode`. Omit to use the sample corpus bundled with ptm.")
+    tokenizer: str | None = option(None, "Tokenizer directory the shards were encoded with (default: the one recorded in the shard manifest).")
+    out: str | None = option(None, "Run directory: checkpoints/, metrics.jsonl, run.json.", flag="--out", short="-o")
+    overwrite: bool = option(False, "Replace an existing run directory instead of refusing.")
+    preset: str = option("bert-mini", "Model size preset: bert-tiny, bert-mini, bert-small, bert-medium, bert-base, bert-large.")
+    hidden_size: int | None = option(None, "Override the preset's hidden size.")
+    num_layers: int | None = option(None, "Override the preset's number of Transformer layers.")
+    num_heads: int | None = option(None, "Override the preset's number of attention heads.")
+    intermediate_size: int | None = option(None, "Override the preset's feed-forward size.")
+    max_position_embeddings: int | None = option(None, "Override the number of learned positions (>= --seq-len).")
+    hidden_dropout: float | None = option(None, "Override the dropout on hidden states.")
+    attention_dropout: float | None = option(None, "Override the dropout on attention probabilities.")
+    seq_len: int = option(128, "Tokens per training example, special tokens included.")
+    batch_size: int = option(32, "Examples per micro-batch (per device).")
+    grad_accum: int = option(1, "Micro-batches per optimizer step; the loss is normalised by the predicted tokens of all of them.")
+    lr: float = option(1e-4, "Peak learning rate.")
+    weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm).")
+    adam_beta2: float = option(0.999, "AdamW beta2 (RoBERTa used 0.98).")
+    warmup_steps: int | None = option(None, "Linear warmup steps [default: 5% of --max-steps].")
+    max_steps: int = option(1000, "Optimizer steps to train for.")
+    max_time: str | None = option(None, "Stop (with a checkpoint) after this much training time, e.g. 90m or 1.5h.")
+    schedule: str = option("linear", "Decay after warmup.", choices=("linear", "cosine", "constant"))
+    clip_norm: float = option(1.0, "Clip the global gradient norm to this (0 disables).")
+    mask_prob: float = option(0.15, "Fraction of tokens the MLM objective predicts.")
+    whole_word_mask: bool = option(False, "Mask whole words (all sub-tokens of a word together), using the shards' word boundaries.")
+    short_seq_prob: float = option(0.1, "NSP: probability of a shorter target length, as in BERT.")
+    eval_every: int = option(0, "Evaluate on held-out data every N steps (0: only at the end).")
+    eval_rows: int = option(200, "Documents held out of the training shards for evaluation.")
+    eval_batches: int = option(20, "Batches per evaluation.")
+    eval_data: str | None = option(None, "Another shard directory to evaluate on as well (same tokenizer).")
+    save_every: int = option(0, "Save a resumable checkpoint every N steps (0: only at the end).")
+    keep_last: int = option(3, "Keep only the newest N step checkpoints (0 keeps all).")
+    log_every: int = option(10, "Log metrics every N steps.")
+    seed: int = option(0, "Seed for initialisation, data order, masking and dropout.")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    precision: str = option("fp32", "fp32, bf16 (autocast; fast on CPUs with AVX-512 BF16 and on GPUs) or fp16 (CUDA, with loss scaling).", choices=("fp32", "bf16", "fp16"))
+    threads: int | None = option(None, "CPU threads for torch [default: all cores].")
+    peak_tflops: float | None = option(None, "Device peak TFLOP/s for the MFU figure [default: known GPUs; measured matmul peak on CPU].")
+    resume: str | None = option(None, "Continue a run: a run directory (its latest checkpoint) or a checkpoint directory.")
+    progress: bool | None = option(None, "Show a progress bar [default: when stderr is a terminal].")
+    config: str | None = option(None, "JSON or TOML file setting any of these options (flags win).")
+
+    def model_overrides(self) -> dict:
+        return {name: getattr(self, name) for name in MODEL_FIELDS if getattr(self, name) is not None}
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,235 @@
+"""The ``ptm-checkpoint`` directory (DESIGN.md): write atomically, read strictly.
+
+A checkpoint is a directory: ``config.json`` (enough to rebuild the model),
+``model.safetensors`` (tied weights stored once), the tokenizer files, an
+optional ``metrics.jsonl`` and, for resumable training checkpoints, a
+``trainer/`` folder with the optimizer state as named tensors and a JSON
+state. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ptmcli import __version__
+from ptmcli.errors import PtmError
+
+FORMAT = "ptm-checkpoint"
+VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TRAINER = "trainer"
+OPTIMIZER = "optimizer.safetensors"
+STATE = "state.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.txt")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+
+
+def commit_directory(tmp: Path, target: Path) -> None:
+    """Move a fully written ``tmp`` directory to ``target`` so that readers see old or new, never half.
+
+    An existing target is first renamed aside and removed only once the new
+    directory is in place, so a crash at any moment leaves one whole copy.
+    """
+    _fsync_tree(tmp)
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def temp_dir_beside(target: Path) -> Path:
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def state_dict_for_saving(model, tied: dict[str, str]) -> dict:
+    """The unwrapped module's tensors, contiguous, with aliases of tied weights left out."""
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if key in tied:
+            continue
+        state[key] = tensor.detach().contiguous().cpu()
+    return state
+
+
+def save_checkpoint(
+    target: str | Path,
+    *,
+    config: dict,
+    weights: dict,
+    tokenizer_dir: str | Path | None,
+    metrics_file: str | Path | None = None,
+    optimizer_tensors: dict | None = None,
+    trainer_state: dict | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically and return its path."""
+    from safetensors.torch import save_file
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir_beside(target)
+    try:
+        full_config = {"format": FORMAT, "version": VERSION, **config, "ptm_version": __version__}
+        write_json(tmp / CONFIG, full_config)
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        if tokenizer_dir is not None:
+            copied = 0
+            for name in TOKENIZER_FILES:
+                src = Path(tokenizer_dir) / name
+                if src.exists():
+                    shutil.copyfile(src, tmp / name)
+                    copied += 1
+            if copied == 0:
+                raise PtmError(f"{tokenizer_dir}: no tokenizer files to copy into the checkpoint")
+        if metrics_file is not None and Path(metrics_file).exists():
+            shutil.copyfile(metrics_file, tmp / "metrics.jsonl")
+        if optimizer_tensors is not None or trainer_state is not None:
+            (tmp / TRAINER).mkdir()
+            if optimizer_tensors is not None:
+                save_file(optimizer_tensors, str(tmp / TRAINER / OPTIMIZER))
+            write_json(tmp / TRAINER / STATE, trainer_state or {})
+        commit_directory(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_config(path: str | Path) -> dict:
+    """Read and validate ``config.json`` of a checkpoint directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise PtmError(f"{path}: not a checkpoint directory (no such directory)")
+    cfg_path = path / CONFIG
+    if not cfg_path.exists():
+        raise PtmError(f"{path}: not a ptm checkpoint ({CONFIG} is missing)")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PtmError(f"{cfg_path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise PtmError(f"{cfg_path}: unknown format {config.get('format') if isinstance(config, dict) else None!r} (expected {FORMAT!r})")
+    if config.get("version") != VERSION:
+        raise PtmError(f"{cfg_path}: unsupported {FORMAT} version {config.get('version')!r} (this ptm reads version {VERSION})")
+    for key in ("arch", "model"):
+        if key not in config:
+            raise PtmError(f"{cfg_path}: missing required key {key!r}")
+    return config
+
+
+def load_weights(path: str | Path, model, tied: dict[str, str]) -> None:
+    """Load ``model.safetensors`` into ``model`` strictly, re-tying shared weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(path) / WEIGHTS
+    if not file.exists():
+        raise PtmError(f"{path}: checkpoint has no {WEIGHTS}")
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise PtmError(f"{file}: unreadable safetensors file ({err})") from None
+    expected = {k: v for k, v in model.state_dict().items() if k not in tied}
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing:
+        raise PtmError(f"{file}: missing {len(missing)} tensor(s), e.g. {missing[0]!r}")
+    if extra:
+        raise PtmError(f"{file}: {len(extra)} unexpected tensor(s), e.g. {extra[0]!r}")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise PtmError(
+                f"{file}: tensor {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[key].shape)}"
+            )
+    model.load_state_dict(state, strict=False)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+
+
+def read_trainer(path: str | Path) -> tuple[dict, dict]:
+    """The optimizer tensors and JSON state of a resumable checkpoint."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    trainer = Path(path) / TRAINER
+    if not (trainer / STATE).exists():
+        raise PtmError(f"{path}: not a resumable checkpoint ({TRAINER}/{STATE} is missing)")
+    try:
+        state = json.loads((trainer / STATE).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise PtmError(f"{trainer / STATE}: not valid JSON ({err})") from None
+    tensors = {}
+    if (trainer / OPTIMIZER).exists():
+        try:
+            tensors = load_file(str(trainer / OPTIMIZER))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise PtmError(f"{trainer / OPTIMIZER}: unreadable safetensors file ({err})") from None
+    return tensors, state
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_step_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete step checkpoints of a run, oldest first (temporary and stale dirs ignored)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / CONFIG).exists()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory meaning its latest checkpoint."""
+    path = Path(path)
+    if (path / CONFIG).exists():
+        return path
+    steps = list_step_checkpoints(path)
+    if steps:
+        return steps[-1]
+    if not path.exists():
+        raise PtmError(f"{path}: no such checkpoint or run directory")
+    raise PtmError(f"{path}: neither a ptm checkpoint nor a run directory with checkpoints/")
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
+    if keep_last <= 0:
+        return
+    steps = list_step_checkpoints(run_dir)
+    for old in steps[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)

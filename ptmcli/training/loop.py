@@ -1,0 +1,337 @@
+"""The one training loop, shared by pretraining and finetuning.
+
+What is trained, and on what, is a ``TrainTask``: it hands out micro-batches,
+says how to normalise their losses across gradient accumulation, computes the
+loss and evaluates. The loop owns everything else: precision, accumulation,
+clipping, the schedule, logging, checkpoints, resuming and signals.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from ptmcli.errors import PtmError
+from ptmcli.training.device import autocast
+from ptmcli.training.optim import load_optimizer_state, optimizer_state_tensors
+from ptmcli.training.schedule import lr_multiplier
+
+
+class TrainTask(Protocol):
+    def next_micro_batches(self, count: int) -> list[dict[str, torch.Tensor]]: ...
+    def normalizers(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]: ...
+    def loss(self, model, batch: dict[str, torch.Tensor], norms: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]: ...
+    def tokens(self, batch: dict[str, torch.Tensor]) -> int: ...
+    def evaluate(self, model, precision: str, device: torch.device) -> dict[str, float]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class LoopSettings:
+    max_steps: int
+    lr: float
+    warmup_steps: int = 0
+    schedule: str = "linear"
+    grad_accum: int = 1
+    clip_norm: float = 1.0
+    precision: str = "fp32"
+    log_every: int = 10
+    eval_every: int = 0
+    save_every: int = 0
+    keep_last: int = 3
+    max_time_s: float | None = None
+    progress: bool | None = None
+    peak_flops: float | None = None
+    flops_per_token: float | None = None
+    max_bad_steps: int = 5
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed_s: float = 0.0
+    skipped_steps: int = 0
+    last_metrics: dict = field(default_factory=dict)
+
+
+def _encode_bytes(t: torch.Tensor) -> str:
+    return base64.b64encode(t.numpy().tobytes()).decode("ascii")
+
+
+def _decode_bytes(s: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
+
+
+def capture_rng(device: torch.device) -> dict:
+    """Global RNG states (dropout draws from them), as JSON-safe base64 strings."""
+    state = {"torch": _encode_bytes(torch.get_rng_state())}
+    if device.type == "cuda":
+        state["cuda"] = _encode_bytes(torch.cuda.get_rng_state(device))
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    if "torch" in state:
+        torch.set_rng_state(_decode_bytes(state["torch"]))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(_decode_bytes(state["cuda"]), device)
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM ask the loop to save and stop at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        if self.received is not None:  # a second Ctrl-C means now
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"\nptm: received {signal.Signals(signum).name}; saving a checkpoint and stopping after this step", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class MetricsLog:
+    """``metrics.jsonl`` in the run directory: one JSON object per logged step or evaluation."""
+
+    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+        self.path = path
+        if resume_step is not None and path.exists():
+            # Drop history written after the checkpoint we resume from, so the file tells one story.
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        elif resume_step is None and path.exists():
+            path.unlink()
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class _Progress:
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, file=sys.stderr, dynamic_ncols=True, unit="step", smoothing=0.1)
+
+    def update(self, n: int, postfix: dict[str, str] | None) -> None:
+        if self.bar is not None:
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(n)
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fmt(record: dict) -> str:
+    parts = []
+    for key, value in record.items():
+        if isinstance(value, float):
+            parts.append(f"{key} {value:.4g}")
+        else:
+            parts.append(f"{key} {value}")
+    return " | ".join(parts)
+
+
+def train(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    task: TrainTask,
+    settings: LoopSettings,
+    *,
+    device: torch.device,
+    run_dir: Path,
+    save: Callable[[int, dict, dict], None],
+    resume: tuple[dict, dict] | None = None,
+) -> LoopState:
+    """Train until ``max_steps`` (or the time budget, or a signal); returns the final state.
+
+    ``save(step, optimizer_tensors, trainer_state)`` writes a checkpoint.
+    ``resume`` is ``(optimizer_tensors, trainer_state)`` read from one.
+    """
+    state = LoopState()
+    if resume is not None:
+        tensors, saved = resume
+        state = LoopState(**{k: v for k, v in saved["loop"].items() if k in LoopState.__dataclass_fields__})
+        load_optimizer_state(optimizer, tensors, saved["optimizer_groups"], "resume checkpoint")
+        task.load_state_dict(saved["data"])
+        restore_rng(saved["rng"], device)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume is not None else None)
+
+    scaler = torch.amp.GradScaler(device.type) if settings.precision == "fp16" else None
+    interactive = sys.stderr.isatty() if settings.progress is None else settings.progress
+    progress = _Progress(settings.max_steps, state.step, interactive)
+    peak_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    for group, peak in zip(optimizer.param_groups, peak_lrs):
+        group["initial_lr"] = peak
+
+    def snapshot() -> tuple[dict, dict]:
+        tensors, groups = optimizer_state_tensors(optimizer)
+        trainer_state = {
+            "loop": asdict(state),
+            "optimizer_groups": groups,
+            "data": task.state_dict(),
+            "rng": capture_rng(device),
+            "settings": asdict(settings),
+        }
+        return tensors, trainer_state
+
+    def checkpoint() -> None:
+        tensors, trainer_state = snapshot()
+        save(state.step, tensors, trainer_state)
+
+    window_tokens, window_time, window_sums, window_steps = 0, 0.0, {}, 0
+    bad_in_a_row = 0
+    saved_at = state.step if resume is not None else -1
+    started = time.perf_counter() - state.elapsed_s
+    model.train()
+    stop_reason = "max-steps"
+    with _StopSignals() as signals:
+        while state.step < settings.max_steps:
+            if settings.max_time_s is not None and state.elapsed_s >= settings.max_time_s:
+                stop_reason = "time budget"
+                break
+            if signals.received is not None:
+                stop_reason = signal.Signals(signals.received).name
+                break
+            step_start = time.perf_counter()
+            factor = lr_multiplier(state.step, warmup_steps=settings.warmup_steps, max_steps=settings.max_steps, schedule=settings.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+
+            batches = task.next_micro_batches(settings.grad_accum)
+            norms = task.normalizers(batches)
+            step_sums: dict[str, float] = {}
+            step_tokens = 0
+            loss_total = 0.0
+            for batch in batches:
+                batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                with autocast(settings.precision, device):
+                    loss, stats = task.loss(model, batch, norms)
+                (scaler.scale(loss) if scaler else loss).backward()
+                loss_total += float(loss.detach())
+                step_tokens += task.tokens(batch)
+                for key, value in stats.items():
+                    step_sums[key] = step_sums.get(key, 0.0) + float(value)
+
+            if not math.isfinite(loss_total):
+                optimizer.zero_grad(set_to_none=True)
+                state.skipped_steps += 1
+                bad_in_a_row += 1
+                progress.write(f"ptm: step {state.step + 1}: non-finite loss, update skipped ({bad_in_a_row} in a row)")
+                if bad_in_a_row >= settings.max_bad_steps:
+                    checkpoint()
+                    raise PtmError(
+                        f"training diverged: {bad_in_a_row} non-finite losses in a row at step {state.step + 1}; "
+                        f"checkpoint saved in {run_dir / 'checkpoints'} (try a lower --lr or --precision fp32)"
+                    )
+                continue
+            bad_in_a_row = 0
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            grad_norm = None
+            if settings.clip_norm and settings.clip_norm > 0:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm))
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            state.step += 1
+            state.tokens_seen += step_tokens
+            step_time = time.perf_counter() - step_start
+            state.elapsed_s = time.perf_counter() - started
+            window_tokens += step_tokens
+            window_time += step_time
+            window_steps += 1
+            for key, value in step_sums.items():
+                window_sums[key] = window_sums.get(key, 0.0) + value
+            window_sums["loss"] = window_sums.get("loss", 0.0) + loss_total
+            if grad_norm is not None:
+                window_sums["grad_norm"] = window_sums.get("grad_norm", 0.0) + grad_norm
+
+            postfix = None
+            if state.step % settings.log_every == 0 or state.step == settings.max_steps:
+                tps = window_tokens / max(window_time, 1e-9)
+                record = {"step": state.step, "loss": window_sums["loss"] / window_steps}
+                record.update(task.summarize(window_sums))
+                record["lr"] = optimizer.param_groups[0]["lr"]
+                if "grad_norm" in window_sums:
+                    record["grad_norm"] = window_sums["grad_norm"] / window_steps
+                record["tokens_per_s"] = tps
+                if settings.peak_flops and settings.flops_per_token:
+                    record["mfu"] = settings.flops_per_token * tps / settings.peak_flops
+                record["tokens_seen"] = state.tokens_seen
+                record["elapsed_s"] = round(state.elapsed_s, 2)
+                metrics.write(record)
+                state.last_metrics = record
+                postfix = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.2e}", "tok/s": f"{tps:,.0f}"}
+                if not interactive:
+                    progress.write(_fmt({k: v for k, v in record.items() if k not in ("tokens_seen",)}))
+                window_tokens, window_time, window_sums, window_steps = 0, 0.0, {}, 0
+            progress.update(1, postfix)
+
+            if settings.eval_every and state.step % settings.eval_every == 0:
+                _evaluate(model, task, settings, device, state, metrics, progress)
+            if settings.save_every and state.step % settings.save_every == 0:
+                checkpoint()
+                saved_at = state.step
+
+    progress.close()
+    if stop_reason == "max-steps" and settings.eval_every and state.step % settings.eval_every != 0:
+        _evaluate(model, task, settings, device, state, metrics, progress)
+    if saved_at != state.step:
+        checkpoint()
+    if stop_reason != "max-steps":
+        print(f"ptm: stopped at step {state.step} ({stop_reason}); resume with --resume {run_dir}", file=sys.stderr)
+    state.last_metrics = dict(state.last_metrics, stop_reason=stop_reason)
+    return state
+
+
+def _evaluate(model, task: TrainTask, settings: LoopSettings, device, state: LoopState, metrics: MetricsLog, progress: _Progress) -> None:
+    model.eval()
+    # Evaluation draws no randomness from the global RNG, so it cannot perturb a resumed run.
+    with torch.no_grad():
+        results = task.evaluate(model, settings.precision, device)
+    model.train()
+    if results:
+        record = {"step": state.step, **{f"eval_{k}": v for k, v in results.items()}}
+        metrics.write(record)
+        progress.write(_fmt(record))
