@@ -113,7 +113,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     import torch
 
     from ptmcli.data.shards import ShardDataset
-    from ptmcli.models.registry import build_pretraining_model
+    from ptmcli.models.registry import get_architecture
     from ptmcli.pretraining.bert_task import BertPretrainTask, ExampleStream, Specials, split_rows
     from ptmcli.tokenization.tokenizer import PtmTokenizer
     from ptmcli.training import checkpoint as ckpt_io
@@ -134,7 +134,11 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         raise PtmError(f"--whole-word-mask: {data_dir} was encoded without word boundaries (re-encode with --word-starts)")
 
     torch.manual_seed(cfg.seed)
-    model, model_config = build_pretraining_model(cfg.arch, cfg.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model_overrides())
+    arch = get_architecture(cfg.arch)
+    if cfg.preset not in arch.presets:
+        raise PtmError(f"--preset {cfg.preset!r} is not a {cfg.arch} preset; choose one of: {', '.join(arch.presets)}")
+    model_config = arch.preset_config(cfg.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model_overrides())
+    model = arch.model_class(model_config)
     if cfg.seq_len > model_config.max_position_embeddings:
         raise PtmError(f"--seq-len {cfg.seq_len} exceeds the model's {model_config.max_position_embeddings} positions (raise --max-position-embeddings)")
     model.to(device)
@@ -143,7 +147,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     if len(train_rows) == 0:
         raise PtmError(f"--data {data_dir}: no documents to train on")
     make_stream = lambda ds, rows, seed, shuffle=True: ExampleStream(  # noqa: E731
-        ds, rows, cfg.objective, cfg.seq_len, seed, short_seq_prob=cfg.short_seq_prob, whole_word=cfg.whole_word_mask, shuffle=shuffle
+        ds, rows, cfg.objective, cfg.seq_len, seed, separator_id=tokenizer.sep_id, short_seq_prob=cfg.short_seq_prob, whole_word=cfg.whole_word_mask, shuffle=shuffle
     )
     eval_streams = {}
     if len(held_rows):

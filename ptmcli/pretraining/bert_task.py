@@ -21,7 +21,7 @@ from ptmcli.data.shards import ShardDataset
 from ptmcli.objectives.collate import collate_blocks, collate_pairs
 from ptmcli.objectives.mlm import mask_tokens
 from ptmcli.objectives.nsp import PairExample, nsp_examples
-from ptmcli.objectives.packing import SentencePacker
+from ptmcli.objectives.packing import Block, SentencePacker
 
 
 @dataclass(frozen=True)
@@ -52,25 +52,35 @@ def _sentences(row, with_words: bool) -> tuple[list[np.ndarray], list[np.ndarray
     return sents, words
 
 
-def _pair_to_json(ex: PairExample) -> list:
-    def plain(x):
-        return None if x is None else [int(v) for v in x]
+def _plain(values) -> list[int] | None:
+    return None if values is None else np.asarray(values).astype(np.int64).tolist()
 
-    return [plain(ex.tokens_a), plain(ex.tokens_b), bool(ex.is_random_next), plain(getattr(ex, "words_a", None)), plain(getattr(ex, "words_b", None))]
+
+def _array(values, dtype) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=dtype)
+
+
+def _pair_to_json(ex: PairExample) -> list:
+    return [_plain(ex.tokens_a), _plain(ex.tokens_b), bool(ex.is_random_next), _plain(ex.word_starts_a), _plain(ex.word_starts_b)]
 
 
 def _pair_from_json(item: list) -> PairExample:
     a, b, is_random, wa, wb = item
-    kwargs = {}
-    if wa is not None:
-        kwargs = {"words_a": np.array(wa, dtype=bool), "words_b": np.array(wb, dtype=bool)}
-    return PairExample(np.array(a, dtype=np.int32), np.array(b, dtype=np.int32), is_random, **kwargs)
+    return PairExample(_array(a, np.int64), _array(b, np.int64), is_random, _array(wa, bool), _array(wb, bool))
+
+
+def _block_to_json(block: Block) -> list:
+    return [_plain(block.tokens), _plain(block.word_starts)]
+
+
+def _block_from_json(item: list) -> Block:
+    return Block(_array(item[0], np.int64), _array(item[1], bool))
 
 
 class ExampleStream:
     """Endless, resumable stream of pretraining examples from a set of shard rows."""
 
-    def __init__(self, dataset: ShardDataset, rows: np.ndarray, objective: str, seq_len: int, seed: int, *,
+    def __init__(self, dataset: ShardDataset, rows: np.ndarray, objective: str, seq_len: int, seed: int, *, separator_id: int,
                  short_seq_prob: float = 0.1, whole_word: bool = False, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
         self.dataset = dataset
         self.rows = rows
@@ -82,7 +92,7 @@ class ExampleStream:
         self._iter = iter(self.order)
         self.rng = random.Random(seed * 1000003 + rank)
         self.pending: deque = deque()
-        self.packer = SentencePacker(seq_len - 2) if objective == "mlm" else None
+        self.packer = SentencePacker(seq_len - 2, separator_id, track_word_starts=whole_word) if objective == "mlm" else None
 
     def _fill(self) -> None:
         row = self.dataset[int(self.rows[next(self._iter)])]
@@ -94,7 +104,7 @@ class ExampleStream:
                 nsp_examples(sents, self.seq_len - 3, self.rng, self._random_document_sents, short_seq_prob=self.short_seq_prob, word_starts=words)
             )
         else:
-            self.pending.extend(self.packer.add_document(sents, words))
+            self.pending.extend(self.packer.add_document(sents, words if self.whole_word else None))
 
     def _random_document_sents(self, rng: random.Random):
         row = self.dataset[int(self.rows[rng.randrange(len(self.rows))])]
@@ -111,7 +121,7 @@ class ExampleStream:
         if self.objective == "mlm+nsp":
             pending = [_pair_to_json(ex) for ex in self.pending]
         else:
-            pending = [self.packer.block_to_json(block) for block in self.pending]
+            pending = [_block_to_json(block) for block in self.pending]
         return {
             "order": self.order.state_dict(),
             "rng": [version, list(internal), gauss],
@@ -127,7 +137,7 @@ class ExampleStream:
         if self.objective == "mlm+nsp":
             self.pending = deque(_pair_from_json(item) for item in state["pending"])
         else:
-            self.pending = deque(self.packer.block_from_json(item) for item in state["pending"])
+            self.pending = deque(_block_from_json(item) for item in state["pending"])
             self.packer.load_state_dict(state["packer"])
 
 

@@ -1,0 +1,139 @@
+"""`ptm pretrain` end to end on a slice of the bundled Wikipedia sample: tiny models, few steps."""
+
+from __future__ import annotations
+
+import json
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ptmcli.cli.main import main
+from ptmcli.data.encode import encode_to_shards
+from ptmcli.pretraining.sample import SAMPLE
+from ptmcli.textio.inputs import iter_texts
+from ptmcli.tokenization.train import train_tokenizer
+from ptmcli.training.checkpoint import list_step_checkpoints, read_config
+
+TINY = ["--preset", "bert-tiny", "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64", "--num-layers", "2",
+        "--seq-len", "48", "--batch-size", "4", "--eval-rows", "4", "--eval-batches", "2", "--log-every", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """A 1,500-word-piece tokenizer and shards for the first articles of the bundled sample."""
+    root = tmp_path_factory.mktemp("corpus")
+    lines, docs = [], 0
+    with open(SAMPLE, encoding="utf-8") as handle:
+        for line in handle:
+            lines.append(line)
+            docs += line.startswith("</doc>")
+            if docs == 12:
+                break
+    (root / "wiki.txt").write_text("".join(lines), encoding="utf-8")
+    tok = root / "tok"
+    train_tokenizer(islice(iter_texts([str(root / "wiki.txt")]), 3000), "wordpiece", 1500).save(tok)
+    encode_to_shards([str(root / "wiki.txt")], str(tok), str(root / "shards"), workers=1, progress=False)
+    return root / "shards", tok
+
+
+def ptm(capsys, *args) -> tuple[int, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code or 0
+    return code, capsys.readouterr().err
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(list_step_checkpoints(run)[-1] / "model.safetensors"))
+
+
+def test_pretrain_learns_and_writes_checkpoints(corpus, tmp_path, capsys):
+    shards, tok = corpus
+    run = tmp_path / "run"
+    code, err = ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", run, *TINY, "--max-steps", "40", "--lr", "3e-3",
+                    "--eval-every", "20", "--save-every", "20", "--keep-last", "1")
+    assert code == 0, err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_losses = [r["mlm_loss"] for r in records if "mlm_loss" in r]
+    assert sum(train_losses[-3:]) / 3 < sum(train_losses[:3]) / 3 - 0.5, train_losses
+    assert {"loss", "lr", "tokens_per_s", "nsp_acc", "grad_norm"} <= set(records[0])
+    assert any("eval_mlm_acc" in r for r in records)
+    checkpoints = list_step_checkpoints(run)
+    assert [c.name for c in checkpoints] == ["step-00000040"], "keep-last 1 should prune older checkpoints"
+    ckpt = checkpoints[0]
+    config = read_config(ckpt)
+    assert config["arch"] == "bert" and config["objective"] == "mlm+nsp" and config["model"]["hidden_size"] == 32
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", "trainer/optimizer.safetensors", "trainer/state.json"):
+        assert (ckpt / name).exists(), name
+    assert "ptm: done: step 40" in err
+
+
+def test_resume_reaches_the_same_weights(corpus, tmp_path, capsys):
+    shards, tok = corpus
+    common = ["--data", shards, "--tokenizer", tok, *TINY, "--seed", "3"]
+    assert ptm(capsys, "pretrain", *common, "-o", tmp_path / "full", "--max-steps", "8")[0] == 0
+    assert ptm(capsys, "pretrain", *common, "-o", tmp_path / "cut", "--max-steps", "8", "--save-every", "3", "--keep-last", "0")[0] == 0
+    # Simulate a run killed after step 3: keep only that checkpoint, then resume it.
+    for ckpt in list_step_checkpoints(tmp_path / "cut")[1:]:
+        import shutil
+
+        shutil.rmtree(ckpt)
+    code, err = ptm(capsys, "pretrain", "--resume", tmp_path / "cut")
+    assert code == 0, err
+    assert "resuming" in err
+    full, resumed = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps), "metrics history must not repeat steps after a resume"
+
+
+@pytest.mark.parametrize("extra", [["--objective", "mlm"], ["--whole-word-mask", "--grad-accum", "2"]])
+def test_objective_variants(corpus, tmp_path, capsys, extra):
+    shards, tok = corpus
+    code, err = ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", tmp_path / "run", *TINY, "--max-steps", "4", *extra)
+    assert code == 0, err
+    config = read_config(list_step_checkpoints(tmp_path / "run")[-1])
+    assert config["objective"] == ("mlm" if "mlm" in extra else "mlm+nsp")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "--batch-size 0"),
+        (["--objective", "clm"], "--objective 'clm'"),
+        (["--preset", "bert-huge"], "--preset 'bert-huge'"),
+        (["--seq-len", "1024"], "exceeds the model's 512 positions"),
+        (["--mask-prob", "1.5"], "--mask-prob"),
+        (["--device", "cuda:7"], "--device cuda:7"),
+    ],
+)
+def test_bad_flags_fail_with_one_line(corpus, tmp_path, capsys, args, message):
+    shards, tok = corpus
+    code, err = ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", tmp_path / "run", *TINY, *args)
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_existing_run_dir_is_refused(corpus, tmp_path, capsys):
+    shards, tok = corpus
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "keep.txt").write_text("mine")
+    code, err = ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", run, *TINY, "--max-steps", "2")
+    assert code == 2 and "--resume" in err
+    assert (run / "keep.txt").read_text() == "mine"
+
+
+def test_resume_refuses_changed_model(corpus, tmp_path, capsys):
+    shards, tok = corpus
+    run = tmp_path / "run"
+    assert ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", run, *TINY, "--max-steps", "2")[0] == 0
+    code, err = ptm(capsys, "pretrain", "--resume", run, "--hidden-size", "64")
+    assert code == 2 and "--hidden-size" in err
