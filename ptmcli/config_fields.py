@@ -57,10 +57,7 @@ def cli_parameters(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
             decls = [flag]
         if meta.get("short"):
             decls.append(meta["short"])
-        if base is list:
-            annotation = typing.Optional[list[str]]
-        else:
-            annotation = typing.Optional[base]
+        annotation = base | None
         params.append(
             inspect.Parameter(
                 f.name,

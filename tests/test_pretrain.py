@@ -137,3 +137,17 @@ def test_resume_refuses_changed_model(corpus, tmp_path, capsys):
     assert ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", run, *TINY, "--max-steps", "2")[0] == 0
     code, err = ptm(capsys, "pretrain", "--resume", run, "--hidden-size", "64")
     assert code == 2 and "--hidden-size" in err
+
+
+def test_config_file_sets_fields_and_flags_win(corpus, tmp_path, capsys):
+    shards, tok = corpus
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "{shards}"\ntokenizer = "{tok}"\npreset = "bert-tiny"\nseq_len = 40\nbatch_size = 2\nmax_steps = 3\n'
+                      'eval_rows = 4\neval_batches = 1\nlr = 5e-4\n\n[model]\nhidden_size = 16\nnum_heads = 2\nintermediate_size = 32\n')
+    code, err = ptm(capsys, "pretrain", "--config", config, "-o", tmp_path / "run", "--max-steps", "2", "--no-progress")
+    assert code == 0, err
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["config"]["max_steps"] == 2 and run["config"]["seq_len"] == 40 and run["model"]["hidden_size"] == 16
+    config.write_text("seq_length = 40\n")
+    code, err = ptm(capsys, "pretrain", "--config", config, "-o", tmp_path / "other")
+    assert code == 2 and "unknown setting 'seq_length'" in err
