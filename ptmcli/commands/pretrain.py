@@ -117,7 +117,12 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli.pretraining.bert_task import BertPretrainTask, ExampleStream, Specials, split_rows
     from ptmcli.tokenization.tokenizer import PtmTokenizer
     from ptmcli.training import checkpoint as ckpt_io
-    from ptmcli.training.device import check_precision, measure_matmul_peak, peak_flops, resolve_device
+    from ptmcli.training.device import (
+        check_precision,
+        measure_matmul_peak,
+        peak_flops,
+        resolve_device,
+    )
     from ptmcli.training.loop import LoopSettings, train
     from ptmcli.training.optim import build_adamw
 
