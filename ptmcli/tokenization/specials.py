@@ -1,0 +1,60 @@
+"""Special-token sets and the per-model defaults of ``ptm tokenize train``.
+
+A set lists (role, token) pairs; the distinct tokens, in this order, take the
+first ids of the vocabulary. Roles are pad, unk, cls, sep, mask, bos, eos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ptmcli.errors import PtmError
+
+ROLES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
+MODELS = ("wordpiece", "bpe", "bytelevel", "unigram", "sp-bpe")
+SENTENCEPIECE_MODELS = ("unigram", "sp-bpe")
+
+# GPT-2 has a single <|endoftext|>; it also stands for "unknown" only where no
+# unknown can occur (byte-level), other models get a real <unk>.
+SPECIAL_SETS: dict[str, list[tuple[str, str]]] = {
+    "bert": [("pad", "[PAD]"), ("unk", "[UNK]"), ("cls", "[CLS]"), ("sep", "[SEP]"), ("mask", "[MASK]")],
+    "gpt": [("bos", "<|endoftext|>"), ("eos", "<|endoftext|>"), ("unk", "<|endoftext|>")],
+    "roberta": [("bos", "<s>"), ("cls", "<s>"), ("pad", "<pad>"), ("eos", "</s>"), ("sep", "</s>"),
+                ("unk", "<unk>"), ("mask", "<mask>")],
+}
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    lowercase: bool
+    split_cjk: bool
+    special: str
+
+
+DEFAULTS = {
+    "wordpiece": ModelDefaults(lowercase=True, split_cjk=True, special="bert"),
+    "bpe": ModelDefaults(lowercase=False, split_cjk=True, special="bert"),
+    "bytelevel": ModelDefaults(lowercase=False, split_cjk=False, special="gpt"),
+    "unigram": ModelDefaults(lowercase=False, split_cjk=False, special="bert"),
+    "sp-bpe": ModelDefaults(lowercase=False, split_cjk=False, special="bert"),
+}
+
+
+def special_roles(special: str, model: str) -> dict[str, str]:
+    """role -> token for a named set, adapted to ``model``."""
+    if special not in SPECIAL_SETS:
+        raise PtmError(f"unknown --special-tokens {special!r}; choose one of {', '.join(SPECIAL_SETS)}")
+    roles = dict(SPECIAL_SETS[special])
+    if special == "gpt" and model != "bytelevel":
+        roles["unk"] = "<unk>"
+    return roles
+
+
+def ordered_tokens(roles: dict[str, str], special: str | None = None) -> list[str]:
+    """The distinct special tokens in vocabulary order."""
+    order = [token for _, token in SPECIAL_SETS[special]] if special in SPECIAL_SETS else []
+    tokens: list[str] = []
+    for token in [*order, *roles.values()]:
+        if token in roles.values() and token not in tokens:
+            tokens.append(token)
+    return tokens
