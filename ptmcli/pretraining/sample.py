@@ -33,7 +33,7 @@ def sample_data() -> tuple[Path, Path]:
         print(f"ptm: training a {SAMPLE_VOCAB}-token WordPiece tokenizer on the bundled sample (cached in {root})", file=sys.stderr)
         tokenizer = train_tokenizer(iter_texts([str(SAMPLE)]), "wordpiece", SAMPLE_VOCAB, min_frequency=2)
         root.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(tok_dir)
+        tokenizer.save(tok_dir, overwrite=True)  # a stale half-built cache entry is replaced
     if not (shard_dir / "manifest.json").exists():
         print("ptm: encoding the bundled sample into shards", file=sys.stderr)
         encode_to_shards([str(SAMPLE)], tok_dir, shard_dir, workers=min(2, os.cpu_count() or 1), overwrite=True, progress=False)

@@ -10,13 +10,13 @@ state. Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ptmcli import __version__
 from ptmcli.errors import PtmError
+from ptmcli.textio.atomic import atomic_directory
 
 FORMAT = "ptm-checkpoint"
 VERSION = 1
@@ -28,52 +28,10 @@ STATE = "state.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.txt")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as handle:
-                os.fsync(handle.fileno())
-        _fsync_dir(Path(dirpath))
-
-
 def write_json(path: Path, obj: Any) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(obj, handle, indent=2, sort_keys=False)
         handle.write("\n")
-
-
-def commit_directory(tmp: Path, target: Path) -> None:
-    """Move a fully written ``tmp`` directory to ``target`` so that readers see old or new, never half.
-
-    An existing target is first renamed aside and removed only once the new
-    directory is in place, so a crash at any moment leaves one whole copy.
-    """
-    _fsync_tree(tmp)
-    old = target.with_name(target.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def temp_dir_beside(target: Path) -> Path:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def state_dict_for_saving(model, tied: dict[str, str]) -> dict:
@@ -100,9 +58,7 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir_beside(target)
-    try:
+    with atomic_directory(target, overwrite=True) as tmp:
         full_config = {"format": FORMAT, "version": VERSION, **config, "ptm_version": __version__}
         write_json(tmp / CONFIG, full_config)
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
@@ -122,10 +78,6 @@ def save_checkpoint(
             if optimizer_tensors is not None:
                 save_file(optimizer_tensors, str(tmp / TRAINER / OPTIMIZER))
             write_json(tmp / TRAINER / STATE, trainer_state or {})
-        commit_directory(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
