@@ -13,7 +13,7 @@ from ptmcli.errors import PtmError
 from ptmcli.pretraining.config import OBJECTIVES, PretrainConfig
 
 # Settings a resumed run may change; everything else must match the run being resumed.
-RESUMABLE_OVERRIDES = {"max_steps", "max_time", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches"}
+RESUMABLE_OVERRIDES = {"compile", "max_steps", "max_time", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches"}
 
 
 def _validate(cfg: PretrainConfig) -> None:
@@ -166,7 +166,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     specials = Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id, tokenizer.mask_id, tokenizer.vocab_size)
     task = BertPretrainTask(
         make_stream(dataset, train_rows, cfg.seed), specials, batch_size=cfg.batch_size, mask_prob=cfg.mask_prob,
-        seed=cfg.seed, eval_streams=eval_streams, eval_batches=cfg.eval_batches,
+        seed=cfg.seed, eval_streams=eval_streams, eval_batches=cfg.eval_batches, pad_to_longest=not cfg.compile,
     )
 
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, cfg.adam_beta2), device=device.type)
@@ -216,6 +216,11 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         file=sys.stderr,
     )
     started = time.time()
+    if cfg.compile:
+        # Compile the encoder in place: its shapes are fixed (batches padded to --seq-len), while the
+        # MLM head sees a different number of masked tokens every step and would recompile. In-place
+        # Module.compile() also keeps state_dict keys free of an `_orig_mod.` prefix.
+        getattr(model, "bert", model).compile()
     state = train(model, optimizer, task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state)
     final = state.last_metrics
     latest = ckpt_io.resolve_checkpoint(run_dir)

@@ -153,20 +153,21 @@ class BertPretrainTask:
     """MLM (+ NSP) on shard rows; the loop's ``TrainTask``."""
 
     def __init__(self, stream: ExampleStream, specials: Specials, *, batch_size: int, mask_prob: float, seed: int,
-                 eval_streams: dict[str, ExampleStream] | None = None, eval_batches: int = 20) -> None:
+                 eval_streams: dict[str, ExampleStream] | None = None, eval_batches: int = 20, pad_to_longest: bool = True) -> None:
         self.stream = stream
         self.specials = specials
         self.batch_size = batch_size
         self.mask_prob = mask_prob
         self.generator = torch.Generator().manual_seed(seed + 17)
         self.nsp = stream.objective == "mlm+nsp"
+        self.pad_to_longest = pad_to_longest
         self.eval_sets = {name: self._fixed_batches(s, eval_batches, seed) for name, s in (eval_streams or {}).items()}
 
     def _collate(self, examples) -> dict[str, torch.Tensor]:
         s = self.specials
         if self.nsp:
-            return collate_pairs(examples, s.cls_id, s.sep_id, s.pad_id, self.stream.seq_len)
-        return collate_blocks(examples, s.cls_id, s.sep_id, s.pad_id, self.stream.seq_len)
+            return collate_pairs(examples, s.cls_id, s.sep_id, s.pad_id, self.stream.seq_len, self.pad_to_longest)
+        return collate_blocks(examples, s.cls_id, s.sep_id, s.pad_id, self.stream.seq_len, self.pad_to_longest)
 
     def _mask(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         word_starts = batch.get("word_starts") if self.stream.whole_word else None
