@@ -1,0 +1,61 @@
+"""``ptm tokenize encode``: resolve flags, encode, print the summary line."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+from ptmcli.errors import PtmError
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_size(text: str, flag: str = "--shard-size") -> int:
+    """Bytes from "256MB", "1GB", "512MiB", "1.5G" or a plain number of bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _UNITS:
+        raise PtmError(f"{flag} {text!r}: expected a size such as 256MB, 1GB or 512MiB")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) when started by torchrun, else (0, 1)."""
+    try:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise PtmError("RANK and WORLD_SIZE must be integers (as torchrun sets them)") from None
+
+
+def run(*, inputs: list[str], tokenizer: str, out: str, workers: int | None = None, shard_size: str = "256MB",
+        fmt: str = "auto", text_field: str = "text", tsv_column: str | None = None, errors: str = "strict",
+        overwrite: bool = False, split_sentences: bool = True, word_starts: bool = True,
+        progress: bool | None = None) -> dict:
+    from ptmcli.data.encode import encode_to_shards, summary_line
+    from ptmcli.textio.inputs import ERROR_MODES, FORMATS
+
+    started = time.monotonic()
+    if fmt not in FORMATS:
+        raise PtmError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if errors not in ERROR_MODES:
+        raise PtmError(f"--errors {errors!r}: choose one of {', '.join(ERROR_MODES)}")
+    rank, world_size = _distributed_rank()
+    if workers is None:
+        workers = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        if world_size > 1:  # ranks on one machine share its cores
+            workers = max(1, workers // int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+    column: str | int | None = tsv_column
+    if tsv_column is not None and tsv_column.isdigit():
+        column = int(tsv_column)
+    manifest = encode_to_shards(
+        inputs, tokenizer, out, workers=workers, shard_size_bytes=parse_size(shard_size), fmt=fmt,
+        text_field=text_field, tsv_column=column, errors=errors, overwrite=overwrite,
+        split_sentences=split_sentences, word_starts=word_starts, progress=progress, rank=rank,
+        world_size=world_size,
+    )
+    if rank == 0:
+        print(f"ptm: {summary_line(manifest, time.monotonic() - started)} -> {out}", file=sys.stderr)
+    return manifest

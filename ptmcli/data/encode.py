@@ -1,0 +1,321 @@
+"""``ptm tokenize encode``: text corpora into ``ptm-shards`` directories.
+
+The main process reads documents (``iter_documents``) and groups them into
+chunks; worker processes (``encode_workers``) split each chunk's paragraphs
+into sentences, encode them and flatten the result into numpy buffers; the
+main process writes the chunks, in input order, as Arrow record batches
+(``shard_writer``). Only a few chunks per worker are in flight, so memory
+stays flat however large the corpus is. The output directory is built under a
+temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+
+from ptmcli.data.encode_workers import ChunkEncoder, chunk_documents
+from ptmcli.errors import PtmError
+
+MANIFEST = "manifest.json"
+
+
+def encode_to_shards(
+    inputs: list[str],
+    tokenizer_dir: str,
+    out_dir: str,
+    *,
+    workers: int = 2,
+    shard_size_bytes: int = 256 << 20,
+    fmt: str = "auto",
+    text_field: str = "text",
+    tsv_column: str | int | None = None,
+    errors: str = "strict",
+    overwrite: bool = False,
+    split_sentences: bool = True,
+    word_starts: bool = True,
+    progress: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict:
+    """Encode text inputs into a ``ptm-shards`` directory and return its manifest.
+
+    The directory is built under ``<out_dir>.tmp-<pid>`` and renamed into place
+    when complete; on any error (or Ctrl-C) nothing is left behind and an
+    existing ``out_dir`` (replaced only with ``overwrite``) is untouched.
+
+    Under data parallelism (``world_size > 1``) each rank encodes its share of
+    the inputs (whole files when there are at least as many files as ranks,
+    else every ``world_size``-th document) into ``part-r<rank>-NNNNN.arrow``
+    files of a shared temporary directory and records them in a partial
+    manifest; rank 0 then waits for every rank and writes the manifest (see
+    ``merge_rank_manifests``). Other ranks return their partial manifest.
+    """
+    from ptmcli.textio.inputs import expand_inputs
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
+
+    if workers < 1:
+        raise PtmError(f"--workers must be at least 1, got {workers}")
+    if shard_size_bytes < 64_000:
+        raise PtmError(f"--shard-size must be at least 64KB, got {shard_size_bytes} bytes")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise PtmError(f"rank {rank} is out of range for world size {world_size}")
+    paths = expand_inputs(inputs)
+    if world_size > 1 and "-" in paths:
+        raise PtmError("stdin ('-') cannot be split across ranks; pass input files when running under torchrun")
+    target = os.path.abspath(out_dir)
+    _check_target(target, overwrite)
+    tokenizer = PtmTokenizer.load(tokenizer_dir)
+    options = {
+        "split_sentences": split_sentences,
+        "word_starts": word_starts,
+        "format": fmt,
+        "text_field": text_field,
+        "tsv_column": tsv_column,
+        "errors": errors,
+        "shard_size_bytes": shard_size_bytes,
+    }
+    staging = _staging_dir(target, world_size)
+    if world_size > 1:
+        try:
+            os.makedirs(staging, exist_ok=True)
+            _remove_rank_files(staging, rank)
+            manifest = _encode_share(paths, tokenizer, tokenizer_dir, staging, rank, world_size, workers,
+                                     progress, options)
+            _write_json(os.path.join(staging, f"rank-{rank}.json"), manifest)
+        except BaseException:
+            _mark_rank_failed(staging, rank)
+            raise
+        _barrier()
+        if rank != 0:
+            _barrier()  # rank 0 publishes the directory
+            return manifest
+        try:
+            return merge_rank_manifests(target, world_size, overwrite)
+        finally:
+            _barrier()
+    try:
+        os.makedirs(staging)
+        manifest = _encode_share(paths, tokenizer, tokenizer_dir, staging, 0, 1, workers, progress, options)
+        if manifest["rows"] == 0:
+            raise PtmError(f"no tokens: every document of {', '.join(paths[:3])} encoded to nothing")
+        _write_json(os.path.join(staging, MANIFEST), manifest)
+        _publish(staging, target, overwrite)
+        return manifest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _encode_share(paths: list[str], tokenizer, tokenizer_dir: str, staging: str, rank: int, world_size: int,
+                  workers: int, progress: bool | None, options: dict) -> dict:
+    """Encode this rank's share of ``paths`` into ``staging``; the manifest of what was written."""
+    encoder = ChunkEncoder(tokenizer, tokenizer_dir, workers, options["split_sentences"], options["word_starts"])
+    with encoder:
+        # Imported once the workers are starting: their start-up overlaps with this.
+        from ptmcli.data.shard_writer import ShardWriter
+        from ptmcli.textio.inputs import ReadStats, iter_documents, total_input_bytes
+
+        by_file = len(paths) >= world_size
+        own_paths = paths[rank::world_size] if by_file else paths
+        writer = ShardWriter(staging, prefix=f"part-r{rank}-" if world_size > 1 else "part-",
+                             shard_size_bytes=options["shard_size_bytes"], word_starts=options["word_starts"])
+        stats = ReadStats()
+        counts = {"documents": 0, "empty_documents": 0}
+        documents = (d.paragraphs for d in iter_documents(own_paths, options["format"], options["text_field"],
+                                                          options["tsv_column"], options["errors"], stats))
+        if not by_file:
+            documents = (d for i, d in enumerate(documents) if i % world_size == rank)
+        chunks = ((chunk, stats.bytes_read) for chunk in chunk_documents(documents))
+        bar = progress_bar(progress, total_input_bytes(own_paths))
+        started = time.monotonic()
+        try:
+            for encoded, bytes_read in encoder.map(chunks):
+                writer.add(encoded)
+                counts["documents"] += encoded.rows + encoded.empty_documents
+                counts["empty_documents"] += encoded.empty_documents
+                bar.update(bytes_read - bar.n)
+                rate = counts["documents"] / max(time.monotonic() - started, 1e-9)
+                bar.set_postfix_str(f"{counts['documents']:,} docs, {rate:,.0f} docs/s", refresh=False)
+            writer.close()
+            bar.update(stats.bytes_read - bar.n)
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            bar.close()
+    # The path lets later commands find the tokenizer without being told; the sha256 is what binds.
+    tokenizer_info = {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind,
+                      "path": os.path.abspath(tokenizer_dir)}
+    return writer.manifest(tokenizer_info, paths, options=options, input={
+        "bytes": stats.bytes_read,
+        "documents": counts["documents"],
+        "empty_documents": counts["empty_documents"],
+        "skipped_lines": stats.skipped_lines,
+        "replaced_lines": stats.replaced_lines,
+    })
+
+
+# -- output directory ---------------------------------------------------------------------
+
+
+def _check_target(target: str, overwrite: bool) -> None:
+    if not os.path.lexists(target):
+        return
+    if not overwrite:
+        raise PtmError(f"output {target} already exists; pass --overwrite to replace it")
+    if not os.path.isdir(target) or os.path.islink(target):
+        raise PtmError(f"output {target} exists and is not a directory; refusing to replace it")
+    if os.listdir(target) and not _is_shard_dir(target):
+        raise PtmError(f"refusing to replace {target}: it is not a ptm shard directory (no ptm-shards manifest.json)")
+
+
+def _is_shard_dir(path: str) -> bool:
+    try:
+        with open(os.path.join(path, MANIFEST), encoding="utf-8") as file:
+            return json.load(file).get("format") == "ptm-shards"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _staging_dir(target: str, world_size: int) -> str:
+    # Ranks must agree on the name, so it cannot hold a process id; torchrun gives a run id.
+    suffix = os.getpid() if world_size == 1 else os.environ.get("TORCHELASTIC_RUN_ID", "dist")
+    return f"{target}.tmp-{suffix}"
+
+
+def _write_json(path: str, data: dict) -> None:
+    temp = f"{path}.tmp"
+    with open(temp, "w", encoding="utf-8") as file:
+        json.dump(data, file, indent=2, ensure_ascii=False)
+        file.write("\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def _publish(staging: str, target: str, overwrite: bool) -> None:
+    """Rename the finished directory into place; an old one goes only once the new one is whole."""
+    _fsync_dir(staging)
+    _check_target(target, overwrite)
+    if os.path.lexists(target):
+        retired = f"{target}.old-{os.getpid()}"
+        os.rename(target, retired)
+        os.rename(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.rename(staging, target)
+    _fsync_dir(os.path.dirname(target))
+
+
+# -- several ranks ------------------------------------------------------------------------
+
+
+def _barrier() -> None:
+    """torch.distributed barrier when the caller set up a process group (torch is never imported here)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _remove_rank_files(staging: str, rank: int) -> None:
+    """Leftovers of an earlier, failed run of the same rank."""
+    for name in os.listdir(staging):
+        if name.startswith(f"part-r{rank}-") or name in (f"rank-{rank}.json", f"rank-{rank}.failed"):
+            os.remove(os.path.join(staging, name))
+
+
+def _mark_rank_failed(staging: str, rank: int) -> None:
+    try:
+        _remove_rank_files(staging, rank)
+        with open(os.path.join(staging, f"rank-{rank}.failed"), "w"):
+            pass
+    except OSError:
+        pass
+
+
+def merge_rank_manifests(out_dir: str, world_size: int, overwrite: bool = False,
+                         poll_seconds: float = 0.5, timeout: float | None = None) -> dict:
+    """Rank 0's last step: wait for every rank's partial manifest, write manifest.json, publish.
+
+    Raises PtmError if a rank failed (its ``rank-<r>.failed`` marker appears)
+    or ``timeout`` seconds pass; the shared temporary directory is then removed.
+    """
+    target = os.path.abspath(out_dir)
+    staging = _staging_dir(target, world_size)
+    partial_paths = [os.path.join(staging, f"rank-{r}.json") for r in range(world_size)]
+    started = time.monotonic()
+    try:
+        while not all(os.path.exists(p) for p in partial_paths):
+            failed = [r for r in range(world_size) if os.path.exists(os.path.join(staging, f"rank-{r}.failed"))]
+            if failed:
+                raise PtmError(f"rank {failed[0]} failed while encoding; no output was written to {target}")
+            if timeout is not None and time.monotonic() - started > timeout:
+                missing = [r for r, p in enumerate(partial_paths) if not os.path.exists(p)]
+                raise PtmError(f"ranks {missing} did not finish encoding within {timeout:.0f} s")
+            time.sleep(poll_seconds)
+        partials = []
+        for path in partial_paths:
+            with open(path, encoding="utf-8") as file:
+                partials.append(json.load(file))
+        manifest = dict(partials[0])
+        manifest["shards"] = [s for p in partials for s in p["shards"]]
+        manifest["rows"] = sum(p["rows"] for p in partials)
+        manifest["tokens"] = sum(p["tokens"] for p in partials)
+        manifest["input"] = {k: sum(p["input"][k] for p in partials) for k in partials[0]["input"]}
+        manifest["world_size"] = world_size
+        if manifest["rows"] == 0:
+            raise PtmError(f"no tokens: every document of {', '.join(manifest['source'][:3])} encoded to nothing")
+        _write_json(os.path.join(staging, MANIFEST), manifest)
+        for path in partial_paths:
+            os.remove(path)
+        _publish(staging, target, overwrite)
+        return manifest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+# -- progress and summary -----------------------------------------------------------------
+
+
+def progress_bar(enabled: bool | None, total_bytes: int | None):
+    """A tqdm bar on stderr counting input bytes (MB/s, ETA when the size is known)."""
+    from tqdm import tqdm
+
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    return tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="encode",
+                file=sys.stderr, disable=not enabled, dynamic_ncols=True, mininterval=0.5)
+
+
+def summary_line(manifest: dict, seconds: float) -> str:
+    """The one line printed when encoding finishes."""
+    read = manifest.get("input", {})
+    megabytes = read.get("bytes", 0) / 1e6
+    parts = [
+        f"encoded {manifest['rows']:,} documents ({manifest['tokens']:,} tokens)",
+        f"{megabytes:,.1f} MB in {seconds:.1f} s ({megabytes / max(seconds, 1e-9):.2f} MB/s)",
+        f"{len(manifest['shards'])} shard file(s)",
+    ]
+    for key, what in (("empty_documents", "empty documents dropped"), ("skipped_lines", "bad lines skipped"),
+                      ("replaced_lines", "lines with bad UTF-8 repaired")):
+        if read.get(key):
+            parts.append(f"{read[key]:,} {what}")
+    return "; ".join(parts)
