@@ -105,7 +105,7 @@ def test_wikipedia_end_to_end(data, tokenizer_dir, tmp_path, capsys):
     assert_rows(dataset, expected_rows(tokenizer, [str(data / "wiki.txt")]))
     manifest = dataset.manifest
     assert len(manifest["shards"]) > 1 and all(s["bytes"] <= 128_000 for s in manifest["shards"][:-1])
-    assert manifest["tokenizer"] == {"sha256": tokenizer.sha256, "vocab_size": 3000, "kind": "wordpiece"}
+    assert manifest["tokenizer"] == {"sha256": tokenizer.sha256, "vocab_size": 3000, "kind": "wordpiece", "path": str(Path(tokenizer_dir).resolve())}
     assert manifest["source"] == [str(data / "wiki.txt")]
     assert manifest["input"]["bytes"] == os.path.getsize(data / "wiki.txt")
     assert manifest["created_by"].startswith("ptm ")

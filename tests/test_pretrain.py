@@ -96,8 +96,8 @@ def test_resume_reaches_the_same_weights(corpus, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra", [["--objective", "mlm"], ["--whole-word-mask", "--grad-accum", "2"]])
 def test_objective_variants(corpus, tmp_path, capsys, extra):
-    shards, tok = corpus
-    code, err = ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", tmp_path / "run", *TINY, "--max-steps", "4", *extra)
+    shards, _tok = corpus  # no --tokenizer: the shard manifest says where it is
+    code, err = ptm(capsys, "pretrain", "--data", shards, "-o", tmp_path / "run", *TINY, "--max-steps", "4", *extra)
     assert code == 0, err
     config = read_config(list_step_checkpoints(tmp_path / "run")[-1])
     assert config["objective"] == ("mlm" if "mlm" in extra else "mlm+nsp")
