@@ -106,6 +106,10 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     ckpt_to_resume = None
     if cfg.resume:
         cfg, ckpt_to_resume = _resume_config(cfg, explicit)
+    if cfg.data is None and ckpt_to_resume is None:
+        from ptmcli.pretraining.sample import SAMPLE_DEFAULTS
+
+        cfg = replace(cfg, **{k: v for k, v in SAMPLE_DEFAULTS.items() if k not in explicit})
     _validate(cfg)
     run_dir = _prepare_run_dir(cfg, resuming=ckpt_to_resume is not None)
     data_dir, tokenizer_dir = _resolve_data(cfg)

@@ -14,6 +14,10 @@ from pathlib import Path
 SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "enwiki_excerpt.txt"
 SAMPLE_VOCAB = 8000
 
+# Without --data, settings the user did not give are these: a run of a couple of
+# minutes on a laptop CPU whose loss falls visibly (a demonstration, not a model).
+SAMPLE_DEFAULTS = {"preset": "bert-tiny", "batch_size": 16, "max_steps": 150, "lr": 1e-3, "warmup_steps": 15, "eval_every": 75, "log_every": 10}
+
 
 def cache_root() -> Path:
     base = os.environ.get("PTM_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ptm")
