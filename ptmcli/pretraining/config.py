@@ -55,7 +55,7 @@ class PretrainConfig:
     seed: int = option(0, "Seed for initialisation, data order, masking and dropout.")
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
     precision: str = option("fp32", "fp32, bf16 (autocast; fast on CPUs with AVX-512 BF16 and on GPUs) or fp16 (CUDA, with loss scaling).", choices=("fp32", "bf16", "fp16"))
-    compile: bool = option(False, "torch.compile the model: fuses elementwise work; several times faster with bf16 on CPU, after about a minute of compiling. Batches are padded to --seq-len so shapes stay fixed.")
+    compile: bool = option(False, "torch.compile the encoder (minutes to compile; meant for GPUs, not faster than eager on the CPUs measured). Batches are padded to --seq-len so shapes stay fixed.")
     threads: int | None = option(None, "CPU threads for torch [default: all cores].")
     peak_tflops: float | None = option(None, "Device peak TFLOP/s for the MFU figure [default: known GPUs; measured matmul peak on CPU].")
     resume: str | None = option(None, "Continue a run: a run directory (its latest checkpoint) or a checkpoint directory.")
