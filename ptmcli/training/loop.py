@@ -315,7 +315,8 @@ def train(
                 saved_at = state.step
 
     progress.close()
-    if stop_reason == "max-steps" and settings.eval_every and state.step % settings.eval_every != 0:
+    # A run that ends by plan or by its time budget gets a final evaluation; a signal wants out now.
+    if stop_reason in ("max-steps", "time budget") and (not settings.eval_every or state.step % settings.eval_every != 0):
         _evaluate(model, task, settings, device, state, metrics, progress)
     if saved_at != state.step:
         checkpoint()
