@@ -13,7 +13,7 @@ is trained on first use and cached), which is the quickest way to see ptm work.
 """
 EPILOG = """Examples:
 
-  ptm pretrain -o runs/sample                          # bundled sample, bert-mini, ~2 minutes
+  ptm pretrain -o runs/sample                          # bundled sample, bert-tiny, ~2 minutes
 
   ptm pretrain --arch bert --objective mlm+nsp --data shards/ -o runs/bert-mini --preset bert-mini --seq-len 128 --batch-size 32 --lr 1e-4 --max-steps 10000 --save-every 1000 --eval-every 500 --precision bf16
 
