@@ -8,7 +8,6 @@ states, examples built but not yet used, the packer's carry) is plain JSON.
 
 from __future__ import annotations
 
-import base64
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from ptmcli.objectives.collate import collate_blocks, collate_pairs
 from ptmcli.objectives.mlm import mask_tokens
 from ptmcli.objectives.nsp import PairExample, nsp_examples
 from ptmcli.objectives.packing import Block, SentencePacker
+from ptmcli.training.loop import rng_state_from_text, rng_state_to_text
 
 
 @dataclass(frozen=True)
@@ -141,14 +141,6 @@ class ExampleStream:
             self.packer.load_state_dict(state["packer"])
 
 
-def _generator_state(gen: torch.Generator) -> str:
-    return base64.b64encode(gen.get_state().numpy().tobytes()).decode("ascii")
-
-
-def _set_generator_state(gen: torch.Generator, text: str) -> None:
-    gen.set_state(torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone())
-
-
 class BertPretrainTask:
     """MLM (+ NSP) on shard rows; the loop's ``TrainTask``."""
 
@@ -245,8 +237,8 @@ class BertPretrainTask:
         return results
 
     def state_dict(self) -> dict:
-        return {"stream": self.stream.state_dict(), "mask_generator": _generator_state(self.generator)}
+        return {"stream": self.stream.state_dict(), "mask_generator": rng_state_to_text(self.generator.get_state())}
 
     def load_state_dict(self, state: dict) -> None:
         self.stream.load_state_dict(state["stream"])
-        _set_generator_state(self.generator, state["mask_generator"])
+        self.generator.set_state(rng_state_from_text(state["mask_generator"]))

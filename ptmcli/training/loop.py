@@ -67,27 +67,28 @@ class LoopState:
     last_metrics: dict = field(default_factory=dict)
 
 
-def _encode_bytes(t: torch.Tensor) -> str:
-    return base64.b64encode(t.numpy().tobytes()).decode("ascii")
+def rng_state_to_text(state: torch.Tensor) -> str:
+    """A generator's uint8 state tensor as base64, so it fits in state.json."""
+    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
 
 
-def _decode_bytes(s: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
+def rng_state_from_text(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
 
 
 def capture_rng(device: torch.device) -> dict:
     """Global RNG states (dropout draws from them), as JSON-safe base64 strings."""
-    state = {"torch": _encode_bytes(torch.get_rng_state())}
+    state = {"torch": rng_state_to_text(torch.get_rng_state())}
     if device.type == "cuda":
-        state["cuda"] = _encode_bytes(torch.cuda.get_rng_state(device))
+        state["cuda"] = rng_state_to_text(torch.cuda.get_rng_state(device))
     return state
 
 
 def restore_rng(state: dict, device: torch.device) -> None:
     if "torch" in state:
-        torch.set_rng_state(_decode_bytes(state["torch"]))
+        torch.set_rng_state(rng_state_from_text(state["torch"]))
     if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(_decode_bytes(state["cuda"]), device)
+        torch.cuda.set_rng_state(rng_state_from_text(state["cuda"]), device)
 
 
 class _StopSignals:
