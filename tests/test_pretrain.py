@@ -151,3 +151,15 @@ def test_config_file_sets_fields_and_flags_win(corpus, tmp_path, capsys):
     config.write_text("seq_length = 40\n")
     code, err = ptm(capsys, "pretrain", "--config", config, "-o", tmp_path / "other")
     assert code == 2 and "unknown setting 'seq_length'" in err
+
+
+def test_bundled_sample_main_job(tmp_path, capsys, monkeypatch):
+    # The README's first command, shortened: no --data trains a tokenizer for the bundled sample and caches it.
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    code, err = ptm(capsys, "pretrain", "-o", tmp_path / "run", "--max-steps", "3", "--batch-size", "4", "--seq-len", "32",
+                    "--eval-batches", "1", "--no-progress")
+    assert code == 0, err
+    assert "bundled sample" in err and "Next: pretrain on your own text" in err
+    assert list((tmp_path / "cache" / "sample").glob("*/shards/manifest.json"))
+    config = read_config(list_step_checkpoints(tmp_path / "run")[-1])
+    assert config["model"]["hidden_size"] == 128  # the sample's bert-tiny default, since no --preset was given
