@@ -54,10 +54,10 @@ class MatmulProbe:
     lowers the peak and the step rates alike, so MFU stays meaningful.
     """
 
-    def __init__(self, size: int = 4096):
+    def __init__(self, size: int = 4096, dtype: torch.dtype = torch.float32):
         self.size = size
-        self.a, self.b = torch.randn(size, size), torch.randn(size, size)
-        self.out = torch.empty(size, size)
+        self.a, self.b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        self.out = torch.empty(size, size, dtype=dtype)
 
     def __call__(self) -> None:
         torch.mm(self.a, self.b, out=self.out)
@@ -206,6 +206,9 @@ def main() -> None:
 
     probe = MatmulProbe()
     variants["fp32 matmul 4096^3 (peak probe)"] = probe
+    bf16_probe = None if args.no_bf16 else MatmulProbe(dtype=torch.bfloat16)
+    if bf16_probe is not None:
+        variants["bf16 matmul 4096^3 (peak probe)"] = bf16_probe
     print(
         f"BERT L{args.layers} H{args.hidden} A{args.heads} I{4 * args.hidden} vocab {args.vocab}, "
         f"batch {args.batch} x seq {args.seq_len} ({masked} masked tokens), {args.threads} threads, "
@@ -215,13 +218,17 @@ def main() -> None:
     medians = time_alternately(variants, args.warmup, args.steps)
     peak = probe.flops() / medians.pop("fp32 matmul 4096^3 (peak probe)")
     print(f"fp32 matmul peak (median of the probes between steps): {peak / 1e9:.1f} GFLOP/s")
+    bf16_peak = None
+    if bf16_probe is not None:
+        bf16_peak = bf16_probe.flops() / medians.pop("bf16 matmul 4096^3 (peak probe)")
+        print(f"bf16 matmul peak (same way): {bf16_peak / 1e9:.1f} GFLOP/s (MFU of the bf16 row)")
 
     model_flops = model.flops_per_token(args.seq_len, mask_fraction=masked / tokens) * tokens
     hf_executed = model.flops_per_token(args.seq_len, mask_fraction=1.0) * tokens
     reference = medians["transformers fp32"]
     print(f"\n{'variant':40s} {'s/step':>8s} {'tokens/s':>9s} {'vs HF':>6s} {'MFU':>6s}")
     for name, seconds in medians.items():
-        mfu = model_flops / seconds / peak
+        mfu = model_flops / seconds / (bf16_peak if "bf16" in name else peak)
         print(f"{name:40s} {seconds:8.3f} {tokens / seconds:9.0f} {reference / seconds:5.2f}x {100 * mfu:5.1f}%")
     print(
         f"\nMFU counts model flops ({model_flops / 1e9:.1f} GFLOP/step: MLM head on the masked tokens only). "

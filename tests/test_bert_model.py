@@ -248,6 +248,28 @@ def test_linear_cross_entropy_matches_reference_in_value_and_gradient():
         torch.testing.assert_close(mine, t.grad, atol=1e-5, rtol=1e-4)
 
 
+def test_linear_cross_entropy_ignores_negative_targets():
+    gen = torch.Generator().manual_seed(1)
+    hidden = torch.randn(9, 8, generator=gen, requires_grad=True)
+    weight = torch.randn(50, 8, generator=gen, requires_grad=True)
+    bias = torch.randn(50, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 50, (9,), generator=gen)
+    targets[[1, 4, 8]] = -100
+    loss, correct = layers.linear_cross_entropy(hidden, weight, bias, targets)
+    loss.backward()
+    grads = [t.grad.clone() for t in (hidden, weight, bias)]
+    for t in (hidden, weight, bias):
+        t.grad = None
+    logits = F.linear(hidden, weight, bias)
+    ref = F.cross_entropy(logits, targets, reduction="sum", ignore_index=-100)
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    assert int(correct) == int(((logits.argmax(-1) == targets) & (targets >= 0)).sum())
+    assert grads[0][[1, 4, 8]].abs().sum() == 0
+    for mine, t in zip(grads, (hidden, weight, bias), strict=True):
+        torch.testing.assert_close(mine, t.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_linear_cross_entropy_under_bf16_autocast_is_close():
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(20, 32, generator=gen)

@@ -183,6 +183,25 @@ class BertModel(nn.Module):
         return torch.tanh(self.pooler["dense"](hidden[:, 0]))
 
 
+# The MLM head's row count is rounded up to a multiple of this: a handful of
+# shapes instead of one per batch, so CPU matmul libraries (oneDNN under bf16)
+# and torch.compile reuse their kernels instead of caching one per count.
+MLM_ROW_BUCKET = 32
+
+
+def _masked_rows(mlm_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Flat positions and targets of the predicted tokens, padded with ignored rows; the true count."""
+    flat_labels = mlm_labels.reshape(-1)
+    positions = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
+    count = positions.numel()
+    padding = -count % MLM_ROW_BUCKET
+    targets = flat_labels.index_select(0, positions)
+    if padding:
+        positions = torch.cat([positions, positions.new_zeros(padding)])
+        targets = torch.cat([targets, targets.new_full((padding,), IGNORE_INDEX)])
+    return positions, targets, count
+
+
 class MaskedLMHead(nn.Module):
     """dense + GELU + LayerNorm, then the decoder tied to the word embeddings, plus its own bias."""
 
@@ -247,18 +266,17 @@ class BertForPreTraining(nn.Module):
             out[f"{name}_count"] = torch.zeros((), dtype=torch.long, device=hidden.device)
             out[f"{name}_correct"] = torch.zeros((), dtype=torch.long, device=hidden.device)
         if mlm_labels is not None:
-            flat_labels = mlm_labels.reshape(-1)
-            positions = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
-            targets = flat_labels.index_select(0, positions)
+            positions, targets, count = _masked_rows(mlm_labels)
             rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
-            out["mlm_count"] = torch.tensor(targets.numel(), device=hidden.device)
+            out["mlm_count"] = torch.tensor(count, device=hidden.device)
             if torch.is_grad_enabled():
                 # Training: the fused loss never keeps the [M, vocab] logits around.
                 loss_sum, correct = linear_cross_entropy(
                     self.mlm.transform(rows), self.mlm.decoder.weight, self.mlm.bias, targets
                 )
             else:
-                logits = self.mlm(rows)
+                logits = self.mlm(rows)[:count]
+                targets = targets[:count]
                 out["mlm_logits"] = logits
                 loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
                 correct = (logits.argmax(-1) == targets).sum()

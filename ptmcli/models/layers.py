@@ -194,6 +194,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         logits = hidden @ weight.t()  # under autocast: low precision, like a Linear
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+        valid = targets >= 0
+        all_valid = bool(valid.all())
         rows = logits.shape[0]
         if logits.device.type == "cpu":
             # ~8 MB of fp32 logits per chunk: stays in cache, and few enough chunks
@@ -202,15 +204,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, logits.shape[0], rows):
             chunk = logits[start : start + rows]
             work = chunk if chunk.dtype == torch.float32 else chunk.float()
-            target = targets[start : start + rows]
+            keep = valid[start : start + rows]
+            target = targets[start : start + rows].clamp(min=0)
             work.add_(bias)
             top, best = work.max(dim=-1)
-            correct += (best == target).sum()
+            correct += ((best == target) & keep).sum()
             target_logit = work.gather(1, target[:, None]).squeeze(1)
             total = work.sub_(top[:, None]).exp_().sum(dim=-1)
-            loss += (total.log() + top - target_logit).sum()
+            row_loss = total.log() + top - target_logit
             work.div_(total[:, None])
             work[torch.arange(work.shape[0], device=work.device), target] -= 1.0
+            if all_valid:
+                loss += row_loss.sum()
+            else:
+                loss += torch.where(keep, row_loss, 0.0).sum()
+                work.mul_(keep[:, None])  # ignored rows get no gradient
             if work is not chunk:
                 chunk.copy_(work)
         ctx.save_for_backward(hidden, weight, logits)
@@ -233,7 +241,7 @@ def linear_cross_entropy(
     """``(sum of cross-entropy, number of argmax hits)`` of the logits ``hidden @ weight.T + bias``.
 
     For training: the ``[N, V]`` logits are never returned, and the memory they
-    take is reused for their gradient (see ``_LinearCrossEntropy``). Every
-    target must be a valid class id (gather the rows to predict first).
+    take is reused for their gradient (see ``_LinearCrossEntropy``). Rows whose
+    target is negative (-100) are ignored: no loss, no hit, no gradient.
     """
     return _LinearCrossEntropy.apply(hidden, weight, bias, targets)
