@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -24,6 +23,7 @@ from unittest import mock
 
 import torch
 import torch.nn.functional as F
+from _timing import MatmulProbe, time_alternately
 
 from ptmcli.models import bert as ptm_bert
 from ptmcli.models import layers as ptm_layers
@@ -45,25 +45,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ablations", action="store_true", help="also time ptm with each optimisation undone")
     p.add_argument("--compile", action="store_true", help="also time ptm under torch.compile")
     return p.parse_args()
-
-
-class MatmulProbe:
-    """One large fp32 matmul, timed among the training steps as the machine's peak.
-
-    Timing it in the same rounds as the models means load from other processes
-    lowers the peak and the step rates alike, so MFU stays meaningful.
-    """
-
-    def __init__(self, size: int = 4096, dtype: torch.dtype = torch.float32):
-        self.size = size
-        self.a, self.b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        self.out = torch.empty(size, size, dtype=dtype)
-
-    def __call__(self) -> None:
-        torch.mm(self.a, self.b, out=self.out)
-
-    def flops(self) -> float:
-        return 2.0 * self.size**3
 
 
 def make_batch(args: argparse.Namespace) -> dict[str, torch.Tensor]:
@@ -106,20 +87,6 @@ def ptm_step(model, optimizer, batch, autocast: bool = False) -> None:
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-def time_alternately(variants: dict[str, Callable[[], None]], warmup: int, steps: int) -> dict[str, float]:
-    """Median seconds per step of each variant, the variants interleaved step by step."""
-    for step in variants.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(steps):
-        for name, step in variants.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 # --- ablations: each undoes one optimisation for the duration of a step ---------------------

@@ -10,10 +10,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from ptmcli.errors import PtmError
-from ptmcli.pretraining.config import OBJECTIVES, PretrainConfig
+from ptmcli.pretraining.config import DEFAULT_PRESETS, OBJECTIVES, PretrainConfig
 
 # Settings a resumed run may change; everything else must match the run being resumed.
 RESUMABLE_OVERRIDES = {"compile", "max_steps", "max_time", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches"}
+
+
+def _with_arch_defaults(cfg: PretrainConfig) -> PretrainConfig:
+    """Fill the objective and preset the user left out with the family's defaults."""
+    if cfg.arch not in OBJECTIVES:
+        raise PtmError(f"--arch {cfg.arch!r}: unknown architecture (choose from {', '.join(OBJECTIVES)})")
+    return replace(cfg, objective=cfg.objective or OBJECTIVES[cfg.arch][0], preset=cfg.preset or DEFAULT_PRESETS[cfg.arch])
 
 
 def _validate(cfg: PretrainConfig) -> None:
@@ -31,7 +38,7 @@ def _validate(cfg: PretrainConfig) -> None:
     if cfg.lr <= 0:
         raise PtmError(f"--lr {cfg.lr}: must be positive")
     if cfg.seq_len < 8:
-        raise PtmError(f"--seq-len {cfg.seq_len}: too short for [CLS] A [SEP] B [SEP] examples (use at least 8)")
+        raise PtmError(f"--seq-len {cfg.seq_len}: too short (use at least 8)")
 
 
 def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, Path]:
@@ -91,6 +98,65 @@ def _resolve_data(cfg: PretrainConfig) -> tuple[str, str]:
     return cfg.data, tokenizer
 
 
+def _predicted_fraction(cfg: PretrainConfig) -> float:
+    return cfg.mask_prob if cfg.arch == "bert" else 1.0
+
+
+def _check_tokenizer_roles(arch: str, tokenizer, tokenizer_dir: str) -> None:
+    if arch == "bert":
+        for role in ("cls", "sep", "pad", "mask"):
+            if getattr(tokenizer, f"{role}_id") is None:
+                raise PtmError(f"{tokenizer_dir}: tokenizer has no {role} token, which BERT pretraining needs (train one with --special-tokens bert)")
+    elif tokenizer.eos_id is None and tokenizer.sep_id is None:
+        raise PtmError(f"{tokenizer_dir}: tokenizer has neither an end-of-text nor a [SEP] token to put between documents")
+    if arch == "elmo" and (tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.cls_id) is None:
+        raise PtmError(f"{tokenizer_dir}: tokenizer has neither a begin-of-text nor a [CLS] token to start sentences with")
+
+
+def _build_task(cfg: PretrainConfig, tokenizer, dataset, train_rows, held_rows):
+    """The TrainTask of ``cfg.arch``, with its held-out and --eval-data evaluation sets."""
+    import numpy as np
+
+    from ptmcli.data.shards import ShardDataset
+
+    eval_sets = []
+    if len(held_rows):
+        eval_sets.append(("heldout", dataset, held_rows))
+    if cfg.eval_data:
+        extra = ShardDataset.open(cfg.eval_data)
+        extra.check_tokenizer(tokenizer)
+        eval_sets.append(("evaldata", extra, np.arange(len(extra))))
+    end_id = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.sep_id
+
+    if cfg.arch == "gpt":
+        from ptmcli.pretraining.clm_task import BlockStream, CausalLMTask
+
+        make = lambda ds, rows, seed, shuffle=True: BlockStream(ds, rows, cfg.seq_len, seed, eos_id=end_id, shuffle=shuffle)  # noqa: E731
+        return CausalLMTask(
+            make(dataset, train_rows, cfg.seed), batch_size=cfg.batch_size,
+            eval_streams={name: make(ds, rows, 999, False) for name, ds, rows in eval_sets}, eval_batches=cfg.eval_batches,
+        )
+
+    from ptmcli.pretraining.bert_task import BertPretrainTask, ExampleStream, Specials
+
+    separator = tokenizer.sep_id if tokenizer.sep_id is not None else end_id
+    make_stream = lambda ds, rows, seed, shuffle=True: ExampleStream(  # noqa: E731
+        ds, rows, "mlm" if cfg.arch == "elmo" else cfg.objective, cfg.seq_len, seed, separator_id=separator,
+        short_seq_prob=cfg.short_seq_prob, whole_word=cfg.whole_word_mask, shuffle=shuffle,
+    )
+    eval_streams = {name: make_stream(ds, rows, 999, False) for name, ds, rows in eval_sets}
+    if cfg.arch == "elmo":
+        from ptmcli.pretraining.elmo_task import ElmoPretrainTask
+
+        return ElmoPretrainTask(make_stream(dataset, train_rows, cfg.seed), tokenizer, batch_size=cfg.batch_size, seed=cfg.seed,
+                                eval_streams=eval_streams, eval_batches=cfg.eval_batches)
+    specials = Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id, tokenizer.mask_id, tokenizer.vocab_size)
+    return BertPretrainTask(
+        make_stream(dataset, train_rows, cfg.seed), specials, batch_size=cfg.batch_size, mask_prob=cfg.mask_prob,
+        seed=cfg.seed, eval_streams=eval_streams, eval_batches=cfg.eval_batches, pad_to_longest=not cfg.compile,
+    )
+
+
 def _threads(cfg: PretrainConfig) -> None:
     import torch
 
@@ -107,9 +173,11 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     if cfg.resume:
         cfg, ckpt_to_resume = _resume_config(cfg, explicit)
     if cfg.data is None and ckpt_to_resume is None:
-        from ptmcli.pretraining.sample import SAMPLE_DEFAULTS
+        from ptmcli.pretraining.sample import SAMPLE_DEFAULTS, SAMPLE_PRESETS
 
-        cfg = replace(cfg, **{k: v for k, v in SAMPLE_DEFAULTS.items() if k not in explicit})
+        defaults = dict(SAMPLE_DEFAULTS, preset=SAMPLE_PRESETS.get(cfg.arch, SAMPLE_DEFAULTS["preset"]))
+        cfg = replace(cfg, **{k: v for k, v in defaults.items() if k not in explicit})
+    cfg = _with_arch_defaults(cfg)
     _validate(cfg)
     run_dir = _prepare_run_dir(cfg, resuming=ckpt_to_resume is not None)
     data_dir, tokenizer_dir = _resolve_data(cfg)
@@ -118,7 +186,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
 
     from ptmcli.data.shards import ShardDataset
     from ptmcli.models.registry import get_architecture
-    from ptmcli.pretraining.bert_task import BertPretrainTask, ExampleStream, Specials, split_rows
+    from ptmcli.pretraining.bert_task import split_rows
     from ptmcli.tokenization.tokenizer import PtmTokenizer
     from ptmcli.training import checkpoint as ckpt_io
     from ptmcli.training.device import (
@@ -136,9 +204,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     tokenizer = PtmTokenizer.load(tokenizer_dir)
     dataset = ShardDataset.open(data_dir)
     dataset.check_tokenizer(tokenizer)
-    for role in ("cls", "sep", "pad", "mask"):
-        if getattr(tokenizer, f"{role}_id") is None:
-            raise PtmError(f"{tokenizer_dir}: tokenizer has no {role} token, which BERT pretraining needs (train one with --special-tokens bert)")
+    _check_tokenizer_roles(cfg.arch, tokenizer, tokenizer_dir)
     if cfg.whole_word_mask and not dataset.has_word_starts:
         raise PtmError(f"--whole-word-mask: {data_dir} was encoded without word boundaries (re-encode with --word-starts)")
 
@@ -148,30 +214,18 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         raise PtmError(f"--preset {cfg.preset!r} is not a {cfg.arch} preset; choose one of: {', '.join(arch.presets)}")
     model_config = arch.preset_config(cfg.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model_overrides())
     model = arch.model_class(model_config)
-    if cfg.seq_len > model_config.max_position_embeddings:
+    if hasattr(model, "set_char_table"):
+        from ptmcli.models.elmo import char_table_for_vocab
+
+        model.set_char_table(char_table_for_vocab(tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size))), model_config.max_chars_per_token))
+    if cfg.seq_len > getattr(model_config, "max_position_embeddings", cfg.seq_len):
         raise PtmError(f"--seq-len {cfg.seq_len} exceeds the model's {model_config.max_position_embeddings} positions (raise --max-position-embeddings)")
     model.to(device)
 
     train_rows, held_rows = split_rows(len(dataset), cfg.eval_rows)
     if len(train_rows) == 0:
         raise PtmError(f"--data {data_dir}: no documents to train on")
-    make_stream = lambda ds, rows, seed, shuffle=True: ExampleStream(  # noqa: E731
-        ds, rows, cfg.objective, cfg.seq_len, seed, separator_id=tokenizer.sep_id, short_seq_prob=cfg.short_seq_prob, whole_word=cfg.whole_word_mask, shuffle=shuffle
-    )
-    eval_streams = {}
-    if len(held_rows):
-        eval_streams["heldout"] = make_stream(dataset, held_rows, 999, shuffle=False)
-    if cfg.eval_data:
-        extra = ShardDataset.open(cfg.eval_data)
-        extra.check_tokenizer(tokenizer)
-        import numpy as np
-
-        eval_streams["evaldata"] = make_stream(extra, np.arange(len(extra)), 999, shuffle=False)
-    specials = Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id, tokenizer.mask_id, tokenizer.vocab_size)
-    task = BertPretrainTask(
-        make_stream(dataset, train_rows, cfg.seed), specials, batch_size=cfg.batch_size, mask_prob=cfg.mask_prob,
-        seed=cfg.seed, eval_streams=eval_streams, eval_batches=cfg.eval_batches, pad_to_longest=not cfg.compile,
-    )
+    task = _build_task(cfg, tokenizer, dataset, train_rows, held_rows)
 
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, cfg.adam_beta2), device=device.type)
     resume_state = None
@@ -190,7 +244,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         clip_norm=cfg.clip_norm, precision=cfg.precision, log_every=cfg.log_every, eval_every=cfg.eval_every,
         save_every=cfg.save_every, keep_last=cfg.keep_last,
         max_time_s=parse_duration(cfg.max_time, "--max-time") if cfg.max_time else None,
-        progress=cfg.progress, peak_flops=peak, flops_per_token=model.flops_per_token(cfg.seq_len, cfg.mask_prob),
+        progress=cfg.progress, peak_flops=peak, flops_per_token=model.flops_per_token(cfg.seq_len, _predicted_fraction(cfg)),
     )
     model_dict = model_config.to_dict()
     checkpoint_config = {
@@ -214,7 +268,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len
     what = "resuming" if resume_state else "pretraining"
     print(
-        f"ptm: {what} {cfg.arch} ({cfg.preset}, {n_params / 1e6:.2f}M parameters, {model.flops_per_token(cfg.seq_len, cfg.mask_prob) / 1e6:.1f} MFLOP/token) "
+        f"ptm: {what} {cfg.arch} ({cfg.preset}, {n_params / 1e6:.2f}M parameters, {model.flops_per_token(cfg.seq_len, _predicted_fraction(cfg)) / 1e6:.1f} MFLOP/token) "
         f"on {data_dir} ({len(train_rows):,} train / {len(held_rows):,} held-out documents), objective {cfg.objective}, "
         f"{device.type} {cfg.precision}, batch {cfg.batch_size}x{cfg.grad_accum} ({tokens_per_step:,} tokens/step max), {cfg.max_steps:,} steps -> {run_dir}",
         file=sys.stderr,
@@ -224,11 +278,11 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         # Compile the encoder in place: its shapes are fixed (batches padded to --seq-len), while the
         # MLM head sees a different number of masked tokens every step and would recompile. In-place
         # Module.compile() also keeps state_dict keys free of an `_orig_mod.` prefix.
-        getattr(model, "bert", model).compile()
+        getattr(model, cfg.arch, model).compile()
     state = train(model, optimizer, task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state)
     final = state.last_metrics
     latest = ckpt_io.resolve_checkpoint(run_dir)
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k in ("loss", "mlm_loss", "mlm_acc", "nsp_acc", "tokens_per_s"))
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k in ("loss", "mlm_loss", "mlm_acc", "nsp_acc", "lm_ppl", "fwd_ppl", "bwd_ppl", "tokens_per_s"))
     print(f"ptm: done: step {state.step}, {summary} in {time.time() - started:.0f}s; checkpoint {latest}", file=sys.stderr)
     if cfg.data is None:
         print(

@@ -95,7 +95,7 @@ def padding_attention_mask(attention_mask: torch.Tensor | None) -> torch.Tensor 
 
 
 def attention_with_dropout(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, p: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, p: float, causal: bool = False
 ) -> torch.Tensor:
     """Softmax attention with dropout on the probabilities, written out for CPU training.
 
@@ -106,6 +106,10 @@ def attention_with_dropout(
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
+    if causal:
+        length = scores.shape[-1]
+        future = torch.ones(length, length, dtype=torch.bool, device=scores.device).triu_(1)
+        scores = scores.masked_fill(future, float("-inf"))
     return dropout(scores.softmax(-1), p, True) @ v
 
 
@@ -129,30 +133,35 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.out = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        """``causal`` hides later positions (decoders); ``mask`` is a padding mask, not combined with it."""
         batch, length, hidden = x.shape
         # [B, T, 3, heads, d] -> three [B, heads, T, d] views without copies.
         qkv = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         p = self.attention_dropout if self.training else 0.0
         if p > 0.0 and x.device.type == "cpu":
-            context = attention_with_dropout(q, k, v, mask, p)
+            context = attention_with_dropout(q, k, v, mask, p, causal)
         else:
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
         context = context.transpose(1, 2).reshape(batch, length, hidden)
         return self.out(context)
 
 
 class FeedForward(nn.Module):
-    """Position-wise feed-forward network: ``up`` (H -> I), GELU (erf), ``down`` (I -> H)."""
+    """Position-wise feed-forward network: ``up`` (H -> I), GELU, ``down`` (I -> H).
 
-    def __init__(self, hidden_size: int, intermediate_size: int):
+    ``gelu="none"`` is the exact (erf) GELU of BERT; ``"tanh"`` the approximation GPT-2 used.
+    """
+
+    def __init__(self, hidden_size: int, intermediate_size: int, gelu: str = "none"):
         super().__init__()
         self.up = nn.Linear(hidden_size, intermediate_size)
         self.down = nn.Linear(intermediate_size, hidden_size)
+        self.gelu = gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x)))
+        return self.down(F.gelu(self.up(x), approximate=self.gelu))
 
 
 class PostNormBlock(nn.Module):
@@ -166,82 +175,136 @@ class PostNormBlock(nn.Module):
         hidden_dropout: float,
         attention_dropout: float,
         layer_norm_eps: float,
+        gelu: str = "none",
     ):
         super().__init__()
         self.attention = SelfAttention(hidden_size, num_heads, attention_dropout)
         self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.ffn = FeedForward(hidden_size, intermediate_size)
+        self.ffn = FeedForward(hidden_size, intermediate_size, gelu)
         self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = Dropout(hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask, causal)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of ``hidden @ weight.T + bias``; the gradient is made in the forward.
+class PreNormBlock(nn.Module):
+    """Transformer block with LayerNorm before each branch (GPT-2): the residual stream is never normalised."""
 
-    One ``[N, V]`` buffer holds the logits and is turned, a few rows at a time
-    while they sit in cache, into ``softmax - onehot``: the gradient of the
-    summed loss with respect to the logits. Backward is then two matmuls and a
-    column sum. This avoids the separate log-softmax output, the NLL gradient
-    and the softmax-backward passes over ``[N, V]`` that autograd would make.
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        intermediate_size: int,
+        hidden_dropout: float,
+        attention_dropout: float,
+        layer_norm_eps: float,
+        gelu: str = "none",
+    ):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.attention = SelfAttention(hidden_size, num_heads, attention_dropout)
+        self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.ffn = FeedForward(hidden_size, intermediate_size, gelu)
+        self.dropout = Dropout(hidden_dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x), mask, causal))
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+# Logit rows turned into gradients at once: ~8 MB of fp32, so they stay in cache.
+_CACHE_BYTES = 1 << 23
+# Logit rows materialised per matmul: bounds the [N, V] buffer at large vocabularies
+# and long batches (64 MB on CPU, 512 MB on accelerators, where bigger matmuls pay).
+_CHUNK_BYTES = {"cpu": 1 << 26}
+_DEFAULT_CHUNK_BYTES = 1 << 29
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``hidden @ weight.T + bias``, with the gradients made in the forward.
+
+    The rows are processed in chunks. For each chunk the logits are computed,
+    turned (a few cache-sized rows at a time) into ``softmax - onehot``, the
+    gradient of the summed loss with respect to the logits, and immediately
+    multiplied into the gradients of ``hidden`` and ``weight``. So no more than
+    one chunk of logits ever exists, whatever the vocabulary or batch size, and
+    autograd's separate log-softmax, NLL-gradient and softmax-backward passes over
+    ``[N, V]`` never happen. Backward only scales the stored gradients.
     """
 
     @staticmethod
     def forward(ctx: Any, hidden, weight, bias, targets):  # type: ignore[override]
-        logits = hidden @ weight.t()  # under autocast: low precision, like a Linear
+        need_grad = any(ctx.needs_input_grad[:3])
+        rows_total, vocab = hidden.shape[0], weight.shape[0]
+        budget = _CHUNK_BYTES.get(hidden.device.type, _DEFAULT_CHUNK_BYTES)
+        chunk_rows = max(1, budget // (4 * vocab))
+        cache_rows = max(1, _CACHE_BYTES // (4 * vocab)) if hidden.device.type == "cpu" else chunk_rows
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         valid = targets >= 0
         all_valid = bool(valid.all())
-        rows = logits.shape[0]
-        if logits.device.type == "cpu":
-            # ~8 MB of fp32 logits per chunk: stays in cache, and few enough chunks
-            # that per-op threading overhead stays small.
-            rows = max(1, (1 << 23) // max(1, 4 * logits.shape[1]))
-        for start in range(0, logits.shape[0], rows):
-            chunk = logits[start : start + rows]
-            work = chunk if chunk.dtype == torch.float32 else chunk.float()
-            keep = valid[start : start + rows]
-            target = targets[start : start + rows].clamp(min=0)
-            work.add_(bias)
-            top, best = work.max(dim=-1)
-            correct += ((best == target) & keep).sum()
-            target_logit = work.gather(1, target[:, None]).squeeze(1)
-            total = work.sub_(top[:, None]).exp_().sum(dim=-1)
-            row_loss = total.log() + top - target_logit
-            work.div_(total[:, None])
-            work[torch.arange(work.shape[0], device=work.device), target] -= 1.0
-            if all_valid:
-                loss += row_loss.sum()
-            else:
-                loss += torch.where(keep, row_loss, 0.0).sum()
-                work.mul_(keep[:, None])  # ignored rows get no gradient
-            if work is not chunk:
-                chunk.copy_(work)
-        ctx.save_for_backward(hidden, weight, logits)
+        grad_hidden = grad_weight = grad_bias = None
+        if need_grad:
+            grad_hidden = torch.empty_like(hidden)
+            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
+        for start in range(0, rows_total, chunk_rows):
+            stop = min(rows_total, start + chunk_rows)
+            part = hidden[start:stop]
+            logits = part @ weight.t()  # under autocast: low precision, like a Linear
+            for sub in range(0, stop - start, cache_rows):
+                chunk = logits[sub : sub + cache_rows]
+                work = chunk if chunk.dtype == torch.float32 else chunk.float()
+                rows = slice(start + sub, min(stop, start + sub + cache_rows))
+                keep = valid[rows]
+                target = targets[rows].clamp(min=0)
+                if bias is not None:
+                    work.add_(bias)
+                top, best = work.max(dim=-1)
+                correct += ((best == target) & keep).sum()
+                target_logit = work.gather(1, target[:, None]).squeeze(1)
+                total = work.sub_(top[:, None]).exp_().sum(dim=-1)
+                row_loss = total.log() + top - target_logit
+                loss += row_loss.sum() if all_valid else torch.where(keep, row_loss, 0.0).sum()
+                if need_grad:
+                    work.div_(total[:, None])
+                    work[torch.arange(work.shape[0], device=work.device), target] -= 1.0
+                    if not all_valid:
+                        work.mul_(keep[:, None])  # ignored rows get no gradient
+                    if work is not chunk:
+                        chunk.copy_(work)
+            if need_grad:
+                low = logits.dtype
+                grad_hidden[start:stop] = logits @ weight.to(low)
+                grad_weight += logits.t() @ part.to(low)
+                if grad_bias is not None:
+                    grad_bias += logits.sum(dim=0, dtype=torch.float32)
+            del logits
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(correct)
         return loss, correct
 
     @staticmethod
     def backward(ctx: Any, grad_loss, _grad_correct):  # type: ignore[override]
-        hidden, weight, grad_logits = ctx.saved_tensors
-        low = grad_logits.dtype
-        grad_hidden = (grad_logits @ weight.to(low)).to(hidden.dtype).mul_(grad_loss)
-        grad_weight = (grad_logits.t() @ hidden.to(low)).to(weight.dtype).mul_(grad_loss)
-        grad_bias = grad_logits.sum(dim=0, dtype=torch.float32).to(weight.dtype).mul_(grad_loss)
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        grad_hidden = grad_hidden * grad_loss.to(grad_hidden.dtype)
+        grad_weight = (grad_weight * grad_loss).to(ctx.weight_dtype)
+        if grad_bias is not None:
+            grad_bias = (grad_bias * grad_loss).to(ctx.weight_dtype)
         return grad_hidden, grad_weight, grad_bias, None
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum of cross-entropy, number of argmax hits)`` of the logits ``hidden @ weight.T + bias``.
 
-    For training: the ``[N, V]`` logits are never returned, and the memory they
-    take is reused for their gradient (see ``_LinearCrossEntropy``). Rows whose
-    target is negative (-100) are ignored: no loss, no hit, no gradient.
+    For language-model heads: the ``[N, V]`` logits are never returned and at
+    most one bounded chunk of them exists at a time (see ``_LinearCrossEntropy``).
+    ``bias`` may be None. Rows whose target is negative (-100) are ignored: no
+    loss, no hit, no gradient.
     """
     return _LinearCrossEntropy.apply(hidden, weight, bias, targets)

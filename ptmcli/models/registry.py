@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ptmcli.errors import PtmError
-from ptmcli.models import bert
+from ptmcli.models import bert, gpt
 
 
 class Architecture(NamedTuple):
@@ -25,6 +25,7 @@ class Architecture(NamedTuple):
 
 ARCHITECTURES: dict[str, Architecture] = {
     "bert": Architecture(bert.BertConfig, bert.BertForPreTraining, bert.PRESETS, bert.preset_config),
+    "gpt": Architecture(gpt.GPTConfig, gpt.GPTForCausalLM, gpt.PRESETS, gpt.preset_config),
 }
 
 

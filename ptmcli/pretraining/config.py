@@ -10,20 +10,22 @@ from dataclasses import asdict, dataclass
 
 from ptmcli.config_fields import option
 
-ARCHS = ("bert",)
-OBJECTIVES = {"bert": ("mlm+nsp", "mlm")}
+ARCHS = ("bert", "gpt", "elmo")
+# The first objective of each family is its default.
+OBJECTIVES = {"bert": ("mlm+nsp", "mlm"), "gpt": ("clm",), "elmo": ("bilm",)}
+DEFAULT_PRESETS = {"bert": "bert-mini", "gpt": "gpt-mini", "elmo": "elmo-mini"}
 MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "hidden_dropout", "attention_dropout")
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
     arch: str = option("bert", "Model family to pretrain.", choices=ARCHS)
-    objective: str = option("mlm+nsp", "Pretraining objective: mlm+nsp (BERT) or mlm (RoBERTa-style full-sentence packing, no NSP).", choices=("mlm+nsp", "mlm"))
+    objective: str | None = option(None, "Pretraining objective: mlm+nsp or mlm (RoBERTa-style full-sentence packing, no NSP) for bert; clm (next token) for gpt; bilm (forward + backward LM) for elmo [default: the first of these for --arch].", choices=("mlm+nsp", "mlm", "clm", "bilm"))
     data: str | None = option(None, "Shard directory from `ptm tokenize encode`. Omit to use the sample corpus bundled with ptm.")
     tokenizer: str | None = option(None, "Tokenizer directory the shards were encoded with (default: the one recorded in the shard manifest).")
     out: str | None = option(None, "Run directory: checkpoints/, metrics.jsonl, run.json.", flag="--out", short="-o")
     overwrite: bool = option(False, "Replace an existing run directory instead of refusing.")
-    preset: str = option("bert-mini", "Model size preset: bert-tiny, bert-mini, bert-small, bert-medium, bert-base, bert-large.")
+    preset: str | None = option(None, "Model size preset: bert-tiny ... bert-large, gpt-tiny, gpt-mini, gpt-small, gpt1, gpt2-124m ... gpt2-1.5b, elmo-small, elmo-mini, elmo-original [default: bert-mini, gpt-mini or elmo-mini].")
     hidden_size: int | None = option(None, "Override the preset's hidden size.")
     num_layers: int | None = option(None, "Override the preset's number of Transformer layers.")
     num_heads: int | None = option(None, "Override the preset's number of attention heads.")

@@ -16,6 +16,7 @@ SAMPLE_VOCAB = 8000
 
 # Without --data, settings the user did not give are these: a run of a couple of
 # minutes on a laptop CPU whose loss falls visibly (a demonstration, not a model).
+SAMPLE_PRESETS = {"bert": "bert-tiny", "gpt": "gpt-tiny", "elmo": "elmo-small"}
 SAMPLE_DEFAULTS = {"preset": "bert-tiny", "batch_size": 16, "max_steps": 150, "lr": 1e-3, "warmup_steps": 15, "eval_every": 75, "log_every": 10}
 
 

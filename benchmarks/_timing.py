@@ -1,0 +1,42 @@
+"""Timing helpers shared by the training benchmarks: interleaved steps and a matmul peak probe."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+class MatmulProbe:
+    """One large fp32 matmul, timed among the training steps as the machine's peak.
+
+    Timing it in the same rounds as the models means load from other processes
+    lowers the peak and the step rates alike, so MFU stays meaningful.
+    """
+
+    def __init__(self, size: int = 4096, dtype: torch.dtype = torch.float32):
+        self.size = size
+        self.a, self.b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        self.out = torch.empty(size, size, dtype=dtype)
+
+    def __call__(self) -> None:
+        torch.mm(self.a, self.b, out=self.out)
+
+    def flops(self) -> float:
+        return 2.0 * self.size**3
+
+
+def time_alternately(variants: dict[str, Callable[[], None]], warmup: int, steps: int) -> dict[str, float]:
+    """Median seconds per step of each variant, the variants interleaved step by step."""
+    for step in variants.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(steps):
+        for name, step in variants.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
