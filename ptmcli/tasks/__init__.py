@@ -1,0 +1,16 @@
+"""Labeled data for finetuning and evaluation: readers, encoding, cached shards, metrics.
+
+- ``readers`` (with ``examples``, ``conll``): TSV/CSV/JSONL/CoNLL files -> ``LabeledExample``s;
+- ``labels``: the label vocabulary taken from training data, and label -> id;
+- ``encode``: examples -> model inputs for an input style (bert, gpt, elmo);
+- ``labeled_shards``: encoded rows in ``kind: "labeled"`` Arrow shards, cached by content hash;
+- ``collate``: rows -> padded torch tensors;
+- ``metrics``: accuracy, F1, MCC, correlations, conlleval-style entity scores.
+
+See docs/tasks-data.md for the formats and rules.
+"""
+
+from __future__ import annotations
+
+TASKS = ("classification", "pair-classification", "regression", "token-classification", "multiple-choice")
+STYLES = ("bert", "gpt", "elmo")
