@@ -1,14 +1,39 @@
-"""`ptm finetune`: not built yet; listed so the command map is complete."""
+"""`ptm finetune`: flags come from FinetuneConfig's fields."""
 
 from __future__ import annotations
 
-import typer
+from ptmcli.config_fields import cli_parameters, with_parameters
+from ptmcli.finetuning.config import FinetuneConfig
 
-SHORT_HELP = "Finetune a pretrained checkpoint on a labeled task (not available yet)."
-HELP = SHORT_HELP
+SHORT_HELP = "Finetune a pretrained checkpoint on a labeled task (classification, pairs, regression, tagging, multiple choice)."
+HELP = """Finetune a pretrained checkpoint (bert, gpt or elmo) on labeled data.
+
+Full finetuning (--mode finetune) or ELMo-style feature-based use (--mode features: the
+pretrained model is frozen and a learned scalar mix of its layers feeds the head), with
+ULMFiT's discriminative learning rates, slanted triangular schedule and gradual unfreezing,
+and an auxiliary LM loss. With --dev, evaluates every epoch and keeps the best model in RUN/best.
+"""
+EPILOG = """Examples:
+
+  ptm finetune --checkpoint runs/bert-mini --task classification --train sst2/train.tsv --dev sst2/dev.tsv -o runs/sst2 --epochs 3 --lr 1e-4
+
+  ptm finetune --checkpoint runs/bert-mini --task token-classification --train conll2003/train.txt --dev conll2003/valid.txt -o runs/ner
+
+  ptm finetune --checkpoint runs/gpt-mini --task pair-classification --train rte/train.tsv --dev rte/dev.tsv -o runs/rte --aux-lm-weight 0.5
+
+  ptm finetune --checkpoint runs/bert-mini --task classification --train sst2/train.tsv --dev sst2/dev.tsv -o runs/sst2-ulmfit --schedule stlr --discriminative-lr 2.6 --gradual-unfreeze
+
+  ptm eval --checkpoint runs/sst2/best --data sst2/dev.tsv
+"""
 
 
-def finetune(ctx: typer.Context) -> None:
-    from ptmcli.cli._unavailable import unavailable
+def _finetune(**flags) -> None:
+    from ptmcli.commands.finetune import run
+    from ptmcli.config_fields import merge, read_config_file
 
-    unavailable("finetune")
+    file_values = read_config_file(flags["config"]) if flags.get("config") else {}
+    explicit = {name for name, value in flags.items() if value is not None} | set(file_values)
+    run(merge(FinetuneConfig, file_values, flags), explicit)
+
+
+finetune = with_parameters(_finetune, cli_parameters(FinetuneConfig))

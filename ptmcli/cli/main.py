@@ -27,7 +27,7 @@ app = typer.Typer(
 
 app.add_typer(tokenize.app, name="tokenize")
 app.command("pretrain", help=pretrain.HELP, short_help=pretrain.SHORT_HELP, epilog=pretrain.EPILOG)(pretrain.pretrain)
-app.command("finetune", help=finetune.HELP, short_help=finetune.SHORT_HELP)(finetune.finetune)
+app.command("finetune", help=finetune.HELP, short_help=finetune.SHORT_HELP, epilog=finetune.EPILOG)(finetune.finetune)
 app.command("extract-features", help=extract_features.HELP, short_help=extract_features.SHORT_HELP)(extract_features.extract_features)
 app.command("eval", help=eval_cmd.HELP, short_help=eval_cmd.SHORT_HELP)(eval_cmd.eval_command)
 app.command("convert", help=convert.HELP, short_help=convert.SHORT_HELP)(convert.convert)

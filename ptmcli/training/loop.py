@@ -310,7 +310,9 @@ def train(
             progress.update(1, postfix)
 
             if settings.eval_every and state.step % settings.eval_every == 0:
-                _evaluate(model, task, settings, device, state, metrics, progress)
+                if _evaluate(model, task, settings, device, state, metrics, progress):
+                    stop_reason = "early stopping"
+                    break
             if settings.save_every and state.step % settings.save_every == 0:
                 checkpoint()
                 saved_at = state.step
@@ -321,13 +323,14 @@ def train(
         _evaluate(model, task, settings, device, state, metrics, progress)
     if saved_at != state.step:
         checkpoint()
-    if stop_reason != "max-steps":
+    if stop_reason not in ("max-steps", "early stopping"):
         print(f"ptm: stopped at step {state.step} ({stop_reason}); resume with --resume {run_dir}", file=sys.stderr)
     state.last_metrics = dict(state.last_metrics, stop_reason=stop_reason)
     return state
 
 
-def _evaluate(model, task: TrainTask, settings: LoopSettings, device, state: LoopState, metrics: MetricsLog, progress: _Progress) -> None:
+def _evaluate(model, task: TrainTask, settings: LoopSettings, device, state: LoopState, metrics: MetricsLog, progress: _Progress) -> bool:
+    """Evaluate and log; True when the task asks to stop (a task may define ``after_evaluate(step, results)``)."""
     model.eval()
     # Evaluation draws no randomness from the global RNG, so it cannot perturb a resumed run.
     with torch.no_grad():
@@ -337,3 +340,5 @@ def _evaluate(model, task: TrainTask, settings: LoopSettings, device, state: Loo
         record = {"step": state.step, **{f"eval_{k}": v for k, v in results.items()}}
         metrics.write(record)
         progress.write(_fmt(record))
+    after = getattr(task, "after_evaluate", None)
+    return bool(after(state.step, results)) if after is not None else False

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("linear", "cosine", "constant")
+SCHEDULES = ("linear", "cosine", "constant", "stlr")
+# ULMFiT's slanted triangular schedule: the lowest rate is the peak / STLR_RATIO.
+STLR_RATIO = 32.0
 
 
 def lr_multiplier(step: int, *, warmup_steps: int, max_steps: int, schedule: str = "linear", min_ratio: float = 0.0) -> float:
-    """Factor applied to the peak learning rate at ``step`` (0-based, before the update)."""
+    """Factor applied to the peak learning rate at ``step`` (0-based, before the update).
+
+    ``stlr`` is ULMFiT's slanted triangular rate (Howard and Ruder, 2018): a short
+    linear rise over ``warmup_steps`` (their cut_frac of the run) from peak/32 to
+    the peak, then a long linear fall back to peak/32.
+    """
+    if schedule == "stlr":
+        cut = max(1, warmup_steps)
+        if step < cut:
+            p = step / cut
+        else:
+            p = 1.0 - (step - cut) / max(1, max_steps - cut)
+        return (1.0 + max(0.0, p) * (STLR_RATIO - 1.0)) / STLR_RATIO
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":

@@ -1,0 +1,236 @@
+"""``ptm finetune``: a pretrained checkpoint + labeled data -> a task model, with the pretraining loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ptmcli.errors import PtmError
+from ptmcli.finetuning.config import FinetuneConfig
+
+RESUMABLE_OVERRIDES = {"max_steps", "epochs", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "out", "resume", "patience"}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _validate(cfg: FinetuneConfig) -> None:
+    for name in ("checkpoint", "task", "train", "out"):
+        if getattr(cfg, name) is None:
+            raise PtmError(f"{'-o/--out' if name == 'out' else _flag(name)} is required")
+    for name in ("batch_size", "grad_accum", "max_len", "log_every"):
+        if getattr(cfg, name) <= 0:
+            raise PtmError(f"{_flag(name)} {getattr(cfg, name)}: must be positive")
+    if cfg.epochs <= 0:
+        raise PtmError(f"--epochs {cfg.epochs}: must be positive")
+    if cfg.max_steps is not None and cfg.max_steps <= 0:
+        raise PtmError(f"--max-steps {cfg.max_steps}: must be positive")
+    if cfg.lr is not None and cfg.lr <= 0:
+        raise PtmError(f"--lr {cfg.lr}: must be positive")
+    if not 0.0 <= cfg.warmup_ratio < 1.0:
+        raise PtmError(f"--warmup-ratio {cfg.warmup_ratio}: must be in [0, 1)")
+    if cfg.discriminative_lr < 1.0:
+        raise PtmError(f"--discriminative-lr {cfg.discriminative_lr}: must be at least 1 (1 turns it off)")
+    if cfg.aux_lm_weight < 0 or not 0 < cfg.aux_lm_decay <= 1:
+        raise PtmError("--aux-lm-weight must be >= 0 and --aux-lm-decay in (0, 1]")
+    for name in ("patience", "eval_every", "save_every", "keep_last"):
+        if getattr(cfg, name) < 0:
+            raise PtmError(f"{_flag(name)} {getattr(cfg, name)}: must not be negative")
+    if cfg.patience and not cfg.dev:
+        raise PtmError("--patience needs --dev data to watch")
+    if cfg.mode == "features" and cfg.gradual_unfreeze:
+        raise PtmError("--gradual-unfreeze conflicts with --mode features (the pretrained model stays frozen)")
+
+
+def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
+    from ptmcli.training.checkpoint import read_trainer, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(cfg.resume)
+    _tensors, state = read_trainer(ckpt)
+    saved = FinetuneConfig(**{k: v for k, v in state["run_config"].items() if k in FinetuneConfig.__dataclass_fields__})
+    conflicts = sorted(n for n in explicit - RESUMABLE_OVERRIDES - {"config"} if getattr(cfg, n) != getattr(saved, n))
+    if conflicts:
+        raise PtmError(f"{_flag(conflicts[0])} conflicts with the run being resumed; only "
+                       f"{', '.join(_flag(n) for n in sorted(RESUMABLE_OVERRIDES - {'resume', 'out'}))} may change on --resume")
+    updates = {n: getattr(cfg, n) for n in explicit & RESUMABLE_OVERRIDES}
+    updates["out"] = cfg.out or (str(ckpt.parent.parent) if ckpt.parent.name == "checkpoints" else None)
+    if updates["out"] is None:
+        raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
+    return replace(saved, **updates), ckpt
+
+
+def _prepare_run_dir(cfg: FinetuneConfig, resuming: bool) -> Path:
+    run_dir = Path(cfg.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PtmError(f"-o {run_dir}: exists and is not a directory")
+    if run_dir.exists() and any(run_dir.iterdir()) and not resuming:
+        if not cfg.overwrite:
+            raise PtmError(f"-o {run_dir}: run directory exists and is not empty (use --resume {run_dir} to continue it, or --overwrite)")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _columns(value: str | None) -> list[str] | None:
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
+    """Finetune per ``cfg``; returns the best (or final) dev metrics."""
+    explicit = explicit or set()
+    ckpt_to_resume = None
+    if cfg.resume:
+        cfg, ckpt_to_resume = _resume_config(cfg, explicit)
+    _validate(cfg)
+    lr = cfg.lr if cfg.lr is not None else (1e-3 if cfg.mode == "features" else 1e-4)
+
+    import torch
+    from safetensors.torch import load_file
+
+    from ptmcli.finetuning.evaluate import DEFAULT_METRIC, predict, scalar_metrics, score
+    from ptmcli.finetuning.methods import discriminative_groups
+    from ptmcli.finetuning.task import FinetuneTask, steps_per_epoch
+    from ptmcli.finetuning.task_model import TaskModel
+    from ptmcli.models.loading import load_checkpoint
+    from ptmcli.models.registry import get_architecture
+    from ptmcli.tasks.collate import collate
+    from ptmcli.tasks.labeled_shards import prepare_labeled
+    from ptmcli.tasks.labels import output_size
+    from ptmcli.tasks.readers import read_labeled
+    from ptmcli.training import checkpoint as ckpt_io
+    from ptmcli.training.device import (
+        check_precision,
+        measure_matmul_peak,
+        peak_flops,
+        resolve_device,
+    )
+    from ptmcli.training.loop import LoopSettings, train
+
+    if cfg.threads is not None:
+        if cfg.threads <= 0:
+            raise PtmError(f"--threads {cfg.threads}: must be positive")
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+    source = load_checkpoint(cfg.checkpoint)
+    if source.config.get("task"):
+        raise PtmError(f"--checkpoint {cfg.checkpoint}: already finetuned for {source.config['task'].get('type')}; start from a pretrained checkpoint")
+    arch, tokenizer = source.arch, source.tokenizer
+    positions = getattr(source.model_config, "max_position_embeddings", None)
+    if positions is not None and cfg.max_len > positions:
+        raise PtmError(f"--max-len {cfg.max_len} exceeds the model's {positions} positions")
+    run_dir = _prepare_run_dir(cfg, resuming=ckpt_to_resume is not None)
+
+    text_columns, label_column = _columns(cfg.text_columns), cfg.label_column
+    train_rows = prepare_labeled(cfg.train, tokenizer, cfg.task, arch, cfg.max_len, text_columns=text_columns, label_column=label_column)
+    if len(train_rows) == 0:
+        raise PtmError(f"--train {cfg.train}: no examples")
+    labels = train_rows.labels
+    dev_rows = dev_examples = None
+    if cfg.dev:
+        dev_rows = prepare_labeled(cfg.dev, tokenizer, cfg.task, arch, cfg.max_len, labels=labels or None,
+                                   text_columns=text_columns, label_column=label_column)
+        if cfg.task == "token-classification":
+            dev_examples = read_labeled(cfg.dev, cfg.task).examples
+    metric = cfg.metric or DEFAULT_METRIC[cfg.task]
+
+    torch.manual_seed(cfg.seed)
+    lm = source.model
+    if cfg.from_scratch:
+        lm = get_architecture(arch).model_class(source.model_config)
+        if hasattr(lm, "set_char_table"):
+            lm.set_char_table(source.model.char_table)
+    model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode)
+    model.set_mask_id(tokenizer.mask_id)
+    if cfg.aux_lm_weight > 0 and arch == "bert" and tokenizer.mask_id is None:
+        raise PtmError("--aux-lm-weight with BERT needs a tokenizer with a [MASK] token")
+    model.to(device)
+    model.train()
+
+    num_layers = source.model_config.num_layers
+    groups = discriminative_groups(model, lr, cfg.weight_decay, cfg.discriminative_lr, num_layers)
+    try:
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
+
+    pad_id = train_rows.pad_id
+    batch_of = lambda rows: collate(rows, pad_id, max_length=positions)  # noqa: E731
+    per_epoch = steps_per_epoch(len(train_rows), cfg.batch_size, cfg.grad_accum)
+    max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    task_config = {
+        "type": cfg.task, "labels": list(labels), "mode": cfg.mode, "input_style": arch, "max_len": cfg.max_len,
+        "text_columns": text_columns, "label_column": label_column, "metric": metric,
+    }
+    checkpoint_config = {
+        "arch": arch, "model": source.model_config.to_dict(), "objective": source.config.get("objective"), "task": task_config,
+        "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
+        "finetuned_from": None if cfg.from_scratch else str(source.path),
+    }
+
+    def evaluate_dev(m, precision, dev):
+        logits = predict(m, dev_rows, batch_size=max(cfg.batch_size, 64), device=dev, precision=precision, pad_id=pad_id, max_length=positions)
+        result, _ = score(cfg.task, labels, logits, dev_rows, dev_examples)
+        return scalar_metrics(result)
+
+    best_dir = run_dir / "best"
+
+    def save_best(step: int, results: dict) -> None:
+        ckpt_io.save_checkpoint(best_dir, config=dict(checkpoint_config, best={"step": step, **results}),
+                                weights=model.checkpoint_state(), tokenizer_dir=source.path, metrics_file=run_dir / "metrics.jsonl")
+
+    task = FinetuneTask(
+        model, train_rows, batch_of, batch_size=cfg.batch_size, seed=cfg.seed, evaluate_dev=evaluate_dev if dev_rows is not None else None,
+        metric=metric, patience=cfg.patience, on_best=save_best, aux_lm_weight=cfg.aux_lm_weight, aux_lm_decay=cfg.aux_lm_decay,
+        gradual_unfreeze=cfg.gradual_unfreeze, num_layers=num_layers,
+    )
+    resume_state = None
+    if ckpt_to_resume is not None:
+        model.load_checkpoint_state(load_file(str(ckpt_to_resume / ckpt_io.WEIGHTS)), str(ckpt_to_resume))
+        resume_state = ckpt_io.read_trainer(ckpt_to_resume)
+
+    peak = peak_flops(device, cfg.precision)
+    if peak is None and device.type == "cpu":
+        peak = measure_matmul_peak(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+    settings = LoopSettings(
+        max_steps=max_steps, lr=lr, warmup_steps=round(cfg.warmup_ratio * max_steps), schedule=cfg.schedule, grad_accum=cfg.grad_accum,
+        clip_norm=cfg.clip_norm, precision=cfg.precision, log_every=cfg.log_every,
+        eval_every=(cfg.eval_every or per_epoch) if dev_rows is not None else 0, save_every=cfg.save_every, keep_last=cfg.keep_last,
+        progress=cfg.progress, peak_flops=peak,
+    )
+
+    def save(step: int, optimizer_tensors: dict, trainer_state: dict) -> None:
+        trainer_state = dict(trainer_state, run_config=cfg.to_dict())
+        target = run_dir / "checkpoints" / ckpt_io.step_dir_name(step)
+        ckpt_io.save_checkpoint(target, config=checkpoint_config, weights=model.checkpoint_state(), tokenizer_dir=source.path,
+                                metrics_file=run_dir / "metrics.jsonl", optimizer_tensors=optimizer_tensors, trainer_state=trainer_state)
+        ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
+
+    (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "task": task_config, "source": str(source.path)}, indent=2) + "\n")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(
+        f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
+        f"({len(labels) or 'a score'}{' labels' if labels else ''}), mode {cfg.mode}, {len(train_rows):,} train"
+        f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} examples, {max_steps:,} steps "
+        f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "
+        f"{trainable / 1e6:.2f}M trainable parameters, {device.type} {cfg.precision} -> {run_dir}",
+        file=sys.stderr,
+    )
+    started = time.time()
+    state = train(model, optimizer, task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state)
+    results = {"step": state.step, "stop_reason": state.last_metrics.get("stop_reason"), "metric": metric,
+               "best": None, "best_step": task.best_step, "train_seconds": round(time.time() - started, 1)}
+    if task.best is not None:
+        results["best"] = json.loads((best_dir / "config.json").read_text())["best"]
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if task.best is not None:
+        print(f"ptm: done: step {state.step}; best dev {metric} {task.best:.4f} at step {task.best_step} -> {best_dir}", file=sys.stderr)
+    else:
+        print(f"ptm: done: step {state.step} -> {ckpt_io.resolve_checkpoint(run_dir)}", file=sys.stderr)
+    return results

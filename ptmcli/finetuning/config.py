@@ -1,0 +1,54 @@
+"""Everything ``ptm finetune`` can be told, as one frozen dataclass (flags and config-file keys)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ptmcli.config_fields import option
+from ptmcli.tasks import TASKS as TASK_TYPES
+
+MODES = ("finetune", "features")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    checkpoint: str | None = option(None, "Pretrained checkpoint (or run directory: its latest checkpoint) to start from.")
+    from_scratch: bool = option(False, "Re-initialise the checkpoint's architecture randomly (same shape and tokenizer): the baseline pretraining is measured against.")
+    task: str | None = option(None, "What to predict.", choices=TASK_TYPES)
+    train: str | None = option(None, "Training data: TSV/CSV with a header, JSONL, or CoNLL columns (token-classification).")
+    dev: str | None = option(None, "Development data (same format) for evaluation, early stopping and the best checkpoint.")
+    text_columns: str | None = option(None, "Comma-separated input column/field names [default: recognised GLUE-style names].")
+    label_column: str | None = option(None, "Label column/field name [default: label, gold_label, score, ...].")
+    out: str | None = option(None, "Run directory: checkpoints/, best/, metrics.jsonl, results.json.", flag="--out", short="-o")
+    overwrite: bool = option(False, "Replace an existing run directory instead of refusing.")
+    mode: str = option("finetune", "finetune: every weight trains; features: the pretrained model is frozen and a learned scalar mix of its layers feeds the head (ELMo's recipe).", choices=MODES)
+    epochs: float = option(3.0, "Passes over the training data.")
+    max_steps: int | None = option(None, "Optimizer steps (overrides --epochs).")
+    batch_size: int = option(32, "Examples per micro-batch.")
+    grad_accum: int = option(1, "Micro-batches per optimizer step.")
+    lr: float | None = option(None, "Peak learning rate [default: 1e-4 finetune, 1e-3 features].")
+    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and LayerNorm).")
+    schedule: str = option("linear", "Learning-rate schedule after warmup; stlr is ULMFiT's slanted triangular rate.", choices=("linear", "cosine", "constant", "stlr"))
+    warmup_ratio: float = option(0.1, "Fraction of the steps spent warming up (stlr: its cut_frac).")
+    discriminative_lr: float = option(1.0, "ULMFiT's discriminative rates: each layer group down from the top trains at the rate above divided by this (2.6 in ULMFiT; 1 turns it off).")
+    gradual_unfreeze: bool = option(False, "ULMFiT's gradual unfreezing: train only the top layer group in the first epoch, one more group each epoch after.")
+    aux_lm_weight: float = option(0.0, "Weight of the pretraining LM loss kept as an auxiliary objective on the task's inputs (GPT used 0.5).")
+    aux_lm_decay: float = option(1.0, "Multiply --aux-lm-weight by this after every epoch (SiATL-style decay; 1 keeps it).")
+    clip_norm: float = option(1.0, "Clip the global gradient norm (0 disables).")
+    max_len: int = option(128, "Tokens per input sequence, special tokens included (longer inputs are truncated).")
+    metric: str | None = option(None, "Dev metric for early stopping and the best checkpoint [default: accuracy, pearson, or entity f1].")
+    patience: int = option(0, "Stop after this many evaluations without dev improvement (0: never stop early).")
+    eval_every: int = option(0, "Evaluate on --dev every N steps [default: once per epoch].")
+    save_every: int = option(0, "Save a resumable checkpoint every N steps (0: at the end only).")
+    keep_last: int = option(1, "Keep only the newest N step checkpoints (0 keeps all).")
+    log_every: int = option(20, "Log training metrics every N steps.")
+    seed: int = option(0, "Seed for the head's initialisation, data order and dropout.")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    precision: str = option("fp32", "fp32, bf16 or fp16 (CUDA).", choices=("fp32", "bf16", "fp16"))
+    threads: int | None = option(None, "CPU threads for torch [default: all cores].")
+    resume: str | None = option(None, "Continue an interrupted finetuning run (its run directory or a checkpoint).")
+    progress: bool | None = option(None, "Show a progress bar [default: when stderr is a terminal].")
+    config: str | None = option(None, "JSON or TOML file setting any of these options (flags win).")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,171 @@
+"""Finetuning as a ``TrainTask``: labeled rows -> batches -> task loss (+ auxiliary LM), dev metrics, early stopping.
+
+Epochs are passes of a seeded ``ShuffledOrder`` over the training rows; the
+epoch drives gradual unfreezing and the auxiliary-loss decay, so both resume
+exactly with the data cursor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ptmcli.data.order import ShuffledOrder
+from ptmcli.finetuning.methods import unfreeze_for_epoch
+from ptmcli.training.loop import rng_state_from_text, rng_state_to_text
+
+
+class FinetuneTask:
+    def __init__(
+        self,
+        model,
+        train_rows: Any,
+        collate: Callable[[list[dict]], dict[str, torch.Tensor]],
+        *,
+        batch_size: int,
+        seed: int,
+        evaluate_dev: Callable[[Any, str, torch.device], dict[str, float]] | None = None,
+        metric: str | None = None,
+        patience: int = 0,
+        on_best: Callable[[int, dict[str, float]], None] | None = None,
+        aux_lm_weight: float = 0.0,
+        aux_lm_decay: float = 1.0,
+        gradual_unfreeze: bool = False,
+        num_layers: int = 0,
+    ) -> None:
+        self.model = model
+        self.rows = train_rows
+        self.collate = collate
+        self.batch_size = batch_size
+        self.order = ShuffledOrder(len(train_rows), seed)
+        self._iter = iter(self.order)
+        self.evaluate_dev = evaluate_dev
+        self.metric = metric
+        self.patience = patience
+        self.on_best = on_best
+        self.aux_lm_weight = aux_lm_weight
+        self.aux_lm_decay = aux_lm_decay
+        self.gradual_unfreeze = gradual_unfreeze
+        self.num_layers = num_layers
+        self.mask_generator = torch.Generator().manual_seed(seed + 29)
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.evals_without_gain = 0
+        self._applied_epoch: int | None = None
+        self._apply_epoch()
+
+    @property
+    def epoch(self) -> int:
+        return int(self.order.state_dict()["epoch"])
+
+    def _apply_epoch(self) -> None:
+        if self.gradual_unfreeze and self._applied_epoch != self.epoch:
+            unfreeze_for_epoch(self.model, self.epoch, self.num_layers, frozen_encoder=self.model.mode == "features")
+        self._applied_epoch = self.epoch
+
+    def aux_weight_now(self) -> float:
+        return self.aux_lm_weight * self.aux_lm_decay ** self.epoch
+
+    def next_micro_batches(self, count: int) -> list[dict[str, torch.Tensor]]:
+        batches = []
+        for _ in range(count):
+            self._apply_epoch()
+            batches.append(self.collate([self.rows[int(next(self._iter))] for _ in range(self.batch_size)]))
+        return batches
+
+    def normalizers(self, batches) -> dict[str, float]:
+        if self.model.task_type == "token-classification":
+            total = sum(int((b["labels"] != -100).sum()) for b in batches)
+        else:
+            total = sum(int(b["labels"].shape[0]) for b in batches)
+        return {"task": float(max(1, total)), "micro_batches": float(len(batches))}
+
+    def loss(self, model, batch, norms):
+        out = model(batch)
+        loss = out["loss_sum"] / norms["task"]
+        stats = {"task_loss_sum": float(out["loss_sum"].detach()), "task_count": float(out["count"])}
+        if model.task_type != "regression":
+            stats.update(self._correct(out["logits"], batch["labels"]))
+        weight = self.aux_weight_now()
+        if weight > 0:
+            aux_sum, aux_count = model.aux_lm_loss(batch, self.mask_generator)
+            loss = loss + weight * aux_sum / (max(1, int(aux_count)) * norms["micro_batches"])
+            stats.update(aux_loss_sum=float(aux_sum.detach()), aux_count=float(aux_count))
+        return loss, stats
+
+    def _correct(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        if self.model.task_type == "regression":
+            return {}
+        preds = logits.detach().argmax(-1)
+        keep = labels != -100
+        return {"task_correct": float(((preds == labels) & keep).sum())}
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        out = {}
+        if sums.get("task_count"):
+            out["task_loss"] = sums["task_loss_sum"] / sums["task_count"]
+            if "task_correct" in sums:
+                out["train_acc"] = sums["task_correct"] / sums["task_count"]
+        if sums.get("aux_count"):
+            out["aux_lm_loss"] = sums["aux_loss_sum"] / sums["aux_count"]
+        out["epoch"] = float(self.epoch)
+        return out
+
+    def tokens(self, batch) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def evaluate(self, model, precision: str, device: torch.device) -> dict[str, float]:
+        if self.evaluate_dev is None:
+            return {}
+        return self.evaluate_dev(model, precision, device)
+
+    def after_evaluate(self, step: int, results: dict[str, float]) -> bool:
+        """Keep the best dev score (saving through ``on_best``); True when patience has run out."""
+        if not self.metric or self.metric not in results:
+            return False
+        value = results[self.metric]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        if self.best is None or value > self.best:
+            self.best, self.best_step, self.evals_without_gain = float(value), step, 0
+            if self.on_best is not None:
+                self.on_best(step, results)
+            return False
+        self.evals_without_gain += 1
+        return self.patience > 0 and self.evals_without_gain >= self.patience
+
+    def state_dict(self) -> dict:
+        return {
+            "order": self.order.state_dict(), "mask_generator": rng_state_to_text(self.mask_generator.get_state()),
+            "best": self.best, "best_step": self.best_step, "evals_without_gain": self.evals_without_gain,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order.load_state_dict(state["order"])
+        self._iter = iter(self.order)
+        self.mask_generator.set_state(rng_state_from_text(state["mask_generator"]))
+        self.best, self.best_step, self.evals_without_gain = state["best"], state["best_step"], state["evals_without_gain"]
+        self._applied_epoch = None
+        self._apply_epoch()
+
+
+def steps_per_epoch(num_rows: int, batch_size: int, grad_accum: int) -> int:
+    return max(1, math.ceil(num_rows / (batch_size * grad_accum)))
+
+
+def predictions(model, batches, device: torch.device, precision: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(logits, labels) per batch as numpy, for metrics."""
+    from ptmcli.training.device import autocast
+
+    logits, labels = [], []
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(precision, device):
+            out = model(batch)
+        logits.append(out["logits"].float().cpu().numpy())
+        labels.append(batch["labels"].cpu().numpy())
+    return logits, labels

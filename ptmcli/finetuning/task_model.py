@@ -1,0 +1,224 @@
+"""A pretrained model with a task head: what ``ptm finetune`` trains and ``ptm eval`` runs.
+
+The pretrained model (BERT, GPT or ELMo, as pretraining built it) is kept whole
+under ``lm``; its weights are saved under their pretraining names, so a
+finetuned checkpoint still loads in every command that reads the pretrained
+model, and the head adds ``classifier.*`` (and ``scalar_mix.*``) keys.
+
+What feeds the head, per family and mode:
+
+=========  =========================================  ==============================================
+arch       ``--mode finetune`` (all weights train)     ``--mode features`` (frozen, ELMo's recipe)
+=========  =========================================  ==============================================
+bert       pooled [CLS] (sentence) / last layer (token)  scalar mix of the L+1 layers
+gpt        last real token (sentence) / last layer       scalar mix of the L+1 layers
+elmo       scalar mix of the 2L+1 layers                 scalar mix of the 2L+1 layers
+=========  =========================================  ==============================================
+
+Sentence tasks over a scalar mix mean-pool it over the real tokens. In features
+mode the head is a one-hidden-layer MLP; otherwise a linear layer after dropout.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ptmcli.errors import PtmError
+from ptmcli.finetuning.config import MODES  # noqa: E402
+from ptmcli.models.layers import Dropout, linear_cross_entropy
+from ptmcli.models.scalar_mix import ScalarMix
+from ptmcli.tasks import TASKS as TASK_TYPES  # noqa: E402
+
+LM_PREFIX = "lm."
+
+
+def _feature_size(arch: str, lm: nn.Module) -> int:
+    if arch == "elmo":
+        return 2 * lm.config.projection_dim
+    return lm.config.hidden_size
+
+
+def _dropout_p(arch: str, lm: nn.Module) -> float:
+    return lm.config.dropout if arch == "elmo" else lm.config.hidden_dropout
+
+
+class TaskModel(nn.Module):
+    def __init__(self, arch: str, lm: nn.Module, task_type: str, num_labels: int, mode: str = "finetune") -> None:
+        super().__init__()
+        if task_type not in TASK_TYPES:
+            raise PtmError(f"--task {task_type!r}: choose one of {', '.join(TASK_TYPES)}")
+        if mode not in MODES:
+            raise PtmError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+        if arch not in ("bert", "gpt", "elmo"):
+            raise PtmError(f"finetuning is not available for arch {arch!r} (bert, gpt, elmo)")
+        self.arch, self.task_type, self.mode = arch, task_type, mode
+        self.lm = lm
+        self._mask_id: int | None = None
+        self._last_hidden: torch.Tensor | None = None
+        size = _feature_size(arch, lm)
+        self.uses_mix = mode == "features" or arch == "elmo"
+        if self.uses_mix:
+            self.scalar_mix = ScalarMix(self._num_layer_outputs())
+        outputs = 1 if task_type in ("regression", "multiple-choice") else num_labels
+        self.dropout = Dropout(_dropout_p(arch, lm))
+        if mode == "features":
+            self.classifier = nn.Sequential(nn.Linear(size, size), nn.GELU(), Dropout(_dropout_p(arch, lm)), nn.Linear(size, outputs))
+        else:
+            self.classifier = nn.Linear(size, outputs)
+        for module in self.classifier.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        if mode == "features":
+            for param in self.lm.parameters():
+                param.requires_grad_(False)
+
+    def _num_layer_outputs(self) -> int:
+        return self.lm.config.num_layers + 1
+
+    # -- the pretrained model's outputs ----------------------------------------------------------
+
+    def _layers(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(top output, every layer's output) of the pretrained model."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if self.arch == "bert":
+            last, states = self.lm.bert(ids, batch.get("token_type_ids"), mask, output_hidden_states=True)
+            return last, list(states)
+        if self.arch == "gpt":
+            last, states = self.lm.gpt(ids, output_hidden_states=True)
+            return last, list(states)
+        states = self.lm.representations(ids, mask)
+        return states[-1], states
+
+    def _top(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features for the head: ``[B, T, D]`` per token, and ``[B, D]`` per sequence (None for tagging)."""
+        frozen = self.mode == "features"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            if self.uses_mix:
+                last, states = self._layers(batch)
+            elif self.arch == "bert":
+                last = self.lm.bert(batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"])
+            else:
+                last = self.lm.gpt(batch["input_ids"])
+        self._last_hidden = last
+        mask = batch["attention_mask"]
+        if self.uses_mix:
+            tokens = self.scalar_mix([s.float() if s.dtype != last.dtype else s for s in states])
+        else:
+            tokens = last
+        if self.task_type == "token-classification":
+            return tokens, None
+        if self.uses_mix:
+            weights = mask.to(tokens.dtype).unsqueeze(-1)
+            pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        elif self.arch == "bert":
+            pooled = self.lm.bert.pool(tokens)
+        else:  # GPT reads the state of the last real token (the GPT paper's "extract" position)
+            last_index = mask.sum(1).long().clamp(min=1) - 1
+            pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), last_index]
+        return tokens, pooled
+
+    # -- the task ----------------------------------------------------------------------------------
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``logits`` and, when ``labels`` are in the batch, ``loss_sum`` and ``count``.
+
+        Multiple choice: ``input_ids`` etc. are ``[B, C, T]``; logits are ``[B, C]``.
+        Token classification: logits ``[B, T, labels]``; labels -100 are ignored.
+        """
+        choices = None
+        if self.task_type == "multiple-choice":
+            choices = batch["input_ids"].shape[1]
+            batch = {k: v.flatten(0, 1) if k != "labels" and v.dim() >= 2 else v for k, v in batch.items()}
+        tokens, pooled = self._top(batch)
+        features = tokens if pooled is None else pooled
+        logits = self.classifier(self.dropout(features))
+        if choices is not None:
+            logits = logits.view(-1, choices)
+        elif self.task_type == "regression":
+            logits = logits.squeeze(-1)
+        out = {"logits": logits}
+        labels = batch.get("labels")
+        if labels is None:
+            return out
+        if self.task_type == "regression":
+            out["loss_sum"] = F.mse_loss(logits.float(), labels.float(), reduction="sum")
+            out["count"] = torch.tensor(labels.numel(), device=logits.device)
+        elif self.task_type == "token-classification":
+            flat = labels.reshape(-1)
+            out["loss_sum"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=-100, reduction="sum")
+            out["count"] = (flat != -100).sum()
+        else:
+            out["loss_sum"] = F.cross_entropy(logits.float(), labels, reduction="sum")
+            out["count"] = torch.tensor(labels.numel(), device=logits.device)
+        return out
+
+    def aux_lm_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed LM loss, predicted tokens) on the task's own inputs, as GPT's auxiliary objective.
+
+        GPT reuses the forward pass's last hidden state (call after ``forward``);
+        ELMo runs its biLM; BERT masks 15% of the tokens and runs its MLM head.
+        """
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if ids.dim() == 3:
+            ids, mask = ids.flatten(0, 1), mask.flatten(0, 1)
+        if self.arch == "gpt":
+            hidden = self._last_hidden[:, :-1]
+            targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+            loss, _ = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), self.lm.output_weight, None, targets.reshape(-1))
+            return loss, (targets != -100).sum()
+        if self.arch == "elmo":
+            out = self.lm(ids, mask)
+            return out["fwd_loss_sum"] + out["bwd_loss_sum"], out["fwd_count"] + out["bwd_count"]
+        from ptmcli.objectives.mlm import mask_tokens
+
+        special = batch.get("special_tokens_mask")
+        if special is None:
+            special = mask == 0
+        if special.dim() == 3:
+            special = special.flatten(0, 1)
+        masked, labels = mask_tokens(ids.cpu(), special.cpu().bool() | (mask.cpu() == 0), self.lm.config.vocab_size,
+                                     self._mask_id, generator or torch.Generator().manual_seed(0))
+        out = self.lm(masked.to(ids.device), batch.get("token_type_ids"), mask, mlm_labels=labels.to(ids.device))
+        return out["mlm_loss_sum"], out["mlm_count"]
+
+    def set_mask_id(self, mask_id: int | None) -> None:
+        """The [MASK] id BERT's auxiliary MLM needs (from the tokenizer)."""
+        self._mask_id = mask_id
+
+    # -- saving under the pretraining names ------------------------------------------------------
+
+    def tied_weights(self) -> dict[str, str]:
+        return {LM_PREFIX + k: LM_PREFIX + v for k, v in self.lm.tied_weights().items()}
+
+    def tie_weights(self) -> None:
+        self.lm.tie_weights()
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Tensors to save: the pretrained model's under their own names, plus the head's."""
+        tied = self.tied_weights()
+        out = {}
+        for key, tensor in self.state_dict().items():
+            if key in tied:
+                continue
+            name = key[len(LM_PREFIX):] if key.startswith(LM_PREFIX) else key
+            out[name] = tensor.detach().contiguous().cpu()
+        return out
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Inverse of :meth:`checkpoint_state`, strict about missing, extra and misshapen tensors."""
+        own = {key for key in self.state_dict() if not key.startswith(LM_PREFIX)}
+        mapped = {(key if key in own else LM_PREFIX + key): value for key, value in state.items()}
+        expected = {k: v for k, v in self.state_dict().items() if k not in self.tied_weights()}
+        missing = sorted(set(expected) - set(mapped))
+        extra = sorted(set(mapped) - set(expected))
+        if missing or extra:
+            what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
+            raise PtmError(f"{source}: weights do not fit the task model ({what})")
+        for key, tensor in mapped.items():
+            if tuple(tensor.shape) != tuple(expected[key].shape):
+                raise PtmError(f"{source}: tensor {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[key].shape)}")
+        self.load_state_dict(mapped, strict=False)
+        self.tie_weights()
