@@ -69,7 +69,7 @@ def score(task: str, labels: list[str] | None, logits: list[np.ndarray], rows: A
         return result, records
     pred = [int(np.argmax(x)) for x in logits]
     gold = [int(rows[i]["labels"]) for i in range(len(rows))]
-    names = labels if labels is not None else [str(i) for i in range(max(pred + gold) + 1)]
+    names = list(labels) if labels else [str(i) for i in range(max(pred + gold) + 1)]
     records = [{"prediction": names[p], "probabilities": _softmax(x)} for p, x in zip(pred, logits)]
     result = {"accuracy": M.accuracy(gold, pred), "macro_f1": M.macro_f1(gold, pred, list(range(len(names)))),
               "mcc": _finite(M.matthews_corrcoef(gold, pred)),

@@ -1,0 +1,64 @@
+"""A runnable module from a checkpoint that may lack some heads.
+
+A checkpoint with a ``task`` becomes its task model (``ptmcli.models.heads``),
+any other the architecture's pretraining model. Heads the checkpoint lacks
+(the NSP head of a converted ``BertForMaskedLM``, every head of a ``BertModel``)
+keep their random initialisation, and the loader returns their names so the
+command can say so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ptmcli.convert.sources import Model
+from ptmcli.models.heads import HEAD_PARTS, build_task_model
+
+
+def build_module(model: Model) -> tuple[nn.Module, list[str]]:
+    """The module of an already checked ``Model`` (eval mode) and the parts it initialised."""
+    spec = model.spec
+    if model.task is not None:
+        module = build_task_model(spec.arch, spec.config_class(model.model), model.task)
+    else:
+        module = spec.build_model(model.model)
+    have = set(module.state_dict())
+    module.load_state_dict({k: v for k, v in model.state.items() if k in have}, strict=False)
+    if hasattr(module, "tie_weights"):
+        module.tie_weights()
+    parts = HEAD_PARTS.get(spec.arch, {})
+    initialised = sorted(p for p, prefix in parts.items() if p not in model.parts and any(k.startswith(prefix) for k in have))
+    return module.eval(), initialised
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
+    """(module, checkpoint config, initialised parts) of a ptm checkpoint or run directory.
+
+    A task checkpoint loads into its task model; another into the pretraining
+    model, a task head it may hold being skipped. Missing whole heads are
+    initialised; anything else missing or mismatched is a PtmError.
+    """
+    from ptmcli.convert.archs import spec_for_arch
+    from ptmcli.training.checkpoint import load_partial_weights, read_config, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(path)
+    config = read_config(checkpoint)
+    spec = spec_for_arch(config["arch"])
+    model_config = spec.config_class(config["model"])
+    parts = dict(HEAD_PARTS.get(spec.arch, {}))
+    task = config.get("task")
+    if task is not None:
+        module = build_task_model(spec.arch, model_config, task)
+        ignored = {}
+        parts.pop("classifier", None)
+    else:
+        module = spec.build_model(model_config.to_dict())
+        ignored = {"classifier": parts.pop("classifier")} if "classifier" in parts else {}
+    tied = module.tied_weights() if hasattr(module, "tied_weights") else {}
+    # Task models have no MLM/NSP modules; those tensors, if any, are not theirs to load.
+    if task is not None:
+        ignored.update({p: parts[p] for p in ("mlm", "nsp") if p in parts})
+    initialised, _ = load_partial_weights(checkpoint, module, tied, parts, ignored)
+    return module.eval(), config, initialised

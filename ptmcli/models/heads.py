@@ -1,0 +1,138 @@
+"""The heads a checkpoint may hold, by their state-dict names, and the task models built from them.
+
+A ptm checkpoint stores the weights of the parts it really has, and its
+``config.json`` says which: ``objective`` names the pretraining heads and
+``task`` the task head. Names are fixed here so that pretraining, finetuning,
+conversion and evaluation build the same modules.
+
+BERT (``arch: "bert"``):
+
+====================  =====================================  ==============================
+part                  state-dict keys                        present when
+====================  =====================================  ==============================
+encoder               ``bert.embeddings.*``, ``bert.layers.*``  always
+pooler                ``bert.pooler.dense.{weight,bias}``    pretrained with NSP, or a
+                                                             sentence-level task; may be absent
+mlm                   ``mlm.{dense,norm}.*``, ``mlm.bias``   ``objective`` contains ``mlm``
+                      (decoder tied to the word embeddings)
+nsp                   ``nsp.{weight,bias}``                  ``objective`` contains ``nsp``
+classifier            ``classifier.{weight,bias}``           ``task`` is set
+====================  =====================================  ==============================
+
+Task heads (``task: {"type": ..., "labels": [...]}``): ``classifier`` is one
+``nn.Linear(hidden_size, len(labels))`` after dropout (``hidden_dropout``):
+
+- ``"classification"``: over the pooled [CLS] vector (``bert.pool``), so the
+  pooler is part of a sentence classifier and must be present;
+- ``"token-classification"``: over every token's last hidden state.
+
+GPT (``arch: "gpt"``): the trunk ``gpt.*``; the output projection is the token
+embedding itself, so a ``clm`` checkpoint has no separate head weight.
+
+A part that a checkpoint lacks is initialised when a model that has it is
+built from the checkpoint (:func:`ptmcli.training.checkpoint.load_partial_weights`),
+and the loader says which parts it initialised.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ptmcli.errors import PtmError
+
+TASK_TYPES = ("classification", "token-classification")
+
+# The parts of each architecture that a checkpoint may lack, by state-dict prefix.
+HEAD_PARTS: dict[str, dict[str, str]] = {
+    "bert": {"pooler": "bert.pooler.", "mlm": "mlm.", "nsp": "nsp.", "classifier": "classifier."},
+    "gpt": {},
+}
+
+
+def objective_parts(objective: str | None) -> set[str]:
+    """The pretraining heads an objective trains: ``"mlm+nsp"`` -> {"mlm", "nsp"}; None -> set()."""
+    if not objective:
+        return set()
+    return {part for part in objective.split("+") if part in ("mlm", "nsp")}
+
+
+def part_of(arch: str, key: str) -> str | None:
+    """The head part a state-dict key belongs to, or None for the encoder/trunk."""
+    for part, prefix in HEAD_PARTS.get(arch, {}).items():
+        if key.startswith(prefix):
+            return part
+    return None
+
+
+def check_task(task: dict | None, where: str) -> None:
+    """A task entry of config.json must name a known type and a non-empty list of labels."""
+    if task is None:
+        return
+    if not isinstance(task, dict) or task.get("type") not in TASK_TYPES:
+        raise PtmError(f"{where}: task type {task.get('type') if isinstance(task, dict) else task!r} is not one of {', '.join(TASK_TYPES)}")
+    labels = task.get("labels")
+    if not isinstance(labels, list) or not labels:
+        raise PtmError(f"{where}: task {task['type']!r} needs a non-empty list of labels")
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT encoder + dropout + ``classifier`` over the pooled [CLS] vector: ``[B, num_labels]`` logits."""
+
+    def __init__(self, config, num_labels: int):
+        super().__init__()
+        from ptmcli.models.bert import BertModel
+        from ptmcli.models.layers import Dropout, init_bert_weights
+
+        self.config = config
+        self.bert = BertModel(config)
+        self.dropout = Dropout(config.hidden_dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    def tied_weights(self) -> dict[str, str]:
+        return {}
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.bert(input_ids, token_type_ids, attention_mask)
+        return self.classifier(self.dropout(self.bert.pool(hidden)))
+
+
+class BertForTokenClassification(nn.Module):
+    """BERT encoder + dropout + ``classifier`` on every token: ``[B, T, num_labels]`` logits."""
+
+    def __init__(self, config, num_labels: int):
+        super().__init__()
+        from ptmcli.models.bert import BertModel
+        from ptmcli.models.layers import Dropout, init_bert_weights
+
+        self.config = config
+        self.bert = BertModel(config)
+        self.dropout = Dropout(config.hidden_dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    def tied_weights(self) -> dict[str, str]:
+        return {}
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.bert(input_ids, token_type_ids, attention_mask)
+        return self.classifier(self.dropout(hidden))
+
+
+TASK_MODELS: dict[tuple[str, str], type] = {
+    ("bert", "classification"): BertForSequenceClassification,
+    ("bert", "token-classification"): BertForTokenClassification,
+}
+
+
+def build_task_model(arch: str, model_config, task: dict) -> nn.Module:
+    """The model of ``arch`` with the head ``task`` describes (randomly initialised)."""
+    check_task(task, "task")
+    cls = TASK_MODELS.get((arch, task["type"]))
+    if cls is None:
+        have = ", ".join(f"{a} {t}" for a, t in TASK_MODELS)
+        raise PtmError(f"no {task['type']} head for arch {arch!r} (ptm has: {have})")
+    return cls(model_config, len(task["labels"]))

@@ -1,0 +1,160 @@
+"""`ptm finetune` end to end on tiny pretrained checkpoints and small learnable tasks."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ptmcli.finetuning.methods import discriminative_groups, layer_group, unfreeze_for_epoch
+from ptmcli.finetuning.task_model import TaskModel
+from ptmcli.models import bert
+from ptmcli.training.checkpoint import list_step_checkpoints, read_config
+from ptmcli.training.schedule import lr_multiplier
+from tests.test_gpt import GPT_TINY
+from tests.test_pretrain import TINY, corpus, ptm  # noqa: F401  (corpus is a fixture)
+
+FT = ["--batch-size", "8", "--max-len", "32", "--no-progress", "--log-every", "5", "--threads", "2"]
+GOOD = ["good", "great", "fine", "nice", "happy"]
+BAD = ["bad", "awful", "poor", "sad", "wrong"]
+FILLER = "the of and a in to was is city river music".split()
+
+
+def _sentences(n: int, seed: int) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(GOOD if label else BAD))
+        rows.append((" ".join(words), label))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pretrained(corpus, tmp_path_factory):  # noqa: F811
+    """A tiny pretrained bert and gpt (a few steps: the point is the plumbing, not the quality)."""
+    shards, tok = corpus
+    root = tmp_path_factory.mktemp("pre")
+    import pytest as _pytest
+
+    capsys = _pytest.MonkeyPatch()  # ptm() only needs an object with readouterr
+    del capsys
+    from ptmcli.cli.main import main
+
+    for name, flags in (("bert", TINY), ("gpt", GPT_TINY)):
+        try:
+            main([str(a) for a in ["pretrain", "--data", shards, "--tokenizer", tok, "-o", root / name, *flags, "--max-steps", "2"]])
+        except SystemExit as stop:
+            assert not stop.code
+    return root
+
+
+@pytest.fixture(scope="module")
+def sentiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sst")
+    for name, n, seed in (("train", 240, 0), ("dev", 80, 1)):
+        lines = ["sentence\tlabel"] + [f"{s}\t{label}" for s, label in _sentences(n, seed)]
+        (root / f"{name}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt"])
+def test_finetune_learns_a_lexical_task_and_keeps_the_best(pretrained, sentiment, tmp_path, capsys, monkeypatch, arch):
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / arch, "--task", "classification", "--train", sentiment / "train.tsv",
+                    "--dev", sentiment / "dev.tsv", "-o", run, "--epochs", "6", "--lr", "3e-3", *FT)
+    assert code == 0, err
+    results = json.loads((run / "results.json").read_text())
+    assert results["metric"] == "accuracy" and results["best"]["accuracy"] >= 0.85, results
+    config = read_config(run / "best")
+    assert config["task"]["type"] == "classification" and config["task"]["labels"] == ["0", "1"]
+    weights = load_file(str(run / "best" / "model.safetensors"))
+    assert "classifier.weight" in weights and any(k.startswith(f"{arch}.") for k in weights), "pretraining names are kept"
+    assert list_step_checkpoints(run), "a resumable checkpoint is written at the end"
+
+
+def test_features_mode_leaves_the_pretrained_weights_untouched(pretrained, sentiment, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert", "--task", "classification", "--train", sentiment / "train.tsv",
+                    "-o", run, "--mode", "features", "--max-steps", "6", *FT)
+    assert code == 0, err
+    before = load_file(str(list_step_checkpoints(pretrained / "bert")[-1] / "model.safetensors"))
+    after = load_file(str(list_step_checkpoints(run)[-1] / "model.safetensors"))
+    for key, tensor in before.items():
+        assert torch.equal(tensor, after[key]), key
+    assert "scalar_mix.weights" in after and not torch.equal(after["scalar_mix.weights"], torch.zeros_like(after["scalar_mix.weights"]))
+
+
+def test_resume_reaches_the_same_weights(pretrained, sentiment, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    common = ["--checkpoint", pretrained / "bert", "--task", "classification", "--train", sentiment / "train.tsv", "--max-steps", "8",
+              "--aux-lm-weight", "0.5", "--gradual-unfreeze", "--discriminative-lr", "2.6", "--schedule", "stlr", *FT]
+    assert ptm(capsys, "finetune", *common, "-o", tmp_path / "full")[0] == 0
+    assert ptm(capsys, "finetune", *common, "-o", tmp_path / "cut", "--save-every", "3", "--keep-last", "0")[0] == 0
+    import shutil
+
+    for ckpt in list_step_checkpoints(tmp_path / "cut")[1:]:
+        shutil.rmtree(ckpt)
+    code, err = ptm(capsys, "finetune", "--resume", tmp_path / "cut")
+    assert code == 0, err
+    full = load_file(str(list_step_checkpoints(tmp_path / "full")[-1] / "model.safetensors"))
+    resumed = load_file(str(list_step_checkpoints(tmp_path / "cut")[-1] / "model.safetensors"))
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+
+
+@pytest.mark.parametrize("task, lines", [
+    ("regression", ["sentence1\tsentence2\tscore"] + ["a good city\tthe good river\t4.5", "a bad city\tthe good river\t1.0"] * 6),
+    ("token-classification", ["EU B-ORG", "rejects O", "German B-MISC", "call O", "", "Peter B-PER", "Blackburn I-PER", ""] * 6),
+    ("multiple-choice", [json.dumps({"premise": "the city", "choice1": "good river", "choice2": "bad music", "question": "cause", "label": i % 2}) for i in range(12)]),
+])
+def test_every_task_type_trains_and_evaluates(pretrained, tmp_path, capsys, monkeypatch, task, lines):
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    suffix = {"regression": "tsv", "token-classification": "txt", "multiple-choice": "jsonl"}[task]
+    data = tmp_path / f"data.{suffix}"
+    data.write_text("\n".join(lines) + "\n")
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert", "--task", task, "--train", data, "--dev", data,
+                    "-o", tmp_path / "run", "--max-steps", "4", *FT)
+    assert code == 0, err
+    best = json.loads((tmp_path / "run" / "results.json").read_text())["best"]
+    expected = {"regression": "pearson", "token-classification": "f1", "multiple-choice": "accuracy"}[task]
+    assert expected in best
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "classification"], "--train is required"),
+    (["--task", "classification", "--train", "{train}", "--max-len", "4096"], "--max-len 4096 exceeds"),
+    (["--task", "classification", "--train", "{train}", "--discriminative-lr", "0.5"], "--discriminative-lr"),
+    (["--task", "classification", "--train", "{train}", "--mode", "features", "--gradual-unfreeze"], "--gradual-unfreeze conflicts"),
+    (["--task", "classification", "--train", "{train}", "--patience", "2"], "--patience needs --dev"),
+])
+def test_bad_flags_fail_with_one_line(pretrained, sentiment, tmp_path, capsys, args, message):
+    args = [a.replace("{train}", str(sentiment / "train.tsv")) for a in args]
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert", "-o", tmp_path / "run", *args)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_layer_groups_rates_and_unfreezing():
+    lm = bert.BertForPreTraining(bert.preset_config("bert-tiny", vocab_size=50, num_layers=3))
+    model = TaskModel("bert", lm, "classification", 2)
+    assert layer_group("lm.bert.embeddings.word_embeddings.weight", 3) == 0
+    assert layer_group("lm.bert.layers.2.ffn.up.weight", 3) == 3
+    assert layer_group("classifier.weight", 3) == 4
+    rates = {g["layer_group"]: g["lr"] for g in discriminative_groups(model, 1.0, 0.01, 2.0, 3)}
+    assert rates == {0: 1 / 16, 1: 1 / 8, 2: 1 / 4, 3: 1 / 2, 4: 1.0}
+    assert unfreeze_for_epoch(model, 0, 3) == 4
+    assert not model.lm.bert.layers[2].ffn.up.weight.requires_grad and model.classifier.weight.requires_grad
+    unfreeze_for_epoch(model, 2, 3)
+    assert model.lm.bert.layers[1].ffn.up.weight.requires_grad and not model.lm.bert.layers[0].ffn.up.weight.requires_grad
+
+
+def test_slanted_triangular_schedule():
+    values = [lr_multiplier(s, warmup_steps=10, max_steps=100, schedule="stlr") for s in range(100)]
+    assert values[0] == pytest.approx(1 / 32) and max(values) == values[10] == 1.0
+    assert all(a < b for a, b in zip(values[:10], values[1:11])) and all(a > b for a, b in zip(values[10:], values[11:]))
