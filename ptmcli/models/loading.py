@@ -30,9 +30,9 @@ def load_checkpoint(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
     """Rebuild the model a checkpoint describes and load its weights and tokenizer, strictly."""
     import torch
 
+    from ptmcli.models.heads import HEAD_PARTS
     from ptmcli.models.registry import get_architecture
     from ptmcli.tokenization.tokenizer import PtmTokenizer
-    from ptmcli.models.heads import HEAD_PARTS
     from ptmcli.training.checkpoint import load_partial_weights, read_config, resolve_checkpoint
 
     ckpt = resolve_checkpoint(path)
