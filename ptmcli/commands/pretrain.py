@@ -215,9 +215,9 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     model_config = arch.preset_config(cfg.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model_overrides())
     model = arch.model_class(model_config)
     if hasattr(model, "set_char_table"):
-        from ptmcli.models.elmo import char_table_for_vocab
+        from ptmcli.models.elmo import char_table_for_tokenizer
 
-        model.set_char_table(char_table_for_vocab(tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size))), model_config.max_chars_per_token))
+        model.set_char_table(char_table_for_tokenizer(tokenizer, model_config.max_chars_per_token))
     if cfg.seq_len > getattr(model_config, "max_position_embeddings", cfg.seq_len):
         raise PtmError(f"--seq-len {cfg.seq_len} exceeds the model's {model_config.max_position_embeddings} positions (raise --max-position-embeddings)")
     model.to(device)
@@ -274,7 +274,9 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         file=sys.stderr,
     )
     started = time.time()
-    if cfg.compile:
+    if cfg.compile and cfg.arch == "elmo":
+        print("ptm: --compile is ignored for elmo (its LSTM kernels and per-batch unique tokens do not compile)", file=sys.stderr)
+    elif cfg.compile:
         # Compile the encoder in place: its shapes are fixed (batches padded to --seq-len), while the
         # MLM head sees a different number of masked tokens every step and would recompile. In-place
         # Module.compile() also keeps state_dict keys free of an `_orig_mod.` prefix.

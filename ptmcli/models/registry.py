@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ptmcli.errors import PtmError
-from ptmcli.models import bert, gpt
+from ptmcli.models import bert, elmo, gpt
 
 
 class Architecture(NamedTuple):
@@ -26,6 +26,7 @@ class Architecture(NamedTuple):
 ARCHITECTURES: dict[str, Architecture] = {
     "bert": Architecture(bert.BertConfig, bert.BertForPreTraining, bert.PRESETS, bert.preset_config),
     "gpt": Architecture(gpt.GPTConfig, gpt.GPTForCausalLM, gpt.PRESETS, gpt.preset_config),
+    "elmo": Architecture(elmo.ElmoConfig, elmo.ElmoBiLM, elmo.PRESETS, elmo.preset_config),
 }
 
 
