@@ -1,14 +1,34 @@
-"""`ptm eval`: not built yet; listed so the command map is complete."""
+"""`ptm eval`: flags come from EvalConfig's fields; the work is in ptmcli.commands.eval."""
 
 from __future__ import annotations
 
-import typer
+from ptmcli.config_fields import cli_parameters, with_parameters
+from ptmcli.evaluation.config import EvalConfig
 
-SHORT_HELP = "Evaluate a checkpoint: perplexity, task metrics, samples (not available yet)."
-HELP = SHORT_HELP
+SHORT_HELP = "Evaluate a checkpoint: perplexity on text, or sample text from a GPT."
+HELP = """Evaluate a pretrained checkpoint on raw text, or generate text with a GPT.
+
+With --data: GPT perplexity over a sliding window (--context, --stride), ELMo forward, backward and average perplexity, BERT MLM loss/accuracy and pseudo-perplexity. Per-token and per-word perplexity (words: whitespace-separated words of the text, so models with different tokenizers compare). A table goes to stderr; --json prints the metrics as JSON on stdout.
+
+With --sample PROMPT (GPT): continuations on stdout, one per line (--json: one object per sample).
+
+Examples:
+
+ptm eval -c runs/gpt-mini --data wiki.valid.raw --stride 64
+
+ptm eval -c runs/bert-mini --data wiki.valid.raw --max-tokens 5000 --json
+
+ptm eval -c runs/gpt-mini --sample "The history of" --top-p 0.9 --num-samples 3
+
+cat prompts.txt | ptm eval -c runs/gpt-mini --sample - --temperature 0
+"""
 
 
-def eval_command(ctx: typer.Context) -> None:
-    from ptmcli.cli._unavailable import unavailable
+def _eval(**flags) -> None:
+    from ptmcli.commands.eval import run
+    from ptmcli.config_fields import merge
 
-    unavailable("eval")
+    run(merge(EvalConfig, {}, flags))
+
+
+eval_command = with_parameters(_eval, cli_parameters(EvalConfig))

@@ -1,0 +1,62 @@
+"""``ptm eval``: open a checkpoint and measure it, by what the checkpoint is.
+
+- a finetuned checkpoint (``config.json`` "task" set): labeled metrics (``ptmcli.evaluation.labeled``);
+- a pretrained language model with ``--data``: perplexity and kin (``ptmcli.evaluation.language_model``);
+- a causal language model with ``--sample``: generated continuations (``ptmcli.evaluation.sampling``).
+
+Metrics go to stderr as a table and, with ``--json``, to stdout as one JSON object.
+"""
+
+from __future__ import annotations
+
+from ptmcli.errors import PtmError
+from ptmcli.evaluation.config import EvalConfig
+
+
+def run(cfg: EvalConfig) -> dict | None:
+    """Carry out ``cfg``; returns the metrics of a ``--data`` evaluation (None for ``--sample``)."""
+    import torch
+
+    from ptmcli.training.checkpoint import read_config, resolve_checkpoint
+    from ptmcli.training.device import check_precision, resolve_device
+
+    if not cfg.checkpoint:
+        raise PtmError("--checkpoint is required: a checkpoint directory or a run directory")
+    if cfg.data is None and not cfg.sample:
+        raise PtmError("nothing to do: give --data FILE to score text, or --sample PROMPT to generate (gpt)")
+    if cfg.data is not None and cfg.sample:
+        raise PtmError("give either --data (scoring) or --sample (generation), not both")
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise PtmError(f"--threads {cfg.threads}: must be positive")
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+
+    checkpoint = resolve_checkpoint(cfg.checkpoint)
+    config = read_config(checkpoint)
+    if config.get("task") is not None:
+        from ptmcli.evaluation.labeled import evaluate_labeled
+
+        return _report(evaluate_labeled(checkpoint, config, cfg), cfg)
+
+    from ptmcli.models.loading import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint, device)
+    if cfg.sample:
+        from ptmcli.evaluation.sampling import run_samples
+
+        run_samples(loaded, cfg, device)
+        return None
+    from ptmcli.evaluation.language_model import evaluate_language_model
+
+    return _report(evaluate_language_model(loaded, cfg, device), cfg)
+
+
+def _report(metrics: dict, cfg: EvalConfig) -> dict:
+    from ptmcli.evaluation.results import print_json, print_table
+
+    print_table(metrics, f"ptm eval: {metrics.get('metric', 'metrics')}")
+    if cfg.json:
+        print_json(metrics)
+    return metrics
