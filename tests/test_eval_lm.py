@@ -364,7 +364,8 @@ def test_cli_errors_are_one_line_exit_2(gpt_ckpt, bert_ckpt, tok_dir, tmp_path, 
     assert "--sample" in _one_line_error(capsys, "-c", bert_ckpt[0], "--sample", "hello")
     assert "--stride" in _one_line_error(capsys, "-c", bert_ckpt[0], "--data", good, "--stride", 4)
     labeled = _save(model, "gpt", "clm", tok_dir, tmp_path / "labeled", 32, task={"type": "classification", "labels": ["a", "b"]})
-    assert "task head" in _one_line_error(capsys, "-c", labeled, "--data", good)
+    # A config that claims a task head the weights do not have is refused, naming the missing tensor.
+    assert "missing 'classifier" in _one_line_error(capsys, "-c", labeled, "--data", good)
 
 
 # -- real data -----------------------------------------------------------------------------------

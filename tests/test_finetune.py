@@ -77,6 +77,19 @@ def test_finetune_learns_a_lexical_task_and_keeps_the_best(pretrained, sentiment
     assert "classifier.weight" in weights and any(k.startswith(f"{arch}.") for k in weights), "pretraining names are kept"
     assert list_step_checkpoints(run), "a resumable checkpoint is written at the end"
 
+    # ptm eval on the best checkpoint reproduces the dev score and writes one prediction per input.
+    predictions = tmp_path / "predictions.jsonl"
+    capsys.readouterr()
+    code, err = ptm(capsys, "eval", "-c", run / "best", "--data", sentiment / "dev.tsv", "--predictions", predictions, "--json")
+    assert code == 0, err
+    assert "macro f1" in err
+    predicted = [json.loads(line)["prediction"] for line in predictions.read_text().splitlines()]
+    gold = [line.rsplit("\t", 1)[1] for line in (sentiment / "dev.tsv").read_text().splitlines()[1:]]
+    assert len(predicted) == len(gold) == 80
+    assert sum(p == g for p, g in zip(predicted, gold)) / 80 == pytest.approx(results["best"]["accuracy"])
+    code, err = ptm(capsys, "eval", "-c", run / "best", "--sample", "hello")
+    assert code == 2 and "needs a language model" in err
+
 
 def test_features_mode_leaves_the_pretrained_weights_untouched(pretrained, sentiment, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))

@@ -33,6 +33,7 @@ class EvalConfig:
     top_p: float = option(1.0, "Sample only from the smallest set of tokens whose probability reaches p (nucleus sampling; 1: no limit).")
     num_samples: int = option(1, "Continuations per prompt.")
     ignore_eos: bool = option(False, "Keep generating past the end-of-text token.")
+    predictions: str | None = option(None, "Finetuned checkpoints: write one JSON line per input (its prediction; class probabilities) to this file.")
     seed: int = option(0, "Seed for the MLM masking and for sampling.")
     batch_size: int = option(16, "Sequences per forward pass (for pseudo-perplexity: masked copies per pass).")
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")

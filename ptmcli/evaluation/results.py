@@ -44,7 +44,7 @@ _LABELS = {
     "loss": "loss / token (nats)",
     "ppl": "perplexity / token",
     "word_ppl": "perplexity / word",
-    "accuracy": "next-token accuracy",
+    "accuracy": "accuracy",
     "fwd_loss": "forward loss / token",
     "fwd_ppl": "forward perplexity / token",
     "fwd_word_ppl": "forward perplexity / word",

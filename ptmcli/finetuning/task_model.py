@@ -222,3 +222,31 @@ class TaskModel(nn.Module):
                 raise PtmError(f"{source}: tensor {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[key].shape)}")
         self.load_state_dict(mapped, strict=False)
         self.tie_weights()
+
+
+def load_task_model(path, device: torch.device | str = "cpu"):
+    """(TaskModel with its weights, config.json, tokenizer) of a finetuned checkpoint directory."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ptmcli.models.registry import get_architecture
+    from ptmcli.tasks.labels import output_size
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
+    from ptmcli.training.checkpoint import WEIGHTS, read_config
+
+    config = read_config(path)
+    task = config.get("task")
+    if not isinstance(task, dict) or task.get("type") not in TASK_TYPES:
+        raise PtmError(f"{path}: config.json has no usable task (type one of {', '.join(TASK_TYPES)})")
+    arch = get_architecture(config["arch"])
+    model_config = arch.config_class.from_dict(config["model"])
+    lm = arch.model_class(model_config)
+    model = TaskModel(config["arch"], lm, task["type"], output_size(task["type"], task.get("labels") or []), task.get("mode", "finetune"))
+    try:
+        state = load_file(str(path / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise PtmError(f"{path / WEIGHTS}: unreadable safetensors file ({err})") from None
+    model.load_checkpoint_state(state, str(path / WEIGHTS))
+    model.to(device)
+    model.eval()
+    return model, config, PtmTokenizer.load(path)
