@@ -163,3 +163,20 @@ def test_bundled_sample_main_job(tmp_path, capsys, monkeypatch):
     assert list((tmp_path / "cache" / "sample").glob("*/shards/manifest.json"))
     config = read_config(list_step_checkpoints(tmp_path / "run")[-1])
     assert config["model"]["hidden_size"] == 128  # the sample's bert-tiny default, since no --preset was given
+
+
+def test_init_from_starts_at_a_checkpoints_weights(corpus, tmp_path, capsys):
+    shards, tok = corpus
+    assert ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", tmp_path / "first", *TINY, "--max-steps", "3")[0] == 0
+    common = ["--data", shards, "--tokenizer", tok, "--seq-len", "48", "--batch-size", "4", "--eval-rows", "4", "--eval-batches", "1", "--no-progress"]
+    code, err = ptm(capsys, "pretrain", *common, "-o", tmp_path / "second", "--init-from", tmp_path / "first", "--max-steps", "1", "--lr", "1e-12")
+    assert code == 0, err
+    assert "starting from the weights of" in err
+    before, after = _weights(tmp_path / "first"), _weights(tmp_path / "second")
+    assert before.keys() == after.keys()
+    for key in before:
+        torch.testing.assert_close(before[key], after[key], atol=1e-6, rtol=0)
+    code, err = ptm(capsys, "pretrain", *common, "-o", tmp_path / "third", "--init-from", tmp_path / "first", "--hidden-size", "64")
+    assert code == 2 and "--hidden-size conflicts with --init-from" in err
+    code, err = ptm(capsys, "pretrain", *common, "-o", tmp_path / "fourth", "--init-from", tmp_path / "first", "--arch", "gpt")
+    assert code == 2 and "--arch" in err

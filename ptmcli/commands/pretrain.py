@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ptmcli.errors import PtmError
-from ptmcli.pretraining.config import DEFAULT_PRESETS, OBJECTIVES, PretrainConfig
+from ptmcli.pretraining.config import DEFAULT_PRESETS, MODEL_FIELDS, OBJECTIVES, PretrainConfig
 
 # Settings a resumed run may change; everything else must match the run being resumed.
 RESUMABLE_OVERRIDES = {"compile", "max_steps", "max_time", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches"}
@@ -157,6 +157,24 @@ def _build_task(cfg: PretrainConfig, tokenizer, dataset, train_rows, held_rows):
     )
 
 
+def _init_source(cfg: PretrainConfig, explicit: set[str], tokenizer) -> dict:
+    """The checkpoint ``--init-from`` names, checked against the run: same family, same tokenizer, no shape flags."""
+    from ptmcli.training.checkpoint import read_config, resolve_checkpoint
+
+    path = resolve_checkpoint(cfg.init_from)
+    config = read_config(path)
+    if config["arch"] != cfg.arch:
+        raise PtmError(f"--init-from {cfg.init_from}: a {config['arch']} checkpoint, but --arch is {cfg.arch} (pass --arch {config['arch']})")
+    shape_flags = sorted(explicit & {"preset", *MODEL_FIELDS} - {"hidden_dropout", "attention_dropout"})
+    if shape_flags:
+        raise PtmError(f"--{shape_flags[0].replace('_', '-')} conflicts with --init-from: the model's shape comes from the checkpoint")
+    recorded = (config.get("tokenizer") or {}).get("sha256")
+    if recorded and recorded != tokenizer.sha256:
+        raise PtmError(f"--init-from {cfg.init_from}: the checkpoint's tokenizer differs from the one the shards were encoded with "
+                       f"(encode the data with --tokenizer {path})")
+    return {"path": path, "config": config}
+
+
 def _threads(cfg: PretrainConfig) -> None:
     import torch
 
@@ -210,14 +228,28 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
 
     torch.manual_seed(cfg.seed)
     arch = get_architecture(cfg.arch)
-    if cfg.preset not in arch.presets:
-        raise PtmError(f"--preset {cfg.preset!r} is not a {cfg.arch} preset; choose one of: {', '.join(arch.presets)}")
-    model_config = arch.preset_config(cfg.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model_overrides())
+    init = _init_source(cfg, explicit, tokenizer) if cfg.init_from and ckpt_to_resume is None else None
+    if init is not None:
+        model_config = arch.config_class.from_dict(init["config"]["model"])
+        dropouts = {k: v for k, v in cfg.model_overrides().items() if k in ("hidden_dropout", "attention_dropout") and hasattr(model_config, k)}
+        model_config = replace(model_config, **dropouts)
+    else:
+        if cfg.preset not in arch.presets:
+            raise PtmError(f"--preset {cfg.preset!r} is not a {cfg.arch} preset; choose one of: {', '.join(arch.presets)}")
+        model_config = arch.preset_config(cfg.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model_overrides())
     model = arch.model_class(model_config)
     if hasattr(model, "set_char_table"):
         from ptmcli.models.elmo import char_table_for_tokenizer
 
         model.set_char_table(char_table_for_tokenizer(tokenizer, model_config.max_chars_per_token))
+    if init is not None:
+        from ptmcli.models.heads import HEAD_PARTS
+
+        optional = {part: prefix for part, prefix in HEAD_PARTS.get(cfg.arch, {}).items() if part != "classifier"}
+        fresh, dropped = ckpt_io.load_partial_weights(init["path"], model, model.tied_weights(), optional,
+                                                      {"classifier": "classifier.", "scalar_mix": "scalar_mix."})
+        what = f"; {', '.join(fresh)} initialised at random" if fresh else ""
+        print(f"ptm: starting from the weights of {init['path']}{what}{'; ignored its ' + ', '.join(dropped) if dropped else ''}", file=sys.stderr)
     if cfg.seq_len > getattr(model_config, "max_position_embeddings", cfg.seq_len):
         raise PtmError(f"--seq-len {cfg.seq_len} exceeds the model's {model_config.max_position_embeddings} positions (raise --max-position-embeddings)")
     model.to(device)

@@ -60,6 +60,7 @@ class PretrainConfig:
     compile: bool = option(False, "torch.compile the encoder (minutes to compile; meant for GPUs, not faster than eager on the CPUs measured). Batches are padded to --seq-len so shapes stay fixed.")
     threads: int | None = option(None, "CPU threads for torch [default: all cores].")
     peak_tflops: float | None = option(None, "Device peak TFLOP/s for the MFU figure [default: known GPUs; measured matmul peak on CPU].")
+    init_from: str | None = option(None, "Start from this checkpoint's weights (continued pretraining / domain adaptation, e.g. a converted Hugging Face BERT): its architecture and shape are used, the shards must use its tokenizer; optimizer and data order start fresh.")
     resume: str | None = option(None, "Continue a run: a run directory (its latest checkpoint) or a checkpoint directory.")
     progress: bool | None = option(None, "Show a progress bar [default: when stderr is a terminal].")
     config: str | None = option(None, "JSON or TOML file setting any of these options (flags win).")
