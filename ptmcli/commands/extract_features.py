@@ -1,0 +1,127 @@
+"""``ptm extract-features``: check the options, open the checkpoint, stream rows into the writer.
+
+Everything that can fail on the user's side (flags, the output target, a
+missing h5py) is checked before the model is loaded, so mistakes cost nothing.
+A summary line goes to stderr; the features go to the output (stdout for -o -).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ptmcli.errors import PtmError
+from ptmcli.features.config import COMBINES, INPUT_FORMATS, POOLS, WORDS, ExtractConfig
+
+
+def _validate(cfg: ExtractConfig) -> str:
+    from ptmcli.features.output import POOLED_ONLY, check_target, infer_format
+
+    if not cfg.checkpoint:
+        raise PtmError("--checkpoint is required: a checkpoint directory or a run directory")
+    if not cfg.output:
+        raise PtmError("-o/--output is required: a file, a directory (arrow), or - for stdout (jsonl)")
+    for flag, value, allowed in (("--input-format", cfg.input_format, INPUT_FORMATS), ("--combine", cfg.combine, COMBINES),
+                                 ("--pool", cfg.pool, POOLS), ("--words", cfg.words, WORDS)):
+        if value not in allowed:
+            raise PtmError(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
+    for flag, value in (("--batch-size", cfg.batch_size), ("--chunk-size", cfg.chunk_size), ("--max-seq-length", cfg.max_seq_length),
+                        ("--threads", cfg.threads)):
+        if value is not None and value < 1:
+            raise PtmError(f"{flag} {value}: must be positive")
+    if cfg.pool != "none" and cfg.words != "none":
+        raise PtmError("--pool and --words exclude each other: one vector per text, or one per word")
+    if cfg.input == "-" and sys.stdin.isatty():
+        raise PtmError("no INPUT file given and stdin is a terminal: name a file, or pipe text in (... | ptm extract-features -c CKPT - -o OUT)")
+    if cfg.input != "-":
+        if not os.path.exists(cfg.input):
+            raise PtmError(f"input file {cfg.input} does not exist")
+        if os.path.isdir(cfg.input):
+            raise PtmError(f"input {cfg.input} is a directory; give one file (or - for stdin)")
+    fmt = infer_format(cfg.output, cfg.output_format)
+    if fmt in POOLED_ONLY and cfg.pool == "none":
+        raise PtmError(f"--output-format {fmt} holds one vector per text: add --pool cls|mean|max|last "
+                       "(or write per-token features as jsonl, hdf5 or arrow)")
+    check_target(cfg.output, fmt, cfg.overwrite)
+    if fmt == "hdf5":
+        from ptmcli.features.hdf5_writer import import_h5py
+
+        import_h5py()
+    return fmt
+
+
+def _count_lines(path: str) -> int | None:
+    """Lines of a plain file, for the progress bar's total (None for stdin or gzip)."""
+    if path == "-" or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as handle:
+        if handle.read(2) == b"\x1f\x8b":
+            return None
+        handle.seek(0)
+        count, last = 0, b"\n"
+        while block := handle.read(1 << 24):
+            count += block.count(b"\n")
+            last = block[-1:]
+        return count + (last != b"\n")
+
+
+def run(cfg: ExtractConfig):
+    """Carry out ``cfg``; returns the extraction statistics."""
+    import torch
+
+    from ptmcli.features.extract import FeatureExtractor
+    from ptmcli.features.layers import build_plan
+    from ptmcli.features.model import load_feature_model
+    from ptmcli.features.output import open_writer
+    from ptmcli.features.readers import iter_records
+    from ptmcli.training.device import check_precision, resolve_device
+
+    fmt = _validate(cfg)
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    model = load_feature_model(cfg.checkpoint, device)
+    plan = build_plan(cfg.layers, model.num_layers, cfg.combine, model.arch, cfg.mix_weights, cfg.mix_gamma,
+                      model.scalar_mix, str(model.path))
+    extractor = FeatureExtractor(model, plan, pool=cfg.pool, words=cfg.words, max_length=cfg.max_seq_length,
+                                 batch_size=cfg.batch_size, chunk_size=cfg.chunk_size, precision=cfg.precision, device=device)
+    records = iter_records(cfg.input, cfg.input_format, cfg.text_field, cfg.text_b_field)
+    show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=_count_lines(cfg.input), unit="text", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    started = time.perf_counter()
+    try:
+        with open_writer(fmt, cfg.output, extractor.layout, overwrite=cfg.overwrite, source=cfg.input) as writer:
+            for row in extractor.rows(records, on_batch=bar.update if bar is not None else None):
+                writer.write(row)
+    finally:
+        if bar is not None:
+            bar.close()
+    _summary(extractor, fmt, cfg, time.perf_counter() - started)
+    return extractor.stats
+
+
+def _summary(extractor, fmt: str, cfg: ExtractConfig, seconds: float) -> None:
+    stats, layout = extractor.stats, extractor.layout
+    where = "stdout" if cfg.output == "-" else cfg.output
+    rate = stats.texts / seconds if seconds > 0 else 0.0
+    print(f"ptm: {stats.texts} texts ({stats.tokens} tokens) -> {where} [{fmt}, {layout.granularity} vectors, "
+          f"layers {','.join(str(label) for label in layout.labels)}, dim {layout.dim}] in {seconds:.1f}s ({rate:.0f} texts/s)",
+          file=sys.stderr)
+    if stats.texts == 0:
+        print("ptm: warning: the input holds no texts", file=sys.stderr)
+    if stats.truncated:
+        lines = ", ".join(str(n) for n in stats.truncated_lines)
+        print(f"ptm: warning: {stats.truncated} texts were longer than {layout.max_length} tokens and were cut "
+              f"(lines {lines}{', ...' if stats.truncated > len(stats.truncated_lines) else ''}); see --max-seq-length",
+              file=sys.stderr)
+    if stats.empty:
+        print(f"ptm: warning: {stats.empty} empty lines (their rows hold only special tokens, or nothing)", file=sys.stderr)
+    if stats.words_without_tokens:
+        print(f"ptm: warning: {stats.words_without_tokens} words have no sub-token (cut off, or dropped by the tokenizer); "
+              "their vectors are zeros", file=sys.stderr)

@@ -1,0 +1,159 @@
+"""Input of ``ptm extract-features``: one record per line, in three formats.
+
+- ``text``: one text per line; ``text_a ||| text_b`` (space, three bars, space)
+  makes a pair, as google-research/bert's ``extract_features.py`` reads it. A
+  blank line is an empty text, so record ``i`` is always line ``i + 1``.
+- ``tokens``: one whitespace-tokenized sentence per line (allennlp's ``elmo``
+  command input); the words are the whitespace-separated tokens, no pairs.
+- ``jsonl``: one JSON object per line; ``text_field`` holds a string, or a list
+  of words for pre-tokenized input; ``text_b_field``, when present, the second
+  text of a pair. Blank lines are skipped.
+
+Files are read line by line as bytes (gzip recognised by its magic bytes), so
+memory stays flat on any input size and a bad line is named by file:line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ptmcli.errors import PtmError, where
+
+STDIN = "-"
+PAIR_SEPARATOR = " ||| "
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass
+class TextRecord:
+    """One input text (or pair), numbered in input order."""
+
+    index: int
+    """0-based position among the records: the key every output uses."""
+    line: int
+    """1-based line number in the input, for messages."""
+    text_a: str
+    text_b: str | None = None
+    source: str = ""
+    """The text as given (the stripped line, or the JSON text); what hdf5's sentence_to_index maps from."""
+
+
+def display_name(path: str) -> str:
+    return "<stdin>" if path == STDIN else path
+
+
+def open_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line without its ending) of a file or stdin, gzip or not."""
+    name = display_name(path)
+    if path == STDIN:
+        raw = sys.stdin.buffer
+        owned = None
+    else:
+        try:
+            raw = owned = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as err:
+            raise PtmError(f"cannot read input {path}: {err.strerror}") from None
+    try:
+        stream = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
+        if stream.peek(2)[:2] == _GZIP_MAGIC:
+            stream = gzip.GzipFile(fileobj=stream, mode="rb")
+        number = 0
+        try:
+            for raw_line in stream:
+                number += 1
+                if number == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
+                    raw_line = raw_line[3:]
+                try:
+                    text = raw_line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise PtmError(f"{where(name, number)}: invalid UTF-8 (byte 0x{raw_line[err.start]:02x} "
+                                   f"at byte {err.start + 1} of the line)") from None
+                yield number, text.rstrip("\r\n")
+        except (OSError, EOFError) as err:
+            raise PtmError(f"{where(name, number + 1)}: cannot read: {err}") from None
+    finally:
+        if owned is not None:
+            owned.close()
+
+
+def _looks_like_json(line: str) -> bool:
+    stripped = line.strip()
+    if not stripped.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(stripped), dict)
+    except ValueError:
+        return False
+
+
+def iter_records(path: str, fmt: str = "auto", text_field: str = "text",
+                 text_b_field: str = "text_b") -> Iterator[TextRecord]:
+    """Records of ``path`` in input order (see the module docstring for the formats)."""
+    lines = open_lines(path)
+    if fmt == "auto":
+        peeked: list[tuple[int, str]] = []
+        for item in lines:
+            peeked.append(item)
+            if item[1].strip():
+                break
+        fmt = "jsonl" if peeked and _looks_like_json(peeked[-1][1]) else "text"
+        lines = _chain(peeked, lines)
+    if fmt == "jsonl":
+        yield from _jsonl_records(lines, display_name(path), text_field, text_b_field)
+        return
+    for index, (number, line) in enumerate(lines):
+        text = line.strip()
+        if fmt == "tokens":
+            yield TextRecord(index, number, " ".join(text.split()), None, text)
+            continue
+        head, separator, tail = text.rpartition(PAIR_SEPARATOR)
+        if separator:
+            yield TextRecord(index, number, head, tail, text)
+        else:
+            yield TextRecord(index, number, text, None, text)
+
+
+def _chain(first: list, rest: Iterator) -> Iterator:
+    yield from first
+    yield from rest
+
+
+def _jsonl_records(lines: Iterator[tuple[int, str]], name: str, text_field: str,
+                   text_b_field: str) -> Iterator[TextRecord]:
+    index = 0
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise PtmError(f"{where(name, number)}: not a JSON object ({err})") from None
+        if not isinstance(record, dict):
+            raise PtmError(f"{where(name, number)}: expected a JSON object, got {type(record).__name__}")
+        if text_field not in record:
+            raise PtmError(f"{where(name, number)}: no {text_field!r} field (set --text-field)")
+        text_a = _text_value(record[text_field], name, number, text_field)
+        text_b = None
+        if record.get(text_b_field) is not None:
+            text_b = _text_value(record[text_b_field], name, number, text_b_field)
+        source = text_a if text_b is None else f"{text_a}{PAIR_SEPARATOR}{text_b}"
+        yield TextRecord(index, number, text_a, text_b, source)
+        index += 1
+
+
+def _text_value(value, name: str, number: int, field: str) -> str:
+    """A string as it is; a list of words joined by single spaces (each word must be one word)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(word, str) for word in value):
+        for word in value:
+            if not word or word != word.strip() or len(word.split()) != 1:
+                raise PtmError(f"{where(name, number)}: field {field!r} holds {word!r}, which is not one "
+                               "whitespace-free word (pre-tokenized words cannot be empty or contain spaces)")
+        return " ".join(value)
+    raise PtmError(f"{where(name, number)}: field {field!r} must be a string or a list of strings")
