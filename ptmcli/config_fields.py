@@ -49,10 +49,10 @@ def cli_parameters(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
         if meta.get("choices"):
             help_text += f" One of: {', '.join(meta['choices'])}."
         if default is not None and default != "" and base is not bool:
-            help_text += f" [default: {default}]"
+            help_text += f" \\[default: {default}]"
         if base is bool:
             decls = [f"{flag}/--no-{flag[2:]}"]
-            help_text += f" [default: {'on' if default else 'off'}]"
+            help_text += f" \\[default: {'on' if default else 'off'}]"
         else:
             decls = [flag]
         if meta.get("short"):

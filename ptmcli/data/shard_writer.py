@@ -50,7 +50,7 @@ def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
-class _HashingFile:
+class HashingFile:
     """A binary file that hashes what is written through it and fsyncs on close."""
 
     def __init__(self, path: str) -> None:
@@ -110,7 +110,7 @@ class ShardWriter:
         self._pending: list[EncodedChunk] = []
         self._pending_rows = 0
         self._pending_tokens = 0
-        self._file: _HashingFile | None = None
+        self._file: HashingFile | None = None
         self._stream: pa.ipc.RecordBatchStreamWriter | None = None
         self._shard_rows = 0
         self._shard_tokens = 0
@@ -225,7 +225,7 @@ class ShardWriter:
 
     def _open_shard(self) -> None:
         name = f"{self.prefix}{len(self.shards):05d}.arrow"
-        self._file = _HashingFile(os.path.join(self.directory, name))
+        self._file = HashingFile(os.path.join(self.directory, name))
         self._stream = pa.ipc.new_stream(pa.PythonFile(self._file, mode="w"), self.schema)
         self._shard_rows = self._shard_tokens = 0
         self.shards.append({"file": name})

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from ptmcli import __version__
-from ptmcli.data.shard_writer import _HashingFile
+from ptmcli.data.shard_writer import HashingFile
 from ptmcli.textio.atomic import atomic_directory
 
 FORMAT = "ptm-shards"
@@ -95,7 +95,7 @@ class ArrowWriter:
             self._close_shard()
         if self._stream is None:
             name = f"part-{len(self.shards):05d}.arrow"
-            self._file = _HashingFile(os.path.join(self.directory, name))
+            self._file = HashingFile(os.path.join(self.directory, name))
             self._stream = pa.ipc.new_stream(pa.PythonFile(self._file, mode="w"), self.schema)
             self.shards.append({"file": name})
         self._stream.write_batch(batch)
@@ -124,7 +124,7 @@ class ArrowWriter:
         self._flush()
         if self._stream is None and not self.shards:
             # No input rows: still one (empty) shard, so readers find the schema.
-            self._file = _HashingFile(os.path.join(self.directory, "part-00000.arrow"))
+            self._file = HashingFile(os.path.join(self.directory, "part-00000.arrow"))
             self._stream = pa.ipc.new_stream(pa.PythonFile(self._file, mode="w"), self.schema)
             self.shards.append({"file": "part-00000.arrow"})
         if self._stream is not None:

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from ptmcli import __version__
-from ptmcli.data.shard_writer import FORMAT, VERSION, _HashingFile
+from ptmcli.data.shard_writer import FORMAT, VERSION, HashingFile
 from ptmcli.data.shards import MANIFEST, file_sha256
 from ptmcli.errors import PtmError
 from ptmcli.tasks import STYLES, TASKS
@@ -200,7 +200,7 @@ def write_labeled_shards(target: str | os.PathLike, rows: list[dict[str, np.ndar
                 close()
             if stream is None:
                 name = f"part-{len(shards):05d}.arrow"
-                handle = _HashingFile(os.path.join(staging, name))
+                handle = HashingFile(os.path.join(staging, name))
                 stream = pa.ipc.new_stream(pa.PythonFile(handle, mode="w"), schema)
                 shards.append({"file": name})
                 shard_rows = shard_tokens = 0
