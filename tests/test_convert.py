@@ -389,3 +389,24 @@ def test_gpt2_parity_round_trip_and_tokenizer(tmp_path):
         assert torch.equal(reloaded(input_ids=ids).logits, ref.logits)
     again = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
     assert [again(t)["input_ids"] for t in TEXTS] == [theirs(t)["input_ids"] for t in TEXTS]
+
+
+def test_a_converted_hf_bert_works_with_every_command(tmp_path, capsys, monkeypatch):
+    """HF BertModel -> ptm: then continued pretraining, finetuning, features and evaluation all accept it."""
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    src, _model = hf_bert_dir(tmp_path, "BertModel")
+    convert(src, tmp_path / "ptm")
+    text = tmp_path / "text.txt"
+    text.write_text("The cat sat on a mat. Hello world!\n\nThe dog is running, it sat.\n" * 20, encoding="utf-8")
+    data = tmp_path / "train.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"the cat sat\t{i % 2}\nhello world\t{(i + 1) % 2}\n" for i in range(10)), encoding="utf-8")
+
+    assert cli("tokenize", "encode", str(text), "--tokenizer", str(tmp_path / "ptm"), "-o", str(tmp_path / "shards")) == 0
+    assert cli("pretrain", "--init-from", str(tmp_path / "ptm"), "--data", str(tmp_path / "shards"), "-o", str(tmp_path / "pre"),
+               "--seq-len", "24", "--batch-size", "2", "--max-steps", "2", "--eval-rows", "0", "--no-progress") == 0
+    err = capsys.readouterr().err
+    assert "mlm, nsp initialised at random" in err
+    assert cli("finetune", "--checkpoint", str(tmp_path / "ptm"), "--task", "classification", "--train", str(data), "--dev", str(data),
+               "-o", str(tmp_path / "ft"), "--max-steps", "2", "--max-len", "16", "--no-progress") == 0
+    assert cli("extract-features", "-c", str(tmp_path / "ptm"), str(text), "-o", str(tmp_path / "f.npy"), "--pool", "mean") == 0
+    assert cli("eval", "-c", str(tmp_path / "ft" / "best"), "--data", str(data)) == 0
