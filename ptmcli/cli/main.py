@@ -54,10 +54,32 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     if debug:
         os.environ["PTM_DEBUG"] = "1"
+    from typer._click import exceptions as click_errors
+
     from ptmcli.errors import PtmError
 
     try:
-        app(args=args, prog_name="ptm")
+        code = app(args=args, prog_name="ptm", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except click_errors.UsageError as err:
+        # A bad flag or flag value: one line, like every other user error (`--help` shows the usage).
+        if debug:
+            raise
+        if not err.format_message() and err.ctx is not None:  # `ptm` or `ptm tokenize` alone: show the help
+            print(err.ctx.get_help(), file=sys.stderr)
+            sys.exit(2)
+        where = err.ctx.command_path if err.ctx is not None else "ptm"
+        print(f"ptm: error: {where}: {err.format_message()} (see '{where} --help')", file=sys.stderr)
+        sys.exit(2)
+    except click_errors.ClickException as err:
+        if debug:
+            raise
+        print(f"ptm: error: {err.format_message()}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        print("ptm: interrupted", file=sys.stderr)
+        sys.exit(130)
     except PtmError as err:
         if debug:
             raise

@@ -33,6 +33,12 @@ def _validate(cfg: PretrainConfig) -> None:
     for name in ("eval_every", "save_every", "keep_last", "eval_rows"):
         if getattr(cfg, name) < 0:
             raise PtmError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must not be negative")
+    for name, value in cfg.model_overrides().items():
+        if name.endswith("dropout"):
+            if not 0.0 <= value < 1.0:
+                raise PtmError(f"--{name.replace('_', '-')} {value}: must be in [0, 1)")
+        elif value <= 0:
+            raise PtmError(f"--{name.replace('_', '-')} {value}: must be positive")
     if not 0.0 < cfg.mask_prob < 1.0:
         raise PtmError(f"--mask-prob {cfg.mask_prob}: must be between 0 and 1")
     if cfg.lr <= 0:
@@ -63,18 +69,23 @@ def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainCon
     return replace(saved, **updates), ckpt
 
 
-def _prepare_run_dir(cfg: PretrainConfig, resuming: bool) -> Path:
+def _check_run_dir(cfg, resuming: bool) -> Path:
+    """The run directory, refused early if it cannot be used; nothing is written until the run is set up."""
     if cfg.out is None:
         raise PtmError("-o/--out RUN_DIR is required (where checkpoints and metrics go)")
     run_dir = Path(cfg.out)
     if run_dir.exists() and not run_dir.is_dir():
         raise PtmError(f"-o {run_dir}: exists and is not a directory")
+    if run_dir.exists() and any(run_dir.iterdir()) and not resuming and not cfg.overwrite:
+        raise PtmError(f"-o {run_dir}: run directory exists and is not empty (use --resume {run_dir} to continue it, or --overwrite)")
+    return run_dir
+
+
+def _create_run_dir(run_dir: Path, resuming: bool) -> None:
+    """Called once every input has been checked, so a refused run leaves nothing behind."""
     if run_dir.exists() and any(run_dir.iterdir()) and not resuming:
-        if not cfg.overwrite:
-            raise PtmError(f"-o {run_dir}: run directory exists and is not empty (use --resume {run_dir} to continue it, or --overwrite)")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def _resolve_data(cfg: PretrainConfig) -> tuple[str, str]:
@@ -123,7 +134,7 @@ def _build_task(cfg: PretrainConfig, tokenizer, dataset, train_rows, held_rows):
     if len(held_rows):
         eval_sets.append(("heldout", dataset, held_rows))
     if cfg.eval_data:
-        extra = ShardDataset.open(cfg.eval_data)
+        extra = ShardDataset.open(cfg.eval_data, verify=True)
         extra.check_tokenizer(tokenizer)
         eval_sets.append(("evaldata", extra, np.arange(len(extra))))
     end_id = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.sep_id
@@ -197,7 +208,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         cfg = replace(cfg, **{k: v for k, v in defaults.items() if k not in explicit})
     cfg = _with_arch_defaults(cfg)
     _validate(cfg)
-    run_dir = _prepare_run_dir(cfg, resuming=ckpt_to_resume is not None)
+    run_dir = _check_run_dir(cfg, resuming=ckpt_to_resume is not None)
     data_dir, tokenizer_dir = _resolve_data(cfg)
 
     import torch
@@ -220,7 +231,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     tokenizer = PtmTokenizer.load(tokenizer_dir)
-    dataset = ShardDataset.open(data_dir)
+    # Checksums are read once here (about 1 GB/s), so a damaged shard is named before any training.
+    dataset = ShardDataset.open(data_dir, verify=True)
     dataset.check_tokenizer(tokenizer)
     _check_tokenizer_roles(cfg.arch, tokenizer, tokenizer_dir)
     if cfg.whole_word_mask and not dataset.has_word_starts:
@@ -284,6 +296,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
         "training": {"data": str(data_dir), "seq_len": cfg.seq_len},
     }
+    _create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
     (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "model": model_dict, "data": str(data_dir), "tokenizer": str(tokenizer_dir)}, indent=2) + "\n")
 
     def save(step: int, optimizer_tensors: dict, trainer_state: dict) -> None:

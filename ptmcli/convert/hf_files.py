@@ -10,6 +10,7 @@ weight stored once.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -82,7 +83,9 @@ def read_torch_bin(path: Path) -> dict[str, torch.Tensor]:
     import zipfile
 
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # the refusal below is the one line the user needs
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if refused is None:
