@@ -171,3 +171,14 @@ def test_slanted_triangular_schedule():
     values = [lr_multiplier(s, warmup_steps=10, max_steps=100, schedule="stlr") for s in range(100)]
     assert values[0] == pytest.approx(1 / 32) and max(values) == values[10] == 1.0
     assert all(a < b for a, b in zip(values[:10], values[1:11])) and all(a > b for a, b in zip(values[10:], values[11:]))
+
+
+def test_ulmfit_methods_together_still_learn(pretrained, sentiment, tmp_path, capsys, monkeypatch):
+    # Gradual unfreezing trains only the head in epoch 1; by the last epochs every group trains.
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "gpt", "--task", "classification", "--train", sentiment / "train.tsv",
+                    "--dev", sentiment / "dev.tsv", "-o", run, "--epochs", "6", "--lr", "3e-3", "--gradual-unfreeze",
+                    "--discriminative-lr", "2.6", "--schedule", "stlr", *FT)
+    assert code == 0, err
+    assert json.loads((run / "results.json").read_text())["best"]["accuracy"] >= 0.85
