@@ -57,8 +57,9 @@ def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainCon
     conflicts = sorted(name for name in explicit - RESUMABLE_OVERRIDES - {"config"} if getattr(cfg, name) != getattr(saved, name))
     if conflicts:
         name = conflicts[0]
+        was = "which did not set it" if getattr(saved, name) is None else f"{getattr(saved, name)!r}"
         raise PtmError(
-            f"--{name.replace('_', '-')} {getattr(cfg, name)!r} conflicts with the run being resumed ({getattr(saved, name)!r}); "
+            f"--{name.replace('_', '-')} {getattr(cfg, name)!r} conflicts with the run being resumed ({was}); "
             f"only {', '.join('--' + n.replace('_', '-') for n in sorted(RESUMABLE_OVERRIDES - {'resume', 'out'}))} may change on --resume"
         )
     updates = {name: getattr(cfg, name) for name in explicit & RESUMABLE_OVERRIDES}
