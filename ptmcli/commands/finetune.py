@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.config import FinetuneConfig
+from ptmcli.training.run_dir import check_run_dir, create_run_dir
 
 RESUMABLE_OVERRIDES = {"max_steps", "epochs", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "out", "resume", "patience"}
 
@@ -65,25 +64,6 @@ def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
     return replace(saved, **updates), ckpt
 
 
-def _check_run_dir(cfg, resuming: bool) -> Path:
-    """The run directory, refused early if it cannot be used; nothing is written until the run is set up."""
-    if cfg.out is None:
-        raise PtmError("-o/--out RUN_DIR is required (where checkpoints and metrics go)")
-    run_dir = Path(cfg.out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise PtmError(f"-o {run_dir}: exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()) and not resuming and not cfg.overwrite:
-        raise PtmError(f"-o {run_dir}: run directory exists and is not empty (use --resume {run_dir} to continue it, or --overwrite)")
-    return run_dir
-
-
-def _create_run_dir(run_dir: Path, resuming: bool) -> None:
-    """Called once every input has been checked, so a refused run leaves nothing behind."""
-    if run_dir.exists() and any(run_dir.iterdir()) and not resuming:
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
 def _columns(value: str | None) -> list[str] | None:
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
@@ -132,7 +112,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     positions = getattr(source.model_config, "max_position_embeddings", None)
     if positions is not None and cfg.max_len > positions:
         raise PtmError(f"--max-len {cfg.max_len} exceeds the model's {positions} positions")
-    run_dir = _check_run_dir(cfg, resuming=ckpt_to_resume is not None)
+    run_dir = check_run_dir(cfg.out, cfg.overwrite, resuming=ckpt_to_resume is not None)
 
     text_columns, label_column = _columns(cfg.text_columns), cfg.label_column
     train_rows = prepare_labeled(cfg.train, tokenizer, cfg.task, arch, cfg.max_len, text_columns=text_columns, label_column=label_column)
@@ -219,7 +199,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
                                 metrics_file=run_dir / "metrics.jsonl", optimizer_tensors=optimizer_tensors, trainer_state=trainer_state)
         ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
 
-    _create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
+    create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
     (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "task": task_config, "source": str(source.path)}, indent=2) + "\n")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(

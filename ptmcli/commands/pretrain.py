@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.pretraining.config import DEFAULT_PRESETS, MODEL_FIELDS, OBJECTIVES, PretrainConfig
+from ptmcli.training.run_dir import check_run_dir, create_run_dir
 
 # Settings a resumed run may change; everything else must match the run being resumed.
 RESUMABLE_OVERRIDES = {"compile", "max_steps", "max_time", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches"}
@@ -68,25 +68,6 @@ def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainCon
         raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
     updates["out"] = out
     return replace(saved, **updates), ckpt
-
-
-def _check_run_dir(cfg, resuming: bool) -> Path:
-    """The run directory, refused early if it cannot be used; nothing is written until the run is set up."""
-    if cfg.out is None:
-        raise PtmError("-o/--out RUN_DIR is required (where checkpoints and metrics go)")
-    run_dir = Path(cfg.out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise PtmError(f"-o {run_dir}: exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()) and not resuming and not cfg.overwrite:
-        raise PtmError(f"-o {run_dir}: run directory exists and is not empty (use --resume {run_dir} to continue it, or --overwrite)")
-    return run_dir
-
-
-def _create_run_dir(run_dir: Path, resuming: bool) -> None:
-    """Called once every input has been checked, so a refused run leaves nothing behind."""
-    if run_dir.exists() and any(run_dir.iterdir()) and not resuming:
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _resolve_data(cfg: PretrainConfig) -> tuple[str, str]:
@@ -209,7 +190,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         cfg = replace(cfg, **{k: v for k, v in defaults.items() if k not in explicit})
     cfg = _with_arch_defaults(cfg)
     _validate(cfg)
-    run_dir = _check_run_dir(cfg, resuming=ckpt_to_resume is not None)
+    run_dir = check_run_dir(cfg.out, cfg.overwrite, resuming=ckpt_to_resume is not None)
     data_dir, tokenizer_dir = _resolve_data(cfg)
 
     import torch
@@ -297,7 +278,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
         "training": {"data": str(data_dir), "seq_len": cfg.seq_len},
     }
-    _create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
+    create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
     (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "model": model_dict, "data": str(data_dir), "tokenizer": str(tokenizer_dir)}, indent=2) + "\n")
 
     def save(step: int, optimizer_tensors: dict, trainer_state: dict) -> None:

@@ -78,7 +78,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def read_torch_bin(path: Path) -> dict[str, torch.Tensor]:
     """A legacy pickle-based weight file, read with ``weights_only=True``: only tensors, never code."""
-    import pickle
+    import pickle  # for the exception type torch's weights-only loader raises; nothing is unpickled with it
     import re
     import zipfile
 
