@@ -173,3 +173,24 @@ def test_binary_input_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.decode().strip().splitlines() == [f"ptm: error: {binary} looks binary (NUL bytes in its "
                                                            "first 2560 bytes); ptm reads UTF-8 text, optionally gzip-compressed"]
+
+
+def test_limit_alphabet_keeps_every_chinese_character_when_raised(tmp_path):
+    # 1,500 distinct ideographs, each in a few "reviews": more than the default alphabet of 1,000.
+    chars = [chr(0x4E00 + i) for i in range(1500)]
+    lines = ["".join(chars[(j * 7 + k) % 1500] for k in range(30)) for j in range(1000)]
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def unknown_rate(extra: list[str]) -> float:
+        out = tmp_path / f"tok{len(extra)}"
+        result = runner.invoke(app, ["tokenize", "train", str(corpus), "--vocab-size", "3000", "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        tok = PtmTokenizer.load(out)
+        ids = [i for row in tok.encode_batch(lines) for i in row]
+        return sum(i == tok.unk_id for i in ids) / len(ids)
+
+    assert unknown_rate([]) > 0.1
+    assert unknown_rate(["--limit-alphabet", "2000"]) == 0.0
+    result = runner.invoke(app, ["tokenize", "train", str(corpus), "-o", str(tmp_path / "bad"), "--limit-alphabet", "0"])
+    assert isinstance(result.exception, PtmError) and "--limit-alphabet" in str(result.exception)

@@ -71,6 +71,7 @@ def train(
     model: Model = typer.Option(Model.wordpiece, "--model", "-m", help="Tokenizer model."),
     vocab_size: int = typer.Option(30000, "--vocab-size", help="Vocabulary size, special tokens included."),
     min_frequency: int = typer.Option(2, "--min-frequency", help="Merge only pairs seen this often (not used by sentencepiece models)."),
+    limit_alphabet: int = typer.Option(1000, "--limit-alphabet", help="wordpiece, bpe: keep this many of the most frequent characters; rarer ones become [UNK]. Raise it for Chinese or Japanese (each ideograph is a character: 5000 or more)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output directory if it exists."),
     lowercase: bool | None = typer.Option(None, "--lowercase/--cased", help="Lowercase text first.", show_default="per model"),
     strip_accents: bool | None = typer.Option(None, "--strip-accents/--keep-accents", help="Remove accents.", show_default="wordpiece, bpe: when lowercasing"),
@@ -87,7 +88,7 @@ def train(
 
     run(TrainRequest(
         inputs=tuple(inputs or ()), output=str(output), model=model.value, vocab_size=vocab_size,
-        min_frequency=min_frequency, overwrite=overwrite, lowercase=lowercase, strip_accents=strip_accents,
+        min_frequency=min_frequency, limit_alphabet=limit_alphabet, overwrite=overwrite, lowercase=lowercase, strip_accents=strip_accents,
         split_cjk=split_cjk, special_tokens=special_tokens.value if special_tokens else None,
         vocab=str(vocab) if vocab else None, input_format=input_format.value, text_field=text_field,
         tsv_column=tsv_column, errors=errors.value, max_length=max_length,

@@ -19,6 +19,7 @@ class TrainRequest:
     model: str = "wordpiece"
     vocab_size: int = 30000
     min_frequency: int = 2
+    limit_alphabet: int = 1000
     overwrite: bool = False
     lowercase: bool | None = None
     strip_accents: bool | None = None
@@ -66,7 +67,7 @@ def _build(texts: Iterable[str], request: TrainRequest):
     from ptmcli.tokenization.train import train_tokenizer
 
     return train_tokenizer(
-        texts, request.model, request.vocab_size, min_frequency=request.min_frequency,
+        texts, request.model, request.vocab_size, min_frequency=request.min_frequency, limit_alphabet=request.limit_alphabet,
         lowercase=request.lowercase, strip_accents=request.strip_accents, split_cjk=request.split_cjk,
         special=request.special_tokens, vocab_file=request.vocab, max_length=request.max_length,
     )

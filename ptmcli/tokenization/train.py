@@ -23,8 +23,8 @@ from ptmcli.tokenization.specials import (
 )
 from ptmcli.tokenization.tokenizer import PtmTokenizer, TokenizerSettings
 
-# Characters kept as the initial alphabet of wordpiece/bpe (rarer ones become
-# unknown); the value BERT's own vocabularies were built with.
+# Characters kept as the initial alphabet of wordpiece/bpe by default (rarer
+# ones become unknown); the value BERT's English vocabularies were built with.
 LIMIT_ALPHABET = 1000
 # sentencepiece keeps its training sentences in memory: sample at most this many
 # (uniformly, by reservoir sampling) so memory stays bounded on any corpus size.
@@ -63,7 +63,7 @@ def resolve_settings(model: str, lowercase: bool | None = None, strip_accents: b
                              special_set=special)
 
 
-def train_tokenizer(texts: Iterable[str], model: str, vocab_size: int, min_frequency: int = 2,
+def train_tokenizer(texts: Iterable[str], model: str, vocab_size: int, min_frequency: int = 2, limit_alphabet: int = LIMIT_ALPHABET,
                     lowercase: bool | None = None, strip_accents: bool | None = None,
                     split_cjk: bool | None = None, special: str | None = None, vocab_file: str | None = None,
                     max_length: int = 512, progress: bool = False) -> PtmTokenizer:
@@ -85,11 +85,13 @@ def train_tokenizer(texts: Iterable[str], model: str, vocab_size: int, min_frequ
         raise PtmError(f"--vocab-size {vocab_size} leaves no room beside the {len(specials)} special tokens")
     if min_frequency < 1:
         raise PtmError(f"--min-frequency must be at least 1, got {min_frequency}")
+    if limit_alphabet < 1:
+        raise PtmError(f"--limit-alphabet must be at least 1, got {limit_alphabet}")
     guarded = _Guarded(texts)
     if model in SENTENCEPIECE_MODELS:
         tokenizer = _train_sentencepiece(guarded, settings, specials, vocab_size, progress)
     else:
-        tokenizer = _train_hf(guarded, settings, specials, vocab_size, min_frequency, progress)
+        tokenizer = _train_hf(guarded, settings, specials, vocab_size, min_frequency, limit_alphabet, progress)
     if not guarded.count:
         raise PtmError("no text to train the tokenizer on")
     return tokenizer
@@ -133,7 +135,7 @@ class _Guarded:
 
 
 def _train_hf(texts: _Guarded, settings: TokenizerSettings, specials: list[str], vocab_size: int,
-              min_frequency: int, progress: bool):
+              min_frequency: int, limit_alphabet: int, progress: bool):
     from tokenizers import pre_tokenizers, trainers
 
     from ptmcli.tokenization.backends import HFBackend
@@ -151,10 +153,10 @@ def _train_hf(texts: _Guarded, settings: TokenizerSettings, specials: list[str],
     common = dict(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
                   show_progress=progress)
     if kind == "wordpiece":
-        trainer = trainers.WordPieceTrainer(**common, limit_alphabet=LIMIT_ALPHABET,
+        trainer = trainers.WordPieceTrainer(**common, limit_alphabet=limit_alphabet,
                                             continuing_subword_prefix=WORD_PREFIX)
     elif kind == "bpe":
-        trainer = trainers.BpeTrainer(**common, limit_alphabet=LIMIT_ALPHABET, end_of_word_suffix=END_OF_WORD)
+        trainer = trainers.BpeTrainer(**common, limit_alphabet=limit_alphabet, end_of_word_suffix=END_OF_WORD)
     else:
         trainer = trainers.BpeTrainer(**common, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     try:
