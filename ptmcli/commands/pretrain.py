@@ -13,7 +13,7 @@ from ptmcli.pretraining.config import DEFAULT_PRESETS, MODEL_FIELDS, OBJECTIVES,
 from ptmcli.training.run_dir import check_run_dir, create_run_dir
 
 # Settings a resumed run may change; everything else must match the run being resumed.
-RESUMABLE_OVERRIDES = {"compile", "max_steps", "max_time", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches"}
+RESUMABLE_OVERRIDES = {"compile", "fsdp", "max_steps", "max_time", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches"}
 
 
 def _with_arch_defaults(cfg: PretrainConfig) -> PretrainConfig:
@@ -63,11 +63,30 @@ def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainCon
             f"only {', '.join('--' + n.replace('_', '-') for n in sorted(RESUMABLE_OVERRIDES - {'resume', 'out'}))} may change on --resume"
         )
     updates = {name: getattr(cfg, name) for name in explicit & RESUMABLE_OVERRIDES}
+    updates.update(_same_global_batch(saved, int(state.get("world_size", 1)), ckpt))
     out = cfg.out or (str(ckpt.parent.parent) if ckpt.parent.name == "checkpoints" else None)
     if out is None:
         raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
     updates["out"] = out
     return replace(saved, **updates), ckpt
+
+
+def _same_global_batch(saved: PretrainConfig, saved_world: int, ckpt: Path) -> dict:
+    """Resuming at another world size keeps the global batch: the per-device batch is rescaled."""
+    import os
+
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    if world == saved_world:
+        return {}
+    global_batch = saved.batch_size * saved_world
+    if global_batch % world:
+        raise PtmError(
+            f"--resume {ckpt}: its global batch of {global_batch} (batch {saved.batch_size} x {saved_world} processes) "
+            f"cannot be split over {world} processes; resume with a world size that divides it"
+        )
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        print(f"ptm: resuming a {saved_world}-process run on {world}: batch {global_batch // world} per device keeps the global batch of {global_batch}", file=sys.stderr)
+    return {"batch_size": global_batch // world}
 
 
 def _resolve_data(cfg: PretrainConfig) -> tuple[str, str]:
@@ -106,8 +125,12 @@ def _check_tokenizer_roles(arch: str, tokenizer, tokenizer_dir: str) -> None:
         raise PtmError(f"{tokenizer_dir}: tokenizer has neither a begin-of-text nor a [CLS] token to start sentences with")
 
 
-def _build_task(cfg: PretrainConfig, tokenizer, dataset, train_rows, held_rows):
-    """The TrainTask of ``cfg.arch``, with its held-out and --eval-data evaluation sets."""
+def _build_task(cfg: PretrainConfig, tokenizer, dataset, train_rows, held_rows, world_size: int = 1):
+    """The TrainTask of ``cfg.arch``, with its held-out and --eval-data evaluation sets.
+
+    Under torchrun the task hands out global micro-batches (per-device batch x
+    world size), of which each rank keeps its share (``GlobalBatchShare``).
+    """
     import numpy as np
 
     from ptmcli.data.shards import ShardDataset
@@ -120,6 +143,7 @@ def _build_task(cfg: PretrainConfig, tokenizer, dataset, train_rows, held_rows):
         extra.check_tokenizer(tokenizer)
         eval_sets.append(("evaldata", extra, np.arange(len(extra))))
     end_id = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.sep_id
+    cfg = replace(cfg, batch_size=cfg.batch_size * world_size)
 
     if cfg.arch == "gpt":
         from ptmcli.pretraining.clm_task import BlockStream, CausalLMTask
@@ -200,6 +224,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli.pretraining.bert_task import split_rows
     from ptmcli.tokenization.tokenizer import PtmTokenizer
     from ptmcli.training import checkpoint as ckpt_io
+    from ptmcli.training import distributed
     from ptmcli.training.device import (
         check_precision,
         measure_matmul_peak,
@@ -210,7 +235,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli.training.optim import build_adamw
 
     _threads(cfg)
-    device = resolve_device(cfg.device)
+    dist_info = distributed.from_environment(cfg.device)
+    device = distributed.device_for(dist_info, resolve_device(cfg.device))
     check_precision(cfg.precision, device)
     tokenizer = PtmTokenizer.load(tokenizer_dir)
     # Checksums are read once here (about 1 GB/s), so a damaged shard is named before any training.
@@ -243,25 +269,37 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         fresh, dropped = ckpt_io.load_partial_weights(init["path"], model, model.tied_weights(), optional,
                                                       {"classifier": "classifier.", "scalar_mix": "scalar_mix."})
         what = f"; {', '.join(fresh)} initialised at random" if fresh else ""
-        print(f"ptm: starting from the weights of {init['path']}{what}{'; ignored its ' + ', '.join(dropped) if dropped else ''}", file=sys.stderr)
+        if dist_info.is_main:
+            print(f"ptm: starting from the weights of {init['path']}{what}{'; ignored its ' + ', '.join(dropped) if dropped else ''}", file=sys.stderr)
     if cfg.seq_len > getattr(model_config, "max_position_embeddings", cfg.seq_len):
         raise PtmError(f"--seq-len {cfg.seq_len} exceeds the model's {model_config.max_position_embeddings} positions (raise --max-position-embeddings)")
     model.to(device)
 
     train_rows, held_rows = split_rows(len(dataset), cfg.eval_rows)
+    if cfg.fsdp and not dist_info.enabled:
+        raise PtmError("--fsdp shards the model across processes: launch with torchrun --nproc-per-node N (N > 1)")
     if len(train_rows) == 0:
         raise PtmError(f"--data {data_dir}: no documents to train on")
-    task = _build_task(cfg, tokenizer, dataset, train_rows, held_rows)
+    task = _build_task(cfg, tokenizer, dataset, train_rows, held_rows, dist_info.world_size)
+    if dist_info.enabled:
+        task = distributed.GlobalBatchShare(task, dist_info)
 
-    optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, cfg.adam_beta2), device=device.type)
     resume_state = None
     if ckpt_to_resume is not None:
         ckpt_io.load_weights(ckpt_to_resume, model, model.tied_weights())
         resume_state = ckpt_io.read_trainer(ckpt_to_resume)
+    if cfg.fsdp:
+        # Shard after the whole weights are in place, before the optimizer sees the parameters.
+        distributed.shard_fsdp(model)
+    optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, cfg.adam_beta2), device=device.type)
 
     peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else peak_flops(device, cfg.precision)
     if peak is None and device.type == "cpu":
         peak = measure_matmul_peak(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+        # CPU ranks measure at once, each on its share of the host's cores: together, the host's peak.
+        peak = distributed.all_reduce_sum([peak], dist_info, device)[0]
+    elif peak is not None:
+        peak *= dist_info.world_size
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.max_steps // 20)
     from ptmcli.config_fields import parse_duration
 
@@ -278,12 +316,19 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
         "training": {"data": str(data_dir), "seq_len": cfg.seq_len},
     }
-    create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
-    (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "model": model_dict, "data": str(data_dir), "tokenizer": str(tokenizer_dir)}, indent=2) + "\n")
+    if dist_info.is_main:
+        create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
+        (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "model": model_dict, "data": str(data_dir), "tokenizer": str(tokenizer_dir)}, indent=2) + "\n")
+    distributed.barrier(dist_info)
 
     def save(step: int, optimizer_tensors: dict, trainer_state: dict) -> None:
-        trainer_state = dict(trainer_state, run_config=cfg.to_dict())
-        weights = ckpt_io.state_dict_for_saving(model, model.tied_weights())
+        # FSDP: every rank takes part in gathering the weights. Then one writer; the others' state is the same.
+        weights = distributed.gathered_state_dict(model, model.tied_weights()) if cfg.fsdp else None
+        if not dist_info.is_main:
+            return
+        trainer_state = dict(trainer_state, run_config=cfg.to_dict(), world_size=dist_info.world_size)
+        if weights is None:
+            weights = ckpt_io.state_dict_for_saving(model, model.tied_weights())
         target = run_dir / "checkpoints" / ckpt_io.step_dir_name(step)
         ckpt_io.save_checkpoint(
             target, config=checkpoint_config, weights=weights, tokenizer_dir=tokenizer_dir,
@@ -292,23 +337,41 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
 
     n_params = model.num_parameters()
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len
+    world = dist_info.world_size
+    tokens_per_step = cfg.batch_size * world * cfg.grad_accum * cfg.seq_len
     what = "resuming" if resume_state else "pretraining"
-    print(
-        f"ptm: {what} {cfg.arch} ({cfg.preset}, {n_params / 1e6:.2f}M parameters, {model.flops_per_token(cfg.seq_len, _predicted_fraction(cfg)) / 1e6:.1f} MFLOP/token) "
-        f"on {data_dir} ({len(train_rows):,} train / {len(held_rows):,} held-out documents), objective {cfg.objective}, "
-        f"{device.type} {cfg.precision}, batch {cfg.batch_size}x{cfg.grad_accum} ({tokens_per_step:,} tokens/step max), {cfg.max_steps:,} steps -> {run_dir}",
-        file=sys.stderr,
-    )
+    batch_text = (f"global batch {cfg.batch_size * world * cfg.grad_accum} = {cfg.batch_size} per device x {world} processes x {cfg.grad_accum} accumulation"
+                  if dist_info.enabled else f"batch {cfg.batch_size}x{cfg.grad_accum}")
+    if dist_info.is_main:
+        print(
+            f"ptm: {what} {cfg.arch} ({cfg.preset}, {n_params / 1e6:.2f}M parameters, {model.flops_per_token(cfg.seq_len, _predicted_fraction(cfg)) / 1e6:.1f} MFLOP/token) "
+            f"on {data_dir} ({len(train_rows):,} train / {len(held_rows):,} held-out documents), objective {cfg.objective}, "
+            f"{device.type} {cfg.precision}, {batch_text} ({tokens_per_step:,} tokens/step max), {cfg.max_steps:,} steps -> {run_dir}",
+            file=sys.stderr,
+        )
     started = time.time()
-    if cfg.compile and cfg.arch == "elmo":
+    if cfg.compile and cfg.arch == "elmo" and dist_info.is_main:
         print("ptm: --compile is ignored for elmo (its LSTM kernels and per-batch unique tokens do not compile)", file=sys.stderr)
     elif cfg.compile:
         # Compile the encoder in place: its shapes are fixed (batches padded to --seq-len), while the
         # MLM head sees a different number of masked tokens every step and would recompile. In-place
         # Module.compile() also keeps state_dict keys free of an `_orig_mod.` prefix.
         getattr(model, cfg.arch, model).compile()
-    state = train(model, optimizer, task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state)
+    trained = model
+    if dist_info.enabled:
+        if resume_state is None:
+            from ptmcli.training.loop import separate_rank_rng
+
+            separate_rank_rng(dist_info, cfg.seed)
+        if not cfg.fsdp:
+            trained = distributed.wrap_ddp(model, device, find_unused=cfg.arch == "bert" and cfg.objective == "mlm")
+    try:
+        state = train(trained, optimizer, task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state, dist_info=dist_info)
+        distributed.barrier(dist_info)
+    finally:
+        distributed.shutdown(dist_info)
+    if not dist_info.is_main:
+        return dict(state.last_metrics, step=state.step)
     final = state.last_metrics
     latest = ckpt_io.resolve_checkpoint(run_dir)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k in ("loss", "mlm_loss", "mlm_acc", "nsp_acc", "lm_ppl", "fwd_ppl", "bwd_ppl", "tokens_per_s"))

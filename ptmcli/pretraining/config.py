@@ -59,6 +59,7 @@ class PretrainConfig:
     precision: str = option("fp32", "fp32, bf16 (autocast; fast on CPUs with AVX-512 BF16 and on GPUs) or fp16 (CUDA, with loss scaling).", choices=("fp32", "bf16", "fp16"))
     compile: bool = option(False, "torch.compile the encoder (minutes to compile; meant for GPUs, not faster than eager on the CPUs measured). Batches are padded to --seq-len so shapes stay fixed.")
     threads: int | None = option(None, "CPU threads for torch [default: all cores].")
+    fsdp: bool = option(False, "Under torchrun: shard parameters, gradients and optimizer state across the processes (FSDP), for models too big for one device. Checkpoints are gathered into the usual single directory.")
     peak_tflops: float | None = option(None, "Device peak TFLOP/s for the MFU figure [default: known GPUs; measured matmul peak on CPU].")
     init_from: str | None = option(None, "Start from this checkpoint's weights (continued pretraining / domain adaptation, e.g. a converted Hugging Face BERT): its architecture and shape are used, the shards must use its tokenizer; optimizer and data order start fresh.")
     resume: str | None = option(None, "Continue a run: a run directory (its latest checkpoint) or a checkpoint directory.")

@@ -9,6 +9,7 @@ clipping, the schedule, logging, checkpoints, resuming and signals.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import signal
@@ -23,6 +24,7 @@ import torch
 
 from ptmcli.errors import PtmError
 from ptmcli.training.device import autocast
+from ptmcli.training.distributed import SINGLE, Distributed, all_reduce_sum
 from ptmcli.training.optim import load_optimizer_state, optimizer_state_tensors
 from ptmcli.training.schedule import lr_multiplier
 
@@ -76,19 +78,50 @@ def rng_state_from_text(text: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
 
 
-def capture_rng(device: torch.device) -> dict:
-    """Global RNG states (dropout draws from them), as JSON-safe base64 strings."""
+def capture_rng(device: torch.device, dist_info: Distributed = SINGLE) -> dict:
+    """Global RNG states (dropout draws from them), as JSON-safe base64 strings.
+
+    Under torchrun every rank's states are gathered (as uint8 tensors, not
+    objects), so a resume at the same world size continues each rank exactly.
+    """
     state = {"torch": rng_state_to_text(torch.get_rng_state())}
     if device.type == "cuda":
         state["cuda"] = rng_state_to_text(torch.cuda.get_rng_state(device))
+    if dist_info.enabled:
+        state["ranks"] = [{k: rng_state_to_text(t) for k, t in zip(state, tensors)} for tensors in _gather_rng(device, dist_info)]
     return state
 
 
-def restore_rng(state: dict, device: torch.device) -> None:
+def _gather_rng(device: torch.device, dist_info: Distributed) -> list[list[torch.Tensor]]:
+    import torch.distributed as dist
+
+    local = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
+    gathered = []
+    for tensor in local:
+        where = tensor.to(device) if device.type == "cuda" else tensor
+        parts = [torch.empty_like(where) for _ in range(dist_info.world_size)]
+        dist.all_gather(parts, where)
+        gathered.append([part.cpu() for part in parts])
+    return [list(per_rank) for per_rank in zip(*gathered)]
+
+
+def restore_rng(state: dict, device: torch.device, dist_info: Distributed = SINGLE) -> None:
+    ranks = state.get("ranks")
+    if dist_info.enabled and ranks and len(ranks) == dist_info.world_size:
+        state = ranks[dist_info.rank]
     if "torch" in state:
         torch.set_rng_state(rng_state_from_text(state["torch"]))
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(rng_state_from_text(state["cuda"]), device)
+    if dist_info.enabled and dist_info.rank > 0 and not (ranks and len(ranks) == dist_info.world_size):
+        # Resumed at another world size: give the new ranks their own dropout streams.
+        separate_rank_rng(dist_info, int(torch.randint(0, 2**31 - 1, ()).item()))
+
+
+def separate_rank_rng(dist_info: Distributed, seed: int) -> None:
+    """Ranks other than 0 draw dropout from their own streams; rank 0 keeps the one-process stream."""
+    if dist_info.enabled and dist_info.rank > 0:
+        torch.manual_seed(seed + 1_000_003 * dist_info.rank)
 
 
 class _StopSignals:
@@ -135,8 +168,9 @@ class MetricsLog:
 
 
 class _Progress:
-    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+    def __init__(self, total: int, initial: int, enabled: bool, quiet: bool = False) -> None:
         self.bar = None
+        self.quiet = quiet  # ranks other than 0 print nothing
         if enabled:
             from tqdm import tqdm
 
@@ -151,7 +185,7 @@ class _Progress:
     def write(self, line: str) -> None:
         if self.bar is not None:
             self.bar.write(line, file=sys.stderr)
-        else:
+        elif not self.quiet:
             print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -179,11 +213,16 @@ def train(
     run_dir: Path,
     save: Callable[[int, dict, dict], None],
     resume: tuple[dict, dict] | None = None,
+    dist_info: Distributed = SINGLE,
 ) -> LoopState:
     """Train until ``max_steps`` (or the time budget, or a signal); returns the final state.
 
-    ``save(step, optimizer_tensors, trainer_state)`` writes a checkpoint.
-    ``resume`` is ``(optimizer_tensors, trainer_state)`` read from one.
+    ``save(step, optimizer_tensors, trainer_state)`` writes a checkpoint (every
+    rank calls it; the caller writes on rank 0 only). ``resume`` is
+    ``(optimizer_tensors, trainer_state)`` read from one. Under torchrun,
+    ``model`` is the DDP-wrapped model and ``task`` hands out this rank's share
+    (``GlobalBatchShare``); the ranks agree on every decision (stop, skip, log)
+    through one small all-reduce per step.
     """
     state = LoopState()
     if resume is not None:
@@ -191,12 +230,13 @@ def train(
         state = LoopState(**{k: v for k, v in saved["loop"].items() if k in LoopState.__dataclass_fields__})
         load_optimizer_state(optimizer, tensors, saved["optimizer_groups"], "resume checkpoint")
         task.load_state_dict(saved["data"])
-        restore_rng(saved["rng"], device)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume is not None else None)
+        restore_rng(saved["rng"], device, dist_info)
+    main = dist_info.is_main
+    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume is not None else None) if main else None
 
     scaler = torch.amp.GradScaler(device.type) if settings.precision == "fp16" else None
     interactive = sys.stderr.isatty() if settings.progress is None else settings.progress
-    progress = _Progress(settings.max_steps, state.step, interactive)
+    progress = _Progress(settings.max_steps, state.step, interactive and main, quiet=not main)
     peak_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
     for group, peak in zip(optimizer.param_groups, peak_lrs):
         group["initial_lr"] = peak
@@ -207,7 +247,7 @@ def train(
             "loop": asdict(state),
             "optimizer_groups": groups,
             "data": task.state_dict(),
-            "rng": capture_rng(device),
+            "rng": capture_rng(device, dist_info),
             "settings": asdict(settings),
         }
         return tensors, trainer_state
@@ -222,13 +262,19 @@ def train(
     started = time.perf_counter() - state.elapsed_s
     model.train()
     stop_reason = "max-steps"
+    sync_grads = getattr(model, "no_sync", None)
     with _StopSignals() as signals:
         while state.step < settings.max_steps:
-            if settings.max_time_s is not None and state.elapsed_s >= settings.max_time_s:
+            late = settings.max_time_s is not None and state.elapsed_s >= settings.max_time_s
+            signalled = signals.received is not None
+            if dist_info.enabled:
+                # Ranks see the clock and signals at different moments; stop together or not at all.
+                late, signalled = (bool(v) for v in all_reduce_sum([float(late), float(signalled)], dist_info, device, op="max"))
+            if late:
                 stop_reason = "time budget"
                 break
-            if signals.received is not None:
-                stop_reason = signal.Signals(signals.received).name
+            if signalled:
+                stop_reason = signal.Signals(signals.received).name if signals.received is not None else "signal on another rank"
                 break
             step_start = time.perf_counter()
             factor = lr_multiplier(state.step, warmup_steps=settings.warmup_steps, max_steps=settings.max_steps, schedule=settings.schedule)
@@ -240,15 +286,24 @@ def train(
             step_sums: dict[str, float] = {}
             step_tokens = 0
             loss_total = 0.0
-            for batch in batches:
+            for index, batch in enumerate(batches):
                 batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-                with autocast(settings.precision, device):
-                    loss, stats = task.loss(model, batch, norms)
-                (scaler.scale(loss) if scaler else loss).backward()
+                # DDP averages gradients across ranks; each rank's loss is its part of the global
+                # sum, so scale by the world size to get the one-process gradient. Gradients
+                # are exchanged once per optimizer step, on the last micro-batch.
+                last = index == len(batches) - 1
+                with (sync_grads() if sync_grads is not None and not last else contextlib.nullcontext()):
+                    with autocast(settings.precision, device):
+                        loss, stats = task.loss(model, batch, norms)
+                    scaled = loss * dist_info.world_size if dist_info.enabled else loss
+                    (scaler.scale(scaled) if scaler else scaled).backward()
                 loss_total += float(loss.detach())
                 step_tokens += task.tokens(batch)
                 for key, value in stats.items():
                     step_sums[key] = step_sums.get(key, 0.0) + float(value)
+            if dist_info.enabled:
+                loss_total, tokens_total = all_reduce_sum([loss_total, float(step_tokens)], dist_info, device)
+                step_tokens = int(tokens_total)
 
             if not math.isfinite(loss_total):
                 optimizer.zero_grad(set_to_none=True)
@@ -290,6 +345,11 @@ def train(
 
             postfix = None
             if state.step % settings.log_every == 0 or state.step == settings.max_steps:
+                if dist_info.enabled:
+                    # Per-rank sums of the task's statistics; loss and tokens are already global.
+                    keys = sorted(k for k in window_sums if k not in ("loss", "grad_norm"))
+                    for key, value in zip(keys, all_reduce_sum([window_sums[k] for k in keys], dist_info, device)):
+                        window_sums[key] = value
                 tps = window_tokens / max(window_time, 1e-9)
                 record = {"step": state.step, "loss": window_sums["loss"] / window_steps}
                 record.update(task.summarize(window_sums))
@@ -301,7 +361,8 @@ def train(
                     record["mfu"] = settings.flops_per_token * tps / settings.peak_flops
                 record["tokens_seen"] = state.tokens_seen
                 record["elapsed_s"] = round(state.elapsed_s, 2)
-                metrics.write(record)
+                if metrics is not None:
+                    metrics.write(record)
                 state.last_metrics = record
                 postfix = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.2e}", "tok/s": f"{tps:,.0f}"}
                 if not interactive:
@@ -323,20 +384,20 @@ def train(
         _evaluate(model, task, settings, device, state, metrics, progress)
     if saved_at != state.step:
         checkpoint()
-    if stop_reason not in ("max-steps", "early stopping"):
+    if stop_reason not in ("max-steps", "early stopping") and main:
         print(f"ptm: stopped at step {state.step} ({stop_reason}); resume with --resume {run_dir}", file=sys.stderr)
     state.last_metrics = dict(state.last_metrics, stop_reason=stop_reason)
     return state
 
 
-def _evaluate(model, task: TrainTask, settings: LoopSettings, device, state: LoopState, metrics: MetricsLog, progress: _Progress) -> bool:
+def _evaluate(model, task: TrainTask, settings: LoopSettings, device, state: LoopState, metrics: MetricsLog | None, progress: _Progress) -> bool:
     """Evaluate and log; True when the task asks to stop (a task may define ``after_evaluate(step, results)``)."""
     model.eval()
     # Evaluation draws no randomness from the global RNG, so it cannot perturb a resumed run.
     with torch.no_grad():
         results = task.evaluate(model, settings.precision, device)
     model.train()
-    if results:
+    if results and metrics is not None:
         record = {"step": state.step, **{f"eval_{k}": v for k, v in results.items()}}
         metrics.write(record)
         progress.write(_fmt(record))

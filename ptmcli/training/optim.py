@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ptmcli.errors import PtmError
+from ptmcli.training.distributed import full_tensor, like_parameter
 
 
 def _no_decay(param: torch.Tensor) -> bool:
@@ -50,7 +51,8 @@ def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str,
         for name, param in zip(group["names"], group["params"]):
             for slot, value in optimizer.state.get(param, {}).items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"{name}.{slot}"] = value.detach().contiguous().cpu()
+                    # FSDP shards the moments like their parameters: gather them whole (every rank calls this).
+                    tensors[f"{name}.{slot}"] = full_tensor(value.detach()).contiguous().cpu()
                 else:
                     tensors[f"{name}.{slot}"] = torch.tensor(value)
         groups.append({k: v for k, v in group.items() if k not in ("params",) and _jsonable(v)})
@@ -82,5 +84,5 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
                 else:
                     if value.shape != param.shape:
                         raise PtmError(f"{source}: optimizer slot {name}.{slot} has shape {tuple(value.shape)}, expected {tuple(param.shape)}")
-                    state[slot] = value.to(device=param.device, dtype=param.dtype).clone()
+                    state[slot] = like_parameter(value, param)
             optimizer.state[param] = state

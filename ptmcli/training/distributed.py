@@ -1,0 +1,235 @@
+"""Running under ``torchrun``: the process group, which rank does what, and the data share.
+
+ptm reads torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``) and
+needs no flag of its own: ``torchrun --nproc-per-node N ptm pretrain ...``
+trains with N processes. gloo runs on CPU, NCCL on CUDA (one GPU per local rank).
+
+How the data is shared: every rank walks the same seeded example stream and
+keeps its own contiguous slice of each global micro-batch (``GlobalBatchShare``).
+So a run is the same run whatever the world size: N processes with batch b
+see exactly the examples of one process with batch N·b, losses are normalised
+by the global count of predicted tokens, and a checkpoint resumes at any world
+size. The price is that each rank prepares (not computes) every example of the
+global batch: cheap next to the model's forward and backward (masking and
+collation of token ids), and measured in docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ptmcli.errors import PtmError
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Distributed()
+
+
+def from_environment(device_spec: str = "auto") -> Distributed:
+    """Join torchrun's process group when launched by it; a plain launch is one process."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise PtmError("WORLD_SIZE, RANK and LOCAL_RANK must be integers (they are set by torchrun)") from None
+    if world_size <= 1:
+        return SINGLE
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        use_cuda = device_spec != "cpu" and torch.cuda.is_available()
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        backend = "nccl" if use_cuda else "gloo"
+        # A long evaluation or checkpoint on rank 0 must not time the others out.
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=60))
+    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def device_for(dist_info: Distributed, device: torch.device) -> torch.device:
+    """Each local rank drives its own GPU; CPU ranks share the host."""
+    if dist_info.enabled and device.type == "cuda":
+        return torch.device("cuda", dist_info.local_rank)
+    return device
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device, find_unused: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel over ``model``; the caller keeps the bare model for saving.
+
+    ``find_unused``: some parameters get no gradient in a step (BERT's NSP head
+    under the MLM-only objective). Buffers are not broadcast: ptm's models have
+    no running statistics, and every rank evaluates the same data.
+    """
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    options = {"device_ids": [device.index] if device.type == "cuda" else None, "find_unused_parameters": find_unused}
+    # Newer torch renamed the switch; syncing buffers once at start is harmless (they are equal).
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        options["forward_sync_buffers"] = False
+    else:
+        options["broadcast_buffers"] = False
+    return DistributedDataParallel(model, **options)
+
+
+def shard_fsdp(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP (``fully_shard``) each Transformer block, then the rest as one unit.
+
+    Parameters become DTensors sharded across the ranks; the model object and
+    its parameter names stay the same, so the optimizer and the checkpoint
+    code see the usual names. Tied weights (embedding and output projection)
+    both live in the root unit, where FSDP keeps them shared.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    from ptmcli.models.layers import PostNormBlock, PreNormBlock
+
+    for module in list(model.modules()):
+        if isinstance(module, (PreNormBlock, PostNormBlock)):
+            fully_shard(module)
+    fully_shard(model)
+    return model
+
+
+def full_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A sharded (DTensor) value gathered whole; a plain tensor as it is. Collective for DTensors."""
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def like_parameter(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``value`` (whole) laid out like ``param``: sharded the same way when ``param`` is a DTensor."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(param, DTensor):
+        return distribute_tensor(value.to(device=param.device, dtype=param.dtype), param.device_mesh, param.placements)
+    return value.to(device=param.device, dtype=param.dtype).clone()
+
+
+def gathered_state_dict(model: torch.nn.Module, tied: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Every rank takes part; the whole tensors (on CPU, tied aliases left out) come back on all."""
+    state = {}
+    for key, tensor in model.state_dict().items():
+        whole = full_tensor(tensor.detach())
+        if key not in tied:
+            state[key] = whole.contiguous().cpu()
+    return state
+
+
+def shutdown(dist_info: Distributed) -> None:
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float], dist_info: Distributed, device: torch.device, op: str = "sum") -> list[float]:
+    """Sum (or max) a few floats across ranks in one collective; a no-op for one process."""
+    if not dist_info.enabled:
+        return values
+    import torch.distributed as dist
+
+    # NCCL reduces only CUDA tensors; gloo takes CPU ones. float64 keeps token counts exact.
+    where = device if device.type == "cuda" else torch.device("cpu")
+    tensor = torch.tensor(values, dtype=torch.float64, device=where)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def barrier(dist_info: Distributed) -> None:
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def share_of(total: int, dist_info: Distributed) -> slice:
+    """This rank's contiguous part of ``total`` rows; sizes differ by at most one."""
+    base, extra = divmod(total, dist_info.world_size)
+    start = dist_info.rank * base + min(dist_info.rank, extra)
+    return slice(start, start + base + (1 if dist_info.rank < extra else 0))
+
+
+def slice_batch(batch: dict, rows: slice, total: int) -> dict:
+    """The rows of a collated batch: tensors (and lists) whose first dimension is the batch."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == total:
+            out[key] = value[rows]
+        elif isinstance(value, list) and len(value) == total:
+            out[key] = value[rows]
+        else:
+            out[key] = value
+    return out
+
+
+def batch_rows(batch: dict) -> int:
+    for key in ("input_ids", "labels"):
+        value = batch.get(key)
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    for value in batch.values():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    raise ValueError("a batch with no tensors")
+
+
+class GlobalBatchShare:
+    """A ``TrainTask`` seen by one rank: its slice of every global micro-batch.
+
+    ``task`` must be built with the global micro-batch size (per-device batch
+    x world size). Loss normalisers come from the whole global batch, so the
+    per-rank losses add up to the one-process loss; the loop sums gradients
+    across ranks. Evaluation, data state and everything else pass through:
+    they are the same on every rank.
+    """
+
+    def __init__(self, task, dist_info: Distributed) -> None:
+        self.task = task
+        self.dist = dist_info
+        self._norms: dict[str, float] | None = None
+
+    def next_micro_batches(self, count: int):
+        batches = self.task.next_micro_batches(count)
+        self._norms = self.task.normalizers(batches)
+        shares = []
+        for batch in batches:
+            total = batch_rows(batch)
+            if total < self.dist.world_size:
+                raise PtmError(
+                    f"a global batch of {total} examples cannot be shared by {self.dist.world_size} processes "
+                    "(use fewer processes or a larger --batch-size)"
+                )
+            shares.append(slice_batch(batch, share_of(total, self.dist), total))
+        return shares
+
+    def normalizers(self, batches):
+        if self._norms is None:
+            raise RuntimeError("normalizers asked for before next_micro_batches")
+        return self._norms
+
+    def __getattr__(self, name):
+        # loss, summarize, tokens, evaluate, state_dict, after_evaluate, ...: the task's own.
+        return getattr(self.task, name)

@@ -1,0 +1,159 @@
+"""Scale-out under torchrun: 2 CPU processes with gloo against 1 process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ptmcli.data.encode import encode_to_shards
+from ptmcli.pretraining.sample import SAMPLE
+from ptmcli.textio.inputs import iter_texts
+from ptmcli.tokenization.train import train_tokenizer
+from ptmcli.training.checkpoint import list_step_checkpoints
+from ptmcli.training.distributed import Distributed, share_of, slice_batch
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+
+# No dropout: with it, each rank draws its own masks, so runs agree in distribution only.
+TINY = ["--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64", "--num-layers", "2",
+        "--seq-len", "32", "--eval-rows", "2", "--eval-batches", "1", "--log-every", "2", "--no-progress", "--threads", "1",
+        "--hidden-dropout", "0", "--attention-dropout", "0", "--lr", "3e-3", "--warmup-steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("corpus")
+    lines, docs = [], 0
+    with open(SAMPLE, encoding="utf-8") as handle:
+        for line in handle:
+            lines.append(line)
+            docs += line.startswith("</doc>")
+            if docs == 8:
+                break
+    (root / "wiki.txt").write_text("".join(lines), encoding="utf-8")
+    tok = root / "tok"
+    train_tokenizer(islice(iter_texts([str(root / "wiki.txt")]), 2000), "wordpiece", 1000).save(tok)
+    encode_to_shards([str(root / "wiki.txt")], str(tok), str(root / "shards"), workers=1, progress=False)
+    return root / "shards", tok
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+def run_ptm(*args, procs: int = 1) -> subprocess.CompletedProcess:
+    """``ptm ARGS`` in a fresh process, or under torchrun with ``procs`` CPU processes."""
+    args = [str(a) for a in args]
+    if procs == 1:
+        command = [sys.executable, "-m", "ptmcli", *args]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", "-m", "ptmcli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+
+
+def _final(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(list_step_checkpoints(run)[-1] / "model.safetensors"))
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _losses(run: Path) -> list[float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def one_process_runs(corpus, tmp_path_factory):
+    """Reference runs: one process, batch 8."""
+    shards, tok = corpus
+    root = tmp_path_factory.mktemp("single")
+    runs = {}
+    for arch, objective in (("bert", "mlm+nsp"), ("gpt", "clm")):
+        out = root / arch
+        done = run_ptm("pretrain", "--arch", arch, "--objective", objective, "--data", shards, "--tokenizer", tok, "-o", out, "--preset", f"{arch}-tiny", *TINY,
+                       "--batch-size", "8", "--max-steps", "6", "--save-every", "3", "--keep-last", "0")
+        assert done.returncode == 0, done.stderr
+        runs[arch] = out
+    return runs
+
+
+@pytest.mark.parametrize("arch,objective", [("bert", "mlm+nsp"), ("gpt", "clm")])
+def test_two_processes_with_batch_b_equal_one_with_batch_2b(corpus, one_process_runs, tmp_path, arch, objective):
+    shards, tok = corpus
+    out = tmp_path / "ddp"
+    done = run_ptm("pretrain", "--arch", arch, "--objective", objective, "--data", shards, "--tokenizer", tok, "-o", out, "--preset", f"{arch}-tiny", *TINY,
+                   "--batch-size", "4", "--max-steps", "6", "--save-every", "3", procs=2)
+    assert done.returncode == 0, done.stderr
+    assert "global batch 8 = 4 per device x 2 processes x 1 accumulation" in done.stderr
+    assert done.stderr.count("ptm: done") == 1, "only rank 0 reports"
+    reference = one_process_runs[arch]
+    assert _max_diff(_final(out), _final(reference)) < 1e-5
+    assert _losses(out) == pytest.approx(_losses(reference), rel=1e-5)
+    # The run learned something, so equality is not between two untouched models.
+    assert _max_diff(_final(out), load_file(str(list_step_checkpoints(reference)[0] / "model.safetensors"))) > 1e-4
+
+
+def test_resume_across_a_change_of_world_size(corpus, one_process_runs, tmp_path):
+    shards, tok = corpus
+    first = tmp_path / "two"
+    done = run_ptm("pretrain", "--arch", "bert", "--objective", "mlm+nsp", "--data", shards, "--tokenizer", tok, "-o", first, "--preset", "bert-tiny", *TINY,
+                   "--batch-size", "4", "--max-steps", "6", "--save-every", "3", "--keep-last", "0", procs=2)
+    assert done.returncode == 0, done.stderr
+    step3 = list_step_checkpoints(first)[0]
+    assert step3.name.endswith("3")
+    resumed = tmp_path / "one"
+    done = run_ptm("pretrain", "--resume", step3, "-o", resumed, "--threads", "1", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "keeps the global batch of 8" in done.stderr
+    assert _max_diff(_final(resumed), _final(one_process_runs["bert"])) < 1e-5
+
+
+def test_fsdp_matches_one_process_and_writes_the_usual_checkpoint(corpus, one_process_runs, tmp_path):
+    shards, tok = corpus
+    out = tmp_path / "fsdp"
+    done = run_ptm("pretrain", "--arch", "gpt", "--objective", "clm", "--data", shards, "--tokenizer", tok, "-o", out, "--preset", "gpt-tiny", *TINY,
+                   "--batch-size", "4", "--max-steps", "6", "--save-every", "3", "--fsdp", procs=2)
+    assert done.returncode == 0, done.stderr
+    assert _max_diff(_final(out), _final(one_process_runs["gpt"])) < 1e-5
+    # The gathered checkpoint is an ordinary one: a single-process command reads it.
+    text = tmp_path / "text.txt"
+    text.write_text("the first line of text\nand a second one\n", encoding="utf-8")
+    done = run_ptm("eval", "--checkpoint", out, "--data", text, "--json", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tokens_scored"] > 0
+
+
+def test_fsdp_without_torchrun_is_refused(corpus, tmp_path):
+    shards, tok = corpus
+    done = run_ptm("pretrain", "--data", shards, "--tokenizer", tok, "-o", tmp_path / "x", "--preset", "bert-tiny", *TINY, "--max-steps", "2", "--fsdp")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("ptm: error: --fsdp shards the model across processes")
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_shares_cover_the_global_batch_once():
+    for total in (8, 9, 5):
+        shares = [share_of(total, Distributed(rank=r, world_size=3)) for r in range(3)]
+        rows = [i for s in shares for i in range(total)[s]]
+        assert rows == list(range(total))
+        assert max(s.stop - s.start for s in shares) - min(s.stop - s.start for s in shares) <= 1
+    batch = {"input_ids": torch.arange(12).view(6, 2), "labels": [0, 1, 2, 3, 4, 5], "scalar": torch.tensor(1.0)}
+    part = slice_batch(batch, share_of(6, Distributed(rank=1, world_size=2)), 6)
+    assert part["input_ids"].tolist() == [[6, 7], [8, 9], [10, 11]]
+    assert part["labels"] == [3, 4, 5]
+    assert part["scalar"] is batch["scalar"]
