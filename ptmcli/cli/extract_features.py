@@ -12,7 +12,7 @@ from ptmcli.features.config import ExtractConfig
 SHORT_HELP = "Extract contextual features (BERT/GPT/ELMo layers) from a checkpoint."
 HELP = """Write a checkpoint's contextual vectors for each input text: per sub-token, per word, or pooled per text.
 
-INPUT holds one text per line ('text_a ||| text_b' for a pair), whitespace-tokenized sentences (--input-format tokens), or JSON lines; gzip or not; - (the default) reads stdin.
+INPUT holds one text per line ('text_a ||| text_b' for a pair), whitespace-tokenized sentences (--input-format tokens), or JSON lines; gzip or not; - (the default) reads stdin. With --task TASK it is labeled data (TSV/CSV, JSONL, CoNLL), read and laid out as ptm finetune --task TASK does: the features ptm finetune --train-features trains on.
 
 Layers: --layers -1,-2,-3,-4 indexes the Transformer blocks (LSTM layers for ELMo), -1 the last; --layers all adds the embedding layer (L + 1 layers). --combine mean|concat|scalar-mix merges them.
 
@@ -25,6 +25,8 @@ ptm extract-features -c runs/bert-mini input.txt -o features.jsonl --layers -1,-
 ptm extract-features -c runs/bert-mini sst2.txt -o sst2.npy --pool mean --layers -1 --precision bf16
 
 ptm extract-features -c runs/elmo conll.txt --input-format tokens --words first --layers all -o conll.h5
+
+ptm extract-features -c runs/bert-mini conll2003/train.txt --task token-classification --words first --layers all -o conll-train/
 
 echo 'Who was Jim Henson ? ||| Jim Henson was a puppeteer' | ptm extract-features -c runs/bert-mini - -o - --layers -1 | head -c 300
 """

@@ -12,6 +12,9 @@ Full finetuning (--mode finetune) or ELMo-style feature-based use (--mode featur
 pretrained model is frozen and a learned scalar mix of its layers feeds the head), with
 ULMFiT's discriminative learning rates, slanted triangular schedule and gradual unfreezing,
 and an auxiliary LM loss. With --dev, evaluates every epoch and keeps the best model in RUN/best.
+
+--train-features trains the --mode features head on vectors stored once by ptm extract-features
+--task: no encoder runs while training, and RUN/best is an ordinary features-mode checkpoint.
 """
 EPILOG = """Examples:
 
@@ -24,6 +27,10 @@ EPILOG = """Examples:
   ptm finetune --checkpoint runs/bert-mini --task classification --train sst2/train.tsv --dev sst2/dev.tsv -o runs/sst2-ulmfit --schedule stlr --discriminative-lr 2.6 --gradual-unfreeze
 
   ptm eval --checkpoint runs/sst2/best --data sst2/dev.tsv
+
+  ptm extract-features -c runs/bert-mini sst2/train.tsv --task classification --pool mean --layers all -o feats/sst2-train
+  ptm extract-features -c runs/bert-mini sst2/dev.tsv --task classification --pool mean --layers all -o feats/sst2-dev
+  ptm finetune --task classification --train sst2/train.tsv --train-features feats/sst2-train --dev sst2/dev.tsv --dev-features feats/sst2-dev -o runs/sst2-stored
 """
 
 

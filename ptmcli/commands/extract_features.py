@@ -32,6 +32,18 @@ def _validate(cfg: ExtractConfig) -> str:
             raise PtmError(f"{flag} {value}: must be positive")
     if cfg.pool != "none" and cfg.words != "none":
         raise PtmError("--pool and --words exclude each other: one vector per text, or one per word")
+    if cfg.task is not None:
+        from ptmcli.features.labeled_input import check_task
+
+        check_task(cfg.task)
+        if cfg.input_format != "auto":
+            raise PtmError(f"--input-format {cfg.input_format} reads plain text; with --task the input is labeled data, "
+                           "read as ptm finetune reads it (drop one of the two)")
+        if cfg.words != "none" and cfg.task != "token-classification":
+            raise PtmError(f"--words with --task {cfg.task}: only token-classification data has words to align "
+                           "(use --pool for one vector per text)")
+    elif cfg.text_columns is not None:
+        raise PtmError("--text-columns names the columns of labeled data: use it with --task")
     if cfg.input == "-" and sys.stdin.isatty():
         raise PtmError("no INPUT file given and stdin is a terminal: name a file, or pipe text in (... | ptm extract-features -c CKPT - -o OUT)")
     if cfg.input != "-":
@@ -86,14 +98,22 @@ def run(cfg: ExtractConfig):
     plan = build_plan(cfg.layers, model.num_layers, cfg.combine, model.arch, cfg.mix_weights, cfg.mix_gamma,
                       model.scalar_mix, str(model.path))
     extractor = FeatureExtractor(model, plan, pool=cfg.pool, words=cfg.words, max_length=cfg.max_seq_length,
-                                 batch_size=cfg.batch_size, chunk_size=cfg.chunk_size, precision=cfg.precision, device=device)
-    records = iter_records(cfg.input, cfg.input_format, cfg.text_field, cfg.text_b_field)
+                                 batch_size=cfg.batch_size, chunk_size=cfg.chunk_size, precision=cfg.precision, device=device,
+                                 task=cfg.task, source=cfg.input)
+    if cfg.task is not None:
+        from ptmcli.features.labeled_input import iter_labeled_records
+
+        columns = [c.strip() for c in cfg.text_columns.split(",") if c.strip()] if cfg.text_columns else None
+        records = iter_labeled_records(cfg.input, cfg.task, columns)
+    else:
+        records = iter_records(cfg.input, cfg.input_format, cfg.text_field, cfg.text_b_field)
     show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     bar = None
     if show:
         from tqdm import tqdm
 
-        bar = tqdm(total=_count_lines(cfg.input), unit="text", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+        total = None if cfg.task is not None else _count_lines(cfg.input)
+        bar = tqdm(total=total, unit="text", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     started = time.perf_counter()
     try:
         with open_writer(fmt, cfg.output, extractor.layout, overwrite=cfg.overwrite, source=cfg.input) as writer:
@@ -117,9 +137,9 @@ def _summary(extractor, fmt: str, cfg: ExtractConfig, seconds: float) -> None:
         print("ptm: warning: the input holds no texts", file=sys.stderr)
     if stats.truncated:
         lines = ", ".join(str(n) for n in stats.truncated_lines)
-        print(f"ptm: warning: {stats.truncated} texts were longer than {layout.max_length} tokens and were cut "
-              f"(lines {lines}{', ...' if stats.truncated > len(stats.truncated_lines) else ''}); see --max-seq-length",
-              file=sys.stderr)
+        where_cut = f" (lines {lines}{', ...' if stats.truncated > len(stats.truncated_lines) else ''})" if lines else ""
+        print(f"ptm: warning: {stats.truncated} texts were longer than {layout.max_length} tokens and were cut"
+              f"{where_cut}; see --max-seq-length", file=sys.stderr)
     if stats.empty:
         print(f"ptm: warning: {stats.empty} empty lines (their rows hold only special tokens, or nothing)", file=sys.stderr)
     if stats.words_without_tokens:

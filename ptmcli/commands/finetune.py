@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import replace
@@ -21,6 +22,8 @@ def _flag(name: str) -> str:
 
 def _validate(cfg: FinetuneConfig) -> None:
     for name in ("checkpoint", "task", "train", "out"):
+        if name == "checkpoint" and cfg.train_features:
+            continue  # the features say which checkpoint they came from
         if getattr(cfg, name) is None:
             raise PtmError(f"{'-o/--out' if name == 'out' else _flag(name)} is required")
     for name in ("batch_size", "grad_accum", "max_len", "log_every"):
@@ -45,6 +48,8 @@ def _validate(cfg: FinetuneConfig) -> None:
         raise PtmError("--patience needs --dev data to watch")
     if cfg.mode == "features" and cfg.gradual_unfreeze:
         raise PtmError("--gradual-unfreeze conflicts with --mode features (the pretrained model stays frozen)")
+    if cfg.dev_features and not cfg.train_features:
+        raise PtmError("--dev-features needs --train-features (training through the encoder evaluates --dev through it too)")
 
 
 def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
@@ -75,6 +80,11 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     if cfg.resume:
         cfg, ckpt_to_resume = _resume_config(cfg, explicit)
     _validate(cfg)
+    stored = None
+    if cfg.train_features:
+        from ptmcli.finetuning.stored_features import open_stored
+
+        stored, cfg = open_stored(cfg, explicit)
     lr = cfg.lr if cfg.lr is not None else (1e-3 if cfg.mode == "features" else 1e-4)
 
     import torch
@@ -109,6 +119,11 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     if source.config.get("task"):
         raise PtmError(f"--checkpoint {cfg.checkpoint}: already finetuned for {source.config['task'].get('type')}; start from a pretrained checkpoint")
     arch, tokenizer = source.arch, source.tokenizer
+    if stored is not None:
+        from ptmcli.finetuning.stored_features import check_model
+        from ptmcli.finetuning.task_model import feature_size
+
+        check_model(stored, arch, source.model_config.num_layers, feature_size(arch, source.model), source.path)
     positions = getattr(source.model_config, "max_position_embeddings", None)
     if positions is not None and cfg.max_len > positions:
         raise PtmError(f"--max-len {cfg.max_len} exceeds the model's {positions} positions")
@@ -133,7 +148,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         lm = get_architecture(arch).model_class(source.model_config)
         if hasattr(lm, "set_char_table"):
             lm.set_char_table(source.model.char_table)
-    model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode)
+    pool = stored.layout.pool if stored is not None else "mean"
+    model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode, pool=pool, normed_top=stored is not None)
     model.set_mask_id(tokenizer.mask_id)
     if cfg.aux_lm_weight > 0 and arch == "bert" and tokenizer.mask_id is None:
         raise PtmError("--aux-lm-weight with BERT needs a tokenizer with a [MASK] token")
@@ -141,6 +157,21 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     model.train()
 
     num_layers = source.model_config.num_layers
+    train_data, dev_data = train_rows, None
+    if stored is not None:
+        from ptmcli.finetuning import stored_features as sf
+
+        def read(path: str) -> list:
+            return read_labeled(path, cfg.task, text_columns=text_columns, label_column=label_column).examples
+
+        sf.prepare_mix(model, stored.layout, num_layers)
+        sf.check_rows(stored.train, read(cfg.train), "--train", cfg.train)
+        sf.spot_check(model, stored.train, train_rows, stored.layout, device, "--train", cfg.train, source.path)
+        train_data = sf.StoredRows(stored.train, train_rows)
+        if stored.dev is not None:
+            sf.check_rows(stored.dev, dev_examples or read(cfg.dev), "--dev", cfg.dev)
+            sf.spot_check(model, stored.dev, dev_rows, stored.layout, device, "--dev", cfg.dev, source.path)
+            dev_data = sf.StoredRows(stored.dev, dev_rows)
     groups = discriminative_groups(model, lr, cfg.weight_decay, cfg.discriminative_lr, num_layers)
     try:
         optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, fused=True)
@@ -149,12 +180,18 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
 
     pad_id = train_rows.pad_id
     batch_of = lambda rows: collate(rows, pad_id, max_length=positions)  # noqa: E731
+    if stored is not None:
+        batch_of = sf.collate_stored
     per_epoch = steps_per_epoch(len(train_rows), cfg.batch_size, cfg.grad_accum)
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     task_config = {
         "type": cfg.task, "labels": list(labels), "mode": cfg.mode, "input_style": arch, "max_len": cfg.max_len,
         "text_columns": text_columns, "label_column": label_column, "metric": metric,
     }
+    if stored is not None:
+        # What makes the saved model, run on text, compute the stored vectors (see TaskModel).
+        task_config.update(pool=pool, normed_top_layer=True, trained_on_features={
+            "train": os.path.abspath(cfg.train_features), "dev": os.path.abspath(cfg.dev_features) if cfg.dev_features else None})
     checkpoint_config = {
         "arch": arch, "model": source.model_config.to_dict(), "objective": source.config.get("objective"), "task": task_config,
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
@@ -162,7 +199,10 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     }
 
     def evaluate_dev(m, precision, dev):
-        logits = predict(m, dev_rows, batch_size=max(cfg.batch_size, 64), device=dev, precision=precision, pad_id=pad_id, max_length=positions)
+        if dev_data is not None:
+            logits = sf.predict_stored(m, dev_data, batch_size=max(cfg.batch_size, 64), device=dev, precision=precision)
+        else:
+            logits = predict(m, dev_rows, batch_size=max(cfg.batch_size, 64), device=dev, precision=precision, pad_id=pad_id, max_length=positions)
         result, _ = score(cfg.task, labels, logits, dev_rows, dev_examples)
         return scalar_metrics(result)
 
@@ -173,7 +213,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
                                 weights=model.checkpoint_state(), tokenizer_dir=source.path, metrics_file=run_dir / "metrics.jsonl")
 
     task = FinetuneTask(
-        model, train_rows, batch_of, batch_size=cfg.batch_size, seed=cfg.seed, evaluate_dev=evaluate_dev if dev_rows is not None else None,
+        model, train_data, batch_of, batch_size=cfg.batch_size, seed=cfg.seed, evaluate_dev=evaluate_dev if dev_rows is not None else None,
         metric=metric, patience=cfg.patience, on_best=save_best, aux_lm_weight=cfg.aux_lm_weight, aux_lm_decay=cfg.aux_lm_decay,
         gradual_unfreeze=cfg.gradual_unfreeze, num_layers=num_layers,
     )
@@ -183,7 +223,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         resume_state = ckpt_io.read_trainer(ckpt_to_resume)
 
     peak = peak_flops(device, cfg.precision)
-    if peak is None and device.type == "cpu":
+    if peak is None and device.type == "cpu" and stored is None:  # no encoder runs on stored features: no MFU to report
         peak = measure_matmul_peak(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
     settings = LoopSettings(
         max_steps=max_steps, lr=lr, warmup_steps=round(cfg.warmup_ratio * max_steps), schedule=cfg.schedule, grad_accum=cfg.grad_accum,
@@ -204,7 +244,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(
         f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
-        f"({len(labels) or 'a score'}{' labels' if labels else ''}), mode {cfg.mode}, {len(train_rows):,} train"
+        f"({len(labels) or 'a score'}{' labels' if labels else ''}), mode {cfg.mode}"
+        f"{f' on stored features ({cfg.train_features})' if stored is not None else ''}, {len(train_rows):,} train"
         f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} examples, {max_steps:,} steps "
         f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "
         f"{trainable / 1e6:.2f}M trainable parameters, {device.type} {cfg.precision} -> {run_dir}",

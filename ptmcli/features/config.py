@@ -15,6 +15,8 @@ COMBINES = ("none", "mean", "concat", "scalar-mix")
 POOLS = ("none", "cls", "mean", "max", "last")
 WORDS = ("none", "first", "mean")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# --task: multiple choice has one sequence per choice, so no one row per example to store.
+FEATURE_TASKS = ("classification", "pair-classification", "regression", "token-classification")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class ExtractConfig:
     output: str | None = option(None, "Where the features go: a file (jsonl, hdf5, npy, safetensors), a directory (arrow), or - for stdout (jsonl).", short="-o")
     output_format: str | None = option(None, "Output format (default: from the -o suffix: .jsonl/.json, .h5/.hdf5, .npy, .safetensors; - is jsonl; anything else is an arrow directory).", choices=OUTPUT_FORMATS)
     input_format: str = option("auto", "text: one text per line, 'text_a ||| text_b' for a pair; tokens: one whitespace-tokenized sentence per line (no pairs); jsonl: one object per line (default: jsonl when the first line is a JSON object, else text).", choices=INPUT_FORMATS)
+    task: str | None = option(None, "Read INPUT as labeled data for this ptm finetune task (TSV/CSV with a header, JSONL, CoNLL columns, read as ptm finetune reads --train) and lay each example out exactly as finetuning does, special tokens included: the features ptm finetune --train-features trains on.", choices=FEATURE_TASKS)
+    text_columns: str | None = option(None, "--task: comma-separated text column/field names (default: recognised GLUE-style names, as ptm finetune).")
     text_field: str = option("text", "jsonl: field holding the text (a string, or a list of words for pre-tokenized input).")
     text_b_field: str = option("text_b", "jsonl: field holding the second text of a pair, when present.")
     layers: str | None = option(None, "Comma-separated layer indices into the Transformer blocks / LSTM layers (-1 the last, as google-research/bert's --layers), or 'all': the embedding layer and every block (L + 1 layers, index 0 the embeddings) (default: all for ELMo and scalar-mix, else -1,-2,-3,-4 (as many as the model has)).")

@@ -43,6 +43,13 @@ class FeatureLayout:
     checkpoint: str
     max_length: int
     precision: str
+    task: str | None = None
+    """The finetuning task whose input layout the texts were given (``--task``), else None (plain text)."""
+    stack_layers: tuple[int, ...] = ()
+    """The entries of the L + 1 stack read (0 the embeddings), in the order they were selected."""
+    mix_weights: tuple[float, ...] | None = None
+    """Combined output: the weight of each of ``stack_layers`` in it (they sum to 1); None when kept or concatenated."""
+    mix_gamma: float | None = None
 
     @property
     def num_layers(self) -> int:
@@ -52,7 +59,9 @@ class FeatureLayout:
         """The layout as JSON for manifests and metadata."""
         return {"granularity": self.granularity, "layers": list(self.labels), "dim": self.dim,
                 "combine": self.combine, "pool": self.pool, "words": self.words, "arch": self.arch,
-                "checkpoint": self.checkpoint, "max_seq_length": self.max_length, "precision": self.precision}
+                "checkpoint": self.checkpoint, "max_seq_length": self.max_length, "precision": self.precision,
+                "task": self.task, "stack_layers": list(self.stack_layers),
+                "mix_weights": None if self.mix_weights is None else list(self.mix_weights), "mix_gamma": self.mix_gamma}
 
 
 @dataclass
@@ -81,15 +90,21 @@ class FeatureExtractor:
     def __init__(self, model: FeatureModel, plan: LayerPlan, *, pool: str = "none", words: str = "none",
                  max_length: int | None = None, batch_size: int = 32, chunk_size: int = 10000,
                  precision: str = "fp32", device: torch.device | None = None,
-                 buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> None:
+                 buffer_bytes: int = DEFAULT_BUFFER_BYTES, task: str | None = None, source: str = "-") -> None:
         if batch_size < 1 or chunk_size < 1:
             raise PtmError("--batch-size and --chunk-size must be positive")
         if pool != "none" and words != "none":
             raise PtmError("--pool and --words exclude each other: one vector per text, or one per word")
         if pool == "cls" and model.arch != "bert":
             raise PtmError(f"--pool cls reads BERT's [CLS] token; a {model.arch} model has none (use mean, max or last)")
+        if task is not None:
+            from ptmcli.features.labeled_input import check_task
+
+            check_task(task)
         self.model = model
         self.plan = plan
+        self.task = task
+        self.source = source
         self.pool = pool
         self.words = words
         self.max_length = max_length or model.max_length
@@ -103,8 +118,14 @@ class FeatureExtractor:
         self.framing = framing_for(model.arch, model.tokenizer)
         self.stats = ExtractStats()
         granularity = "text" if pool != "none" else "word" if words != "none" else "token"
+        mix_weights, mix_gamma = None, None
+        if plan.combine == "mean":
+            mix_weights, mix_gamma = tuple(1.0 / len(plan.stack_indices) for _ in plan.stack_indices), 1.0
+        elif plan.combine == "scalar-mix":
+            mix_weights, mix_gamma = plan.mix_weights, plan.mix_gamma
         self.layout = FeatureLayout(granularity, plan.labels, plan.output_dim(model.dim), plan.combine, pool, words,
-                                    model.arch, str(model.path), self.max_length, precision)
+                                    model.arch, str(model.path.resolve()), self.max_length, precision, task,
+                                    tuple(plan.stack_indices), mix_weights, mix_gamma)
 
     def rows(self, records: Iterable[TextRecord], on_batch: Callable[[int], None] | None = None) -> Iterator[FeatureRow]:
         iterator = iter(records)
@@ -112,7 +133,14 @@ class FeatureExtractor:
             chunk = list(islice(iterator, self.chunk_size))
             if not chunk:
                 return
-            encoded = encode_records(chunk, self.model.tokenizer, self.framing, self.max_length, self.words != "none")
+            if self.task is not None:
+                from ptmcli.features.labeled_input import encode_for_task
+
+                encoded, cut = encode_for_task(chunk, self.model.tokenizer, self.task, self.model.arch, self.max_length,
+                                               self.words != "none", self.source)
+                self.stats.truncated += cut  # counted per chunk: the lines are not known
+            else:
+                encoded = encode_records(chunk, self.model.tokenizer, self.framing, self.max_length, self.words != "none")
             for part in self._split_by_memory(encoded):
                 yield from self._run(part, on_batch)
 

@@ -41,6 +41,8 @@ class TextRecord:
     text_b: str | None = None
     source: str = ""
     """The text as given (the stripped line, or the JSON text); what hdf5's sentence_to_index maps from."""
+    words: tuple[str, ...] | None = None
+    """The words of a token-classification example (``--task``); None otherwise."""
 
 
 def display_name(path: str) -> str:

@@ -17,6 +17,8 @@ class FinetuneConfig:
     task: str | None = option(None, "What to predict.", choices=TASK_TYPES)
     train: str | None = option(None, "Training data: TSV/CSV with a header, JSONL, or CoNLL columns (token-classification).")
     dev: str | None = option(None, "Development data (same format) for evaluation, early stopping and the best checkpoint.")
+    train_features: str | None = option(None, "Train on stored features instead of running the encoder: the Arrow feature directory `ptm extract-features --task TASK` wrote for --train (row i = example i; --train still gives the labels). Implies --mode features; --checkpoint and --max-len default to those of the extraction.")
+    dev_features: str | None = option(None, "Stored features of --dev, as --train-features (without them, --dev runs through the encoder at each evaluation).")
     text_columns: str | None = option(None, "Comma-separated input column/field names [default: recognised GLUE-style names].")
     label_column: str | None = option(None, "Label column/field name [default: label, gold_label, score, ...].")
     out: str | None = option(None, "Run directory: checkpoints/, best/, metrics.jsonl, results.json.", flag="--out", short="-o")

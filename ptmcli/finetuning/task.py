@@ -116,7 +116,9 @@ class FinetuneTask:
         return out
 
     def tokens(self, batch) -> int:
-        return int(batch["attention_mask"].sum())
+        mask = batch.get("attention_mask")
+        # Pooled stored features have no positions left: count one per example.
+        return int(mask.sum()) if mask is not None else int(batch["labels"].shape[0])
 
     def evaluate(self, model, precision: str, device: torch.device) -> dict[str, float]:
         if self.evaluate_dev is None:

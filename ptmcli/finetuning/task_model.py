@@ -15,8 +15,18 @@ gpt        last real token (sentence) / last layer       scalar mix of the L+1 l
 elmo       scalar mix of the 2L+1 layers                 scalar mix of the 2L+1 layers
 =========  =========================================  ==============================================
 
-Sentence tasks over a scalar mix mean-pool it over the real tokens. In features
-mode the head is a one-hidden-layer MLP; otherwise a linear layer after dropout.
+Sentence tasks over a scalar mix mean-pool it over the real tokens (or, for a
+model trained on stored features, read it where those were pooled: [CLS] or the
+last token). In features mode the head is a one-hidden-layer MLP; otherwise a
+linear layer after dropout.
+
+A batch may carry the layers themselves instead of token ids (``features``:
+``[B, K, D]`` pooled, ``[B, W, K, D]`` per word, as ``ptm extract-features``
+stores them): the encoder is then skipped and only the mix and the head run,
+which is how ``ptm finetune --train-features`` trains. The K stored layers are
+entries of the L + 1 stack (``read_stored_layers``); the mix's weights for the
+others stay at ``UNUSED_LAYER`` (softmax 0), so the saved model, run on text,
+computes exactly what it was trained on.
 """
 
 from __future__ import annotations
@@ -32,9 +42,13 @@ from ptmcli.models.scalar_mix import ScalarMix
 from ptmcli.tasks import TASKS as TASK_TYPES  # noqa: E402
 
 LM_PREFIX = "lm."
+POOLS = ("mean", "cls", "last")
+# A scalar-mix weight whose softmax is exactly 0 in float32 and float64: layers a model never read.
+UNUSED_LAYER = -1e4
 
 
-def _feature_size(arch: str, lm: nn.Module) -> int:
+def feature_size(arch: str, lm: nn.Module) -> int:
+    """Width of every layer the scalar mix reads."""
     if arch == "elmo":
         return 2 * lm.config.projection_dim
     return lm.config.hidden_size
@@ -45,8 +59,14 @@ def _dropout_p(arch: str, lm: nn.Module) -> float:
 
 
 class TaskModel(nn.Module):
-    def __init__(self, arch: str, lm: nn.Module, task_type: str, num_labels: int, mode: str = "finetune") -> None:
+    def __init__(self, arch: str, lm: nn.Module, task_type: str, num_labels: int, mode: str = "finetune",
+                 pool: str = "mean", normed_top: bool = False) -> None:
+        """``pool``: where a sentence task reads the mixed layers (mean over the real tokens, position 0,
+        or the last real token); ``normed_top``: GPT's top layer after its final LayerNorm, as
+        ``ptm extract-features`` defines the stack (the default keeps the block's own output)."""
         super().__init__()
+        if pool not in POOLS:
+            raise PtmError(f"pooling {pool!r}: choose one of {', '.join(POOLS)}")
         if task_type not in TASK_TYPES:
             raise PtmError(f"--task {task_type!r}: choose one of {', '.join(TASK_TYPES)}")
         if mode not in MODES:
@@ -55,9 +75,11 @@ class TaskModel(nn.Module):
             raise PtmError(f"finetuning is not available for arch {arch!r} (bert, gpt, elmo)")
         self.arch, self.task_type, self.mode = arch, task_type, mode
         self.lm = lm
+        self.pool, self.normed_top = pool, normed_top
+        self.stored_layers: tuple[int, ...] | None = None
         self._mask_id: int | None = None
         self._last_hidden: torch.Tensor | None = None
-        size = _feature_size(arch, lm)
+        size = feature_size(arch, lm)
         self.uses_mix = mode == "features" or arch == "elmo"
         if self.uses_mix:
             self.scalar_mix = ScalarMix(self._num_layer_outputs())
@@ -80,7 +102,7 @@ class TaskModel(nn.Module):
 
     # -- the pretrained model's outputs ----------------------------------------------------------
 
-    def _layers(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def encoder_layers(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(top output, every layer's output) of the pretrained model."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if self.arch == "bert":
@@ -88,7 +110,7 @@ class TaskModel(nn.Module):
             return last, list(states)
         if self.arch == "gpt":
             last, states = self.lm.gpt(ids, output_hidden_states=True)
-            return last, list(states)
+            return last, [*states[:-1], last] if self.normed_top else list(states)
         states = self.lm.representations(ids, mask)
         return states[-1], states
 
@@ -97,7 +119,7 @@ class TaskModel(nn.Module):
         frozen = self.mode == "features"
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             if self.uses_mix:
-                last, states = self._layers(batch)
+                last, states = self.encoder_layers(batch)
             elif self.arch == "bert":
                 last = self.lm.bert(batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"])
             else:
@@ -111,14 +133,38 @@ class TaskModel(nn.Module):
         if self.task_type == "token-classification":
             return tokens, None
         if self.uses_mix:
-            weights = mask.to(tokens.dtype).unsqueeze(-1)
-            pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            pooled = self.pool_tokens(tokens, mask)
         elif self.arch == "bert":
             pooled = self.lm.bert.pool(tokens)
         else:  # GPT reads the state of the last real token (the GPT paper's "extract" position)
             last_index = mask.sum(1).long().clamp(min=1) - 1
             pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), last_index]
         return tokens, pooled
+
+    def pool_tokens(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` from ``[B, T, D]`` (also ``[B, T, K, D]``) as ``pool`` says, over the real tokens of ``mask``."""
+        if self.pool == "cls":
+            return tokens[:, 0]
+        if self.pool == "last":
+            last_index = mask.sum(1).long().clamp(min=1) - 1
+            return tokens[torch.arange(tokens.shape[0], device=tokens.device), last_index]
+        weights = mask.to(tokens.dtype).reshape(*mask.shape, *[1] * (tokens.dim() - 2))
+        return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    # -- stored features instead of the encoder ----------------------------------------------------
+
+    def read_stored_layers(self, stack_layers: tuple[int, ...] | None) -> None:
+        """Train on stored layers: entries ``stack_layers`` of the L + 1 stack, or None for one vector the
+        mix already combined (set the mix to that combination and freeze it first)."""
+        self.stored_layers = None if stack_layers is None else tuple(int(i) for i in stack_layers)
+
+    def _mix_stored(self, features: torch.Tensor) -> torch.Tensor:
+        """``[..., K, D]`` stored layers -> ``[..., D]``: the scalar mix restricted to the layers stored."""
+        if self.stored_layers is None:
+            return features[..., 0, :]
+        probs = self.scalar_mix.weights.softmax(0)[list(self.stored_layers)]
+        mixed = torch.einsum("...kd,k->...d", features, probs.to(features.dtype))
+        return self.scalar_mix.gamma.to(mixed.dtype) * mixed
 
     # -- the task ----------------------------------------------------------------------------------
 
@@ -129,11 +175,14 @@ class TaskModel(nn.Module):
         Token classification: logits ``[B, T, labels]``; labels -100 are ignored.
         """
         choices = None
-        if self.task_type == "multiple-choice":
-            choices = batch["input_ids"].shape[1]
-            batch = {k: v.flatten(0, 1) if k != "labels" and v.dim() >= 2 else v for k, v in batch.items()}
-        tokens, pooled = self._top(batch)
-        features = tokens if pooled is None else pooled
+        if "features" in batch:
+            features = self._mix_stored(batch["features"])
+        else:
+            if self.task_type == "multiple-choice":
+                choices = batch["input_ids"].shape[1]
+                batch = {k: v.flatten(0, 1) if k != "labels" and v.dim() >= 2 else v for k, v in batch.items()}
+            tokens, pooled = self._top(batch)
+            features = tokens if pooled is None else pooled
         logits = self.classifier(self.dropout(features))
         if choices is not None:
             logits = logits.view(-1, choices)
@@ -241,7 +290,8 @@ def load_task_model(path, device: torch.device | str = "cpu"):
     arch = get_architecture(config["arch"])
     model_config = arch.config_class.from_dict(config["model"])
     lm = arch.model_class(model_config)
-    model = TaskModel(config["arch"], lm, task["type"], output_size(task["type"], task.get("labels") or []), task.get("mode", "finetune"))
+    model = TaskModel(config["arch"], lm, task["type"], output_size(task["type"], task.get("labels") or []), task.get("mode", "finetune"),
+                      pool=task.get("pool", "mean"), normed_top=bool(task.get("normed_top_layer", False)))
     try:
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as err:
