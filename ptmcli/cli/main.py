@@ -47,6 +47,23 @@ def root(
     """Pretrain, finetune and use language models: word vectors, ELMo, GPT, BERT and kin."""
 
 
+# Commands that use every torchrun process (training, and encoding a share of the input
+# each); the others run once, on rank 0.
+DISTRIBUTED_COMMANDS = ("pretrain", "tokenize encode")
+
+
+def _runs_on_rank_zero_only(args: list[str]) -> bool:
+    """Under torchrun, ranks other than 0 leave a single-process command to rank 0 (one writer, one output)."""
+    try:
+        rank = int(os.environ.get("RANK", "0") or 0)
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        return False
+    words = [a for a in args if not a.startswith("-")][:2]
+    distributed = bool(words) and (words[0] in DISTRIBUTED_COMMANDS or " ".join(words) in DISTRIBUTED_COMMANDS)
+    return world > 1 and rank != 0 and not distributed
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and exit 2 for user errors, unless --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -54,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     if debug:
         os.environ["PTM_DEBUG"] = "1"
+    if _runs_on_rank_zero_only(args):
+        return
     from typer._click import exceptions as click_errors
 
     from ptmcli.errors import PtmError
