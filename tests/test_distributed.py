@@ -157,3 +157,20 @@ def test_shares_cover_the_global_batch_once():
     assert part["input_ids"].tolist() == [[6, 7], [8, 9], [10, 11]]
     assert part["labels"] == [3, 4, 5]
     assert part["scalar"] is batch["scalar"]
+
+
+def test_finetune_two_processes_equal_one_with_gradual_unfreezing(one_process_runs, tmp_path):
+    words = "good bad fine awful great poor nice dull".split()
+    rows = [f"{words[i % 8]} {words[(i * 3) % 8]} film\t{int(i % 8 in (0, 2, 4, 6))}" for i in range(48)]
+    train = tmp_path / "train.tsv"
+    train.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    common = ["finetune", "--checkpoint", one_process_runs["bert"], "--task", "classification", "--train", train, "--dev", train,
+              "--epochs", "2", "--lr", "1e-3", "--threads", "1", "--no-progress", "--log-every", "2", "--max-len", "16", "--gradual-unfreeze"]
+    single, double = tmp_path / "one", tmp_path / "two"
+    done = run_ptm(*common, "--batch-size", "8", "-o", single)
+    assert done.returncode == 0, done.stderr
+    done = run_ptm(*common, "--batch-size", "4", "-o", double, procs=2)
+    assert done.returncode == 0, done.stderr
+    assert "global batch 8 = 4 per device x 2 processes" in done.stderr
+    assert _max_diff(_final(double), _final(single)) < 1e-5
+    assert json.loads((double / "results.json").read_text())["best_step"] == json.loads((single / "results.json").read_text())["best_step"]

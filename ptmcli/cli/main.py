@@ -49,7 +49,7 @@ def root(
 
 # Commands that use every torchrun process (training, and encoding a share of the input
 # each); the others run once, on rank 0.
-DISTRIBUTED_COMMANDS = ("pretrain", "tokenize encode")
+DISTRIBUTED_COMMANDS = ("pretrain", "finetune", "tokenize encode")
 
 
 def _runs_on_rank_zero_only(args: list[str]) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.config import FinetuneConfig
+from ptmcli.training.distributed_resume import resume_batch_size
 from ptmcli.training.run_dir import check_run_dir, create_run_dir
 
 RESUMABLE_OVERRIDES = {"max_steps", "epochs", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "out", "resume", "patience"}
@@ -63,6 +64,7 @@ def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
         raise PtmError(f"{_flag(conflicts[0])} conflicts with the run being resumed; only "
                        f"{', '.join(_flag(n) for n in sorted(RESUMABLE_OVERRIDES - {'resume', 'out'}))} may change on --resume")
     updates = {n: getattr(cfg, n) for n in explicit & RESUMABLE_OVERRIDES}
+    updates.update(resume_batch_size(saved.batch_size, int(state.get("world_size", 1)), ckpt))
     updates["out"] = cfg.out or (str(ckpt.parent.parent) if ckpt.parent.name == "checkpoints" else None)
     if updates["out"] is None:
         raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
@@ -101,20 +103,23 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli.tasks.labels import output_size
     from ptmcli.tasks.readers import read_labeled
     from ptmcli.training import checkpoint as ckpt_io
+    from ptmcli.training import distributed
     from ptmcli.training.device import (
         check_precision,
         measure_matmul_peak,
         peak_flops,
         resolve_device,
     )
-    from ptmcli.training.loop import LoopSettings, train
+    from ptmcli.training.loop import LoopSettings, separate_rank_rng, train
 
     if cfg.threads is not None:
         if cfg.threads <= 0:
             raise PtmError(f"--threads {cfg.threads}: must be positive")
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    dist_info = distributed.from_environment(cfg.device)
+    device = distributed.device_for(dist_info, resolve_device(cfg.device))
     check_precision(cfg.precision, device)
+    main = dist_info.is_main
     source = load_checkpoint(cfg.checkpoint)
     if source.config.get("task"):
         raise PtmError(f"--checkpoint {cfg.checkpoint}: already finetuned for {source.config['task'].get('type')}; start from a pretrained checkpoint")
@@ -130,6 +135,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     run_dir = check_run_dir(cfg.out, cfg.overwrite, resuming=ckpt_to_resume is not None)
 
     text_columns, label_column = _columns(cfg.text_columns), cfg.label_column
+    if not main:
+        distributed.barrier(dist_info)  # rank 0 encodes the labeled data into the cache first; the rest read it
     train_rows = prepare_labeled(cfg.train, tokenizer, cfg.task, arch, cfg.max_len, text_columns=text_columns, label_column=label_column)
     if len(train_rows) == 0:
         raise PtmError(f"--train {cfg.train}: no examples")
@@ -140,6 +147,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
                                    text_columns=text_columns, label_column=label_column)
         if cfg.task == "token-classification":
             dev_examples = read_labeled(cfg.dev, cfg.task).examples
+    if main:
+        distributed.barrier(dist_info)
     metric = cfg.metric or DEFAULT_METRIC[cfg.task]
 
     torch.manual_seed(cfg.seed)
@@ -155,6 +164,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         raise PtmError("--aux-lm-weight with BERT needs a tokenizer with a [MASK] token")
     model.to(device)
     model.train()
+    separate_rank_rng(dist_info, cfg.seed)
 
     num_layers = source.model_config.num_layers
     train_data, dev_data = train_rows, None
@@ -182,7 +192,9 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     batch_of = lambda rows: collate(rows, pad_id, max_length=positions)  # noqa: E731
     if stored is not None:
         batch_of = sf.collate_stored
-    per_epoch = steps_per_epoch(len(train_rows), cfg.batch_size, cfg.grad_accum)
+    # Under torchrun each rank takes its share of every global batch (per-device batch x processes).
+    global_batch = cfg.batch_size * dist_info.world_size
+    per_epoch = steps_per_epoch(len(train_rows), global_batch, cfg.grad_accum)
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     task_config = {
         "type": cfg.task, "labels": list(labels), "mode": cfg.mode, "input_style": arch, "max_len": cfg.max_len,
@@ -209,14 +221,17 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     best_dir = run_dir / "best"
 
     def save_best(step: int, results: dict) -> None:
+        if not main:
+            return
         ckpt_io.save_checkpoint(best_dir, config=dict(checkpoint_config, best={"step": step, **results}),
                                 weights=model.checkpoint_state(), tokenizer_dir=source.path, metrics_file=run_dir / "metrics.jsonl")
 
     task = FinetuneTask(
-        model, train_data, batch_of, batch_size=cfg.batch_size, seed=cfg.seed, evaluate_dev=evaluate_dev if dev_rows is not None else None,
+        model, train_data, batch_of, batch_size=global_batch, seed=cfg.seed, evaluate_dev=evaluate_dev if dev_rows is not None else None,
         metric=metric, patience=cfg.patience, on_best=save_best, aux_lm_weight=cfg.aux_lm_weight, aux_lm_decay=cfg.aux_lm_decay,
         gradual_unfreeze=cfg.gradual_unfreeze, num_layers=num_layers,
     )
+    shared_task = distributed.GlobalBatchShare(task, dist_info) if dist_info.enabled else task
     resume_state = None
     if ckpt_to_resume is not None:
         model.load_checkpoint_state(load_file(str(ckpt_to_resume / ckpt_io.WEIGHTS)), str(ckpt_to_resume))
@@ -225,6 +240,9 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     peak = peak_flops(device, cfg.precision)
     if peak is None and device.type == "cpu" and stored is None:  # no encoder runs on stored features: no MFU to report
         peak = measure_matmul_peak(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+        peak = distributed.all_reduce_sum([peak], dist_info, device)[0]  # CPU ranks share the host
+    elif peak is not None:
+        peak *= dist_info.world_size
     settings = LoopSettings(
         max_steps=max_steps, lr=lr, warmup_steps=round(cfg.warmup_ratio * max_steps), schedule=cfg.schedule, grad_accum=cfg.grad_accum,
         clip_norm=cfg.clip_norm, precision=cfg.precision, log_every=cfg.log_every,
@@ -233,26 +251,42 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     )
 
     def save(step: int, optimizer_tensors: dict, trainer_state: dict) -> None:
-        trainer_state = dict(trainer_state, run_config=cfg.to_dict())
+        if not main:  # one writer; every rank holds the same state
+            return
+        trainer_state = dict(trainer_state, run_config=cfg.to_dict(), world_size=dist_info.world_size)
         target = run_dir / "checkpoints" / ckpt_io.step_dir_name(step)
         ckpt_io.save_checkpoint(target, config=checkpoint_config, weights=model.checkpoint_state(), tokenizer_dir=source.path,
                                 metrics_file=run_dir / "metrics.jsonl", optimizer_tensors=optimizer_tensors, trainer_state=trainer_state)
         ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
 
-    create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
-    (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "task": task_config, "source": str(source.path)}, indent=2) + "\n")
+    if main:
+        create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
+        (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "task": task_config, "source": str(source.path)}, indent=2) + "\n")
+    distributed.barrier(dist_info)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(
-        f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
-        f"({len(labels) or 'a score'}{' labels' if labels else ''}), mode {cfg.mode}"
-        f"{f' on stored features ({cfg.train_features})' if stored is not None else ''}, {len(train_rows):,} train"
-        f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} examples, {max_steps:,} steps "
-        f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "
-        f"{trainable / 1e6:.2f}M trainable parameters, {device.type} {cfg.precision} -> {run_dir}",
-        file=sys.stderr,
-    )
+    batch_text = (f"global batch {global_batch * cfg.grad_accum} = {cfg.batch_size} per device x {dist_info.world_size} processes x {cfg.grad_accum} accumulation, "
+                  if dist_info.enabled else "")
+    if main:
+        print(
+            f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
+            f"({len(labels) or 'a score'}{' labels' if labels else ''}), mode {cfg.mode}"
+            f"{f' on stored features ({cfg.train_features})' if stored is not None else ''}, {len(train_rows):,} train"
+            f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} examples, {max_steps:,} steps "
+            f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "
+            f"{trainable / 1e6:.2f}M trainable parameters, {batch_text}{device.type} {cfg.precision} -> {run_dir}",
+            file=sys.stderr,
+        )
     started = time.time()
-    state = train(model, optimizer, task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state)
+    try:
+        # Not wrapped in DDP: gradual unfreezing changes the trainable set and the auxiliary LM runs
+        # outside forward(), so the loop averages gradients itself.
+        state = train(model, optimizer, shared_task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state,
+                      dist_info=dist_info, average_gradients=dist_info.enabled)
+        distributed.barrier(dist_info)
+    finally:
+        distributed.shutdown(dist_info)
+    if not main:
+        return {"step": state.step}
     results = {"step": state.step, "stop_reason": state.last_metrics.get("stop_reason"), "metric": metric,
                "best": None, "best_step": task.best_step, "train_seconds": round(time.time() - started, 1)}
     if task.best is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.pretraining.config import DEFAULT_PRESETS, MODEL_FIELDS, OBJECTIVES, PretrainConfig
+from ptmcli.training.distributed_resume import resume_batch_size
 from ptmcli.training.run_dir import check_run_dir, create_run_dir
 
 # Settings a resumed run may change; everything else must match the run being resumed.
@@ -63,30 +64,12 @@ def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainCon
             f"only {', '.join('--' + n.replace('_', '-') for n in sorted(RESUMABLE_OVERRIDES - {'resume', 'out'}))} may change on --resume"
         )
     updates = {name: getattr(cfg, name) for name in explicit & RESUMABLE_OVERRIDES}
-    updates.update(_same_global_batch(saved, int(state.get("world_size", 1)), ckpt))
+    updates.update(resume_batch_size(saved.batch_size, int(state.get("world_size", 1)), ckpt))
     out = cfg.out or (str(ckpt.parent.parent) if ckpt.parent.name == "checkpoints" else None)
     if out is None:
         raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
     updates["out"] = out
     return replace(saved, **updates), ckpt
-
-
-def _same_global_batch(saved: PretrainConfig, saved_world: int, ckpt: Path) -> dict:
-    """Resuming at another world size keeps the global batch: the per-device batch is rescaled."""
-    import os
-
-    world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
-    if world == saved_world:
-        return {}
-    global_batch = saved.batch_size * saved_world
-    if global_batch % world:
-        raise PtmError(
-            f"--resume {ckpt}: its global batch of {global_batch} (batch {saved.batch_size} x {saved_world} processes) "
-            f"cannot be split over {world} processes; resume with a world size that divides it"
-        )
-    if int(os.environ.get("RANK", "0") or 0) == 0:
-        print(f"ptm: resuming a {saved_world}-process run on {world}: batch {global_batch // world} per device keeps the global batch of {global_batch}", file=sys.stderr)
-    return {"batch_size": global_batch // world}
 
 
 def _resolve_data(cfg: PretrainConfig) -> tuple[str, str]:

@@ -93,7 +93,8 @@ class FinetuneTask:
         weight = self.aux_weight_now()
         if weight > 0:
             aux_sum, aux_count = model.aux_lm_loss(batch, self.mask_generator)
-            loss = loss + weight * aux_sum / (max(1, int(aux_count)) * norms["micro_batches"])
+            # A per-rank mean: under torchrun the ranks' gradients add up, so each takes 1/ranks of it.
+            loss = loss + weight * aux_sum / (max(1, int(aux_count)) * norms["micro_batches"] * norms.get("ranks", 1.0))
             stats.update(aux_loss_sum=float(aux_sum.detach()), aux_count=float(aux_count))
         return loss, stats
 

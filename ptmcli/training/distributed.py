@@ -137,6 +137,51 @@ def gathered_state_dict(model: torch.nn.Module, tied: dict[str, str]) -> dict[st
     return state
 
 
+def average_gradients(model: torch.nn.Module, dist_info: Distributed, bucket_bytes: int = 64 << 20) -> None:
+    """Average every trainable parameter's gradient across ranks, in a few flat buckets.
+
+    The alternative to a DDP wrapper for models whose trainable set changes
+    during training (gradual unfreezing) or that run extra paths outside
+    ``forward`` (an auxiliary LM loss). A parameter without a gradient on this
+    rank contributes zeros, so every rank reduces the same buffers.
+    """
+    if not dist_info.enabled:
+        return
+    import torch.distributed as dist
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    # Parameters no rank used this step keep no gradient, as in one process (AdamW then skips them).
+    if not params:
+        return
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+    dist.all_reduce(used)
+    params = [p for p, count in zip(params, used.tolist()) if count > 0]
+    for bucket in _buckets(params, bucket_bytes):
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in bucket])
+        dist.all_reduce(flat)
+        flat /= dist_info.world_size
+        offset = 0
+        for p in bucket:
+            part = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+            if p.grad is None:
+                p.grad = part.clone()
+            else:
+                p.grad.copy_(part)
+            offset += p.numel()
+
+
+def _buckets(params: list, bucket_bytes: int):
+    bucket, size = [], 0
+    for param in params:
+        bucket.append(param)
+        size += param.numel() * 4
+        if size >= bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+    if bucket:
+        yield bucket
+
+
 def shutdown(dist_info: Distributed) -> None:
     if dist_info.enabled:
         import torch.distributed as dist
@@ -213,7 +258,8 @@ class GlobalBatchShare:
 
     def next_micro_batches(self, count: int):
         batches = self.task.next_micro_batches(count)
-        self._norms = self.task.normalizers(batches)
+        # "ranks": for a loss a task can only average over this rank's rows (the auxiliary LM's).
+        self._norms = dict(self.task.normalizers(batches), ranks=float(self.dist.world_size))
         shares = []
         for batch in batches:
             total = batch_rows(batch)

@@ -214,6 +214,7 @@ def train(
     save: Callable[[int, dict, dict], None],
     resume: tuple[dict, dict] | None = None,
     dist_info: Distributed = SINGLE,
+    average_gradients: bool = False,
 ) -> LoopState:
     """Train until ``max_steps`` (or the time budget, or a signal); returns the final state.
 
@@ -222,7 +223,9 @@ def train(
     ``(optimizer_tensors, trainer_state)`` read from one. Under torchrun,
     ``model`` is the DDP-wrapped model and ``task`` hands out this rank's share
     (``GlobalBatchShare``); the ranks agree on every decision (stop, skip, log)
-    through one small all-reduce per step.
+    through one small all-reduce per step. ``average_gradients``: the model is
+    not wrapped, and the loop averages gradients itself after the backward
+    passes (see ``distributed.average_gradients``).
     """
     state = LoopState()
     if resume is not None:
@@ -302,6 +305,10 @@ def train(
                 for key, value in stats.items():
                     step_sums[key] = step_sums.get(key, 0.0) + float(value)
             if dist_info.enabled:
+                if average_gradients:
+                    from ptmcli.training.distributed import average_gradients as average
+
+                    average(model, dist_info)
                 loss_total, tokens_total = all_reduce_sum([loss_total, float(step_tokens)], dist_info, device)
                 step_tokens = int(tokens_total)
 
