@@ -110,7 +110,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         peak_flops,
         resolve_device,
     )
-    from ptmcli.training.loop import LoopSettings, separate_rank_rng, train
+    from ptmcli.training.loop import LoopSettings, exit_after_signal, separate_rank_rng, train
 
     if cfg.threads is not None:
         if cfg.threads <= 0:
@@ -261,6 +261,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
 
     if main:
         create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
+        if ckpt_to_resume is not None:  # leftovers of a run killed while saving or pruning
+            ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
         (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "task": task_config, "source": str(source.path)}, indent=2) + "\n")
     distributed.barrier(dist_info)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -287,6 +289,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         distributed.shutdown(dist_info)
     if not main:
         return {"step": state.step}
+    exit_after_signal(state)
     results = {"step": state.step, "stop_reason": state.last_metrics.get("stop_reason"), "metric": metric,
                "best": None, "best_step": task.best_step, "train_seconds": round(time.time() - started, 1)}
     if task.best is not None:

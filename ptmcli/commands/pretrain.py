@@ -214,7 +214,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         peak_flops,
         resolve_device,
     )
-    from ptmcli.training.loop import LoopSettings, train
+    from ptmcli.training.loop import LoopSettings, exit_after_signal, train
     from ptmcli.training.optim import build_adamw
 
     _threads(cfg)
@@ -301,6 +301,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     }
     if dist_info.is_main:
         create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
+        if ckpt_to_resume is not None:  # leftovers of a run killed while saving or pruning
+            ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
         (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "model": model_dict, "data": str(data_dir), "tokenizer": str(tokenizer_dir)}, indent=2) + "\n")
     distributed.barrier(dist_info)
 
@@ -357,6 +359,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         return dict(state.last_metrics, step=state.step)
     final = state.last_metrics
     latest = ckpt_io.resolve_checkpoint(run_dir)
+    exit_after_signal(state)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k in ("loss", "mlm_loss", "mlm_acc", "nsp_acc", "lm_ppl", "fwd_ppl", "bwd_ppl", "tokens_per_s"))
     print(f"ptm: done: step {state.step}, {summary} in {time.time() - started:.0f}s; checkpoint {latest}", file=sys.stderr)
     if cfg.data is None:

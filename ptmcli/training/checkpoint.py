@@ -10,13 +10,20 @@ state. Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ptmcli import __version__
 from ptmcli.errors import PtmError
-from ptmcli.textio.atomic import atomic_directory
+from ptmcli.textio.atomic import (
+    OutputWriteError,
+    atomic_directory,
+    discard_directory,
+    remove_leftovers,
+)
 
 FORMAT = "ptm-checkpoint"
 VERSION = 1
@@ -54,31 +61,61 @@ def save_checkpoint(
     optimizer_tensors: dict | None = None,
     trainer_state: dict | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically and return its path."""
+    """Write a checkpoint directory atomically and return its path.
+
+    A save that cannot be written (disk full, read-only filesystem) raises one
+    ``PtmError`` line naming the checkpoint that is still intact; nothing of the
+    failed save stays on disk.
+    """
+    target = Path(target)
+    try:
+        with atomic_directory(target, overwrite=True) as tmp:
+            full_config = {"format": FORMAT, "version": VERSION, **config, "ptm_version": __version__}
+            write_json(tmp / CONFIG, full_config)
+            _save_tensors(weights, tmp / WEIGHTS, metadata={"format": "pt"})
+            if tokenizer_dir is not None:
+                copied = 0
+                for name in TOKENIZER_FILES:
+                    src = Path(tokenizer_dir) / name
+                    if src.exists():
+                        shutil.copyfile(src, tmp / name)
+                        copied += 1
+                if copied == 0:
+                    raise PtmError(f"{tokenizer_dir}: no tokenizer files to copy into the checkpoint")
+            if metrics_file is not None and Path(metrics_file).exists():
+                shutil.copyfile(metrics_file, tmp / "metrics.jsonl")
+            if optimizer_tensors is not None or trainer_state is not None:
+                (tmp / TRAINER).mkdir()
+                if optimizer_tensors is not None:
+                    _save_tensors(optimizer_tensors, tmp / TRAINER / OPTIMIZER)
+                write_json(tmp / TRAINER / STATE, trainer_state or {})
+    except OutputWriteError as err:
+        raise PtmError(f"could not write checkpoint {target}: {err.reason}; {_what_is_intact(target)}") from err
+    return target
+
+
+def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    target = Path(target)
-    with atomic_directory(target, overwrite=True) as tmp:
-        full_config = {"format": FORMAT, "version": VERSION, **config, "ptm_version": __version__}
-        write_json(tmp / CONFIG, full_config)
-        save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        if tokenizer_dir is not None:
-            copied = 0
-            for name in TOKENIZER_FILES:
-                src = Path(tokenizer_dir) / name
-                if src.exists():
-                    shutil.copyfile(src, tmp / name)
-                    copied += 1
-            if copied == 0:
-                raise PtmError(f"{tokenizer_dir}: no tokenizer files to copy into the checkpoint")
-        if metrics_file is not None and Path(metrics_file).exists():
-            shutil.copyfile(metrics_file, tmp / "metrics.jsonl")
-        if optimizer_tensors is not None or trainer_state is not None:
-            (tmp / TRAINER).mkdir()
-            if optimizer_tensors is not None:
-                save_file(optimizer_tensors, str(tmp / TRAINER / OPTIMIZER))
-            write_json(tmp / TRAINER / STATE, trainer_state or {})
-    return target
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        # safetensors reports a failed write as its own error, with the OS error number in the text.
+        found = re.search(r"os error (\d+)", str(err))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from err
+
+
+def _what_is_intact(target: Path) -> str:
+    if (target / CONFIG).exists():
+        return f"the existing {target} is unchanged"
+    earlier = [p for p in _complete_checkpoints(target.parent) if p.name < target.name] if target.name.startswith("step-") else []
+    if earlier:
+        return f"the previous checkpoint {earlier[-1]} is intact"
+    return "no earlier checkpoint exists"
 
 
 def read_config(path: str | Path) -> dict:
@@ -159,7 +196,11 @@ def step_dir_name(step: int) -> str:
 
 def list_step_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete step checkpoints of a run, oldest first (temporary and stale dirs ignored)."""
-    root = Path(run_dir) / "checkpoints"
+    return _complete_checkpoints(Path(run_dir) / "checkpoints")
+
+
+def _complete_checkpoints(root: Path) -> list[Path]:
+    # Interrupted writes only ever leave hidden names (.step-*.tmp-*), which never start with "step-".
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / CONFIG).exists()]
@@ -180,11 +221,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
+    """After a save: drop step checkpoints beyond the newest ``keep_last`` (0 keeps all) and
+    whatever interrupted saves of earlier processes left behind.
+
+    Each old checkpoint is hidden by one rename before it is deleted, so a process
+    killed mid-prune never leaves a half-deleted ``step-*`` directory.
+    """
+    remove_leftovers(Path(run_dir) / "checkpoints", prefix="step-")
     if keep_last <= 0:
         return
-    steps = list_step_checkpoints(run_dir)
-    for old in steps[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in list_step_checkpoints(run_dir)[:-keep_last]:
+        discard_directory(old)
 
 
 def load_partial_weights(

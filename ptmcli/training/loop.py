@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -157,14 +158,29 @@ class MetricsLog:
         self.path = path
         if resume_step is not None and path.exists():
             # Drop history written after the checkpoint we resume from, so the file tells one story.
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            # A line cut short by a kill or a full disk is dropped too. Rewritten beside and renamed,
+            # so a kill here cannot lose the history.
+            kept = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if _step_of(line) is not None and _step_of(line) <= resume_step]
+            staging = path.with_name(path.name + ".tmp")
+            staging.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(staging, path)
         elif resume_step is None and path.exists():
             path.unlink()
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise PtmError(f"cannot append to {self.path}: {err.strerror}; the last checkpoint in {self.path.parent / 'checkpoints'} is intact") from None
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return int(record.get("step", 0)) if isinstance(record, dict) else None
 
 
 class _Progress:
@@ -395,6 +411,14 @@ def train(
         print(f"ptm: stopped at step {state.step} ({stop_reason}); resume with --resume {run_dir}", file=sys.stderr)
     state.last_metrics = dict(state.last_metrics, stop_reason=stop_reason)
     return state
+
+
+def exit_after_signal(state: LoopState) -> None:
+    """A run a signal stopped exits 128 + the signal's number (143 for SIGTERM, 130 for SIGINT), as shells
+    and schedulers expect of a terminated job; its checkpoint is already saved."""
+    reason = state.last_metrics.get("stop_reason")
+    if reason in signal.Signals.__members__:
+        sys.exit(128 + signal.Signals[reason].value)
 
 
 def _evaluate(model, task: TrainTask, settings: LoopSettings, device, state: LoopState, metrics: MetricsLog | None, progress: _Progress) -> bool:
