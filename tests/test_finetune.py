@@ -182,3 +182,29 @@ def test_ulmfit_methods_together_still_learn(pretrained, sentiment, tmp_path, ca
                     "--discriminative-lr", "2.6", "--schedule", "stlr", *FT)
     assert code == 0, err
     assert json.loads((run / "results.json").read_text())["best"]["accuracy"] >= 0.85
+
+
+def test_saves_survive_the_source_checkpoint_disappearing(pretrained, sentiment, tmp_path, capsys, monkeypatch):
+    # A run directory given as --checkpoint may prune the step it resolved to while finetuning runs.
+    import shutil
+
+    from ptmcli.finetuning.task import FinetuneTask
+
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "source"
+    shutil.copytree(pretrained / "bert", source)
+    real_next, calls = FinetuneTask.next_micro_batches, [0]
+
+    def next_then_prune(self, count):
+        calls[0] += 1
+        if calls[0] == 2:
+            shutil.rmtree(source)
+        return real_next(self, count)
+
+    monkeypatch.setattr(FinetuneTask, "next_micro_batches", next_then_prune)
+    code, err = ptm(capsys, "finetune", "--checkpoint", source, "--task", "classification", "--train", sentiment / "train.tsv",
+                    "--dev", sentiment / "dev.tsv", "--max-steps", "4", "--eval-every", "2", "--save-every", "2", *FT, "-o", tmp_path / "run")
+    assert code == 0, err
+    assert not source.exists()
+    for saved in [tmp_path / "run" / "best", *list_step_checkpoints(tmp_path / "run")]:
+        assert (saved / "vocab.txt").exists() or (saved / "tokenizer.json").exists(), saved

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.config import FinetuneConfig
@@ -69,6 +70,21 @@ def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
     if updates["out"] is None:
         raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
     return replace(saved, **updates), ckpt
+
+
+def _keep_tokenizer(source: Path, target: Path) -> None:
+    """The source checkpoint's tokenizer files, copied once into the run directory."""
+    import shutil
+
+    from ptmcli.textio.atomic import atomic_directory
+    from ptmcli.training.checkpoint import TOKENIZER_FILES
+
+    if target.is_dir() and any((target / name).exists() for name in TOKENIZER_FILES):
+        return
+    with atomic_directory(target, overwrite=True) as staging:
+        for name in TOKENIZER_FILES:
+            if (source / name).exists():
+                shutil.copyfile(source / name, staging / name)
 
 
 def _columns(value: str | None) -> list[str] | None:
@@ -219,12 +235,15 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         return scalar_metrics(result)
 
     best_dir = run_dir / "best"
+    # Saves copy the tokenizer from the run's own copy: the source checkpoint may be pruned or
+    # moved while the run trains (a run directory given as --checkpoint keeps saving).
+    tokenizer_copy = run_dir / "tokenizer"
 
     def save_best(step: int, results: dict) -> None:
         if not main:
             return
         ckpt_io.save_checkpoint(best_dir, config=dict(checkpoint_config, best={"step": step, **results}),
-                                weights=model.checkpoint_state(), tokenizer_dir=source.path, metrics_file=run_dir / "metrics.jsonl")
+                                weights=model.checkpoint_state(), tokenizer_dir=tokenizer_copy, metrics_file=run_dir / "metrics.jsonl")
 
     task = FinetuneTask(
         model, train_data, batch_of, batch_size=global_batch, seed=cfg.seed, evaluate_dev=evaluate_dev if dev_rows is not None else None,
@@ -255,7 +274,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
             return
         trainer_state = dict(trainer_state, run_config=cfg.to_dict(), world_size=dist_info.world_size)
         target = run_dir / "checkpoints" / ckpt_io.step_dir_name(step)
-        ckpt_io.save_checkpoint(target, config=checkpoint_config, weights=model.checkpoint_state(), tokenizer_dir=source.path,
+        ckpt_io.save_checkpoint(target, config=checkpoint_config, weights=model.checkpoint_state(), tokenizer_dir=tokenizer_copy,
                                 metrics_file=run_dir / "metrics.jsonl", optimizer_tensors=optimizer_tensors, trainer_state=trainer_state)
         ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
 
@@ -263,6 +282,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
         if ckpt_to_resume is not None:  # leftovers of a run killed while saving or pruning
             ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
+        _keep_tokenizer(source.path, tokenizer_copy)
         (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "task": task_config, "source": str(source.path)}, indent=2) + "\n")
     distributed.barrier(dist_info)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
