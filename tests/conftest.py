@@ -23,3 +23,29 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not available: {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+def sample_corpus(root: Path, articles: int, vocab_size: int, tokenizer_lines: int) -> tuple[Path, Path]:
+    """Shards and a WordPiece tokenizer for the first ``articles`` of ptm's bundled Wikipedia sample.
+
+    The tokenizer learns from the first ``tokenizer_lines`` texts. Returns ``(shards, tokenizer)``.
+    """
+    from itertools import islice
+
+    from ptmcli.data.encode import encode_to_shards
+    from ptmcli.pretraining.sample import SAMPLE
+    from ptmcli.textio.inputs import iter_texts
+    from ptmcli.tokenization.train import train_tokenizer
+
+    lines, docs = [], 0
+    with open(SAMPLE, encoding="utf-8") as handle:
+        for line in handle:
+            lines.append(line)
+            docs += line.startswith("</doc>")
+            if docs == articles:
+                break
+    (root / "wiki.txt").write_text("".join(lines), encoding="utf-8")
+    tok = root / "tok"
+    train_tokenizer(islice(iter_texts([str(root / "wiki.txt")]), tokenizer_lines), "wordpiece", vocab_size).save(tok)
+    encode_to_shards([str(root / "wiki.txt")], str(tok), str(root / "shards"), workers=1, progress=False)
+    return root / "shards", tok

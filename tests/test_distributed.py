@@ -6,17 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from itertools import islice
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import sample_corpus
 from safetensors.torch import load_file
 
-from ptmcli.data.encode import encode_to_shards
-from ptmcli.pretraining.sample import SAMPLE
-from ptmcli.textio.inputs import iter_texts
-from ptmcli.tokenization.train import train_tokenizer
 from ptmcli.training.checkpoint import list_step_checkpoints
 from ptmcli.training.distributed import Distributed, share_of, slice_batch
 
@@ -30,19 +26,7 @@ TINY = ["--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64", 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("corpus")
-    lines, docs = [], 0
-    with open(SAMPLE, encoding="utf-8") as handle:
-        for line in handle:
-            lines.append(line)
-            docs += line.startswith("</doc>")
-            if docs == 8:
-                break
-    (root / "wiki.txt").write_text("".join(lines), encoding="utf-8")
-    tok = root / "tok"
-    train_tokenizer(islice(iter_texts([str(root / "wiki.txt")]), 2000), "wordpiece", 1000).save(tok)
-    encode_to_shards([str(root / "wiki.txt")], str(tok), str(root / "shards"), workers=1, progress=False)
-    return root / "shards", tok
+    return sample_corpus(tmp_path_factory.mktemp("corpus"), articles=8, vocab_size=1000, tokenizer_lines=2000)
 
 
 def _env() -> dict:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import sample_corpus
 
-from ptmcli.data.encode import encode_to_shards
 from ptmcli.data.shards import ShardDataset
 from ptmcli.errors import PtmError
 from ptmcli.models import elmo
@@ -24,10 +23,7 @@ from ptmcli.models.elmo import (
 )
 from ptmcli.pretraining.bert_task import ExampleStream
 from ptmcli.pretraining.elmo_task import ElmoPretrainTask, ElmoSpecials
-from ptmcli.pretraining.sample import SAMPLE
-from ptmcli.textio.inputs import iter_texts
 from ptmcli.tokenization.tokenizer import PtmTokenizer
-from ptmcli.tokenization.train import train_tokenizer
 from ptmcli.training import checkpoint as ck
 from ptmcli.training.loop import LoopSettings, train
 from ptmcli.training.optim import build_adamw
@@ -69,19 +65,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> tuple[Path, Path]:
     """A 1,000-word-piece tokenizer and shards for the first articles of the bundled sample."""
-    root = tmp_path_factory.mktemp("elmo_corpus")
-    lines, docs = [], 0
-    with open(SAMPLE, encoding="utf-8") as handle:
-        for line in handle:
-            lines.append(line)
-            docs += line.startswith("</doc>")
-            if docs == 8:
-                break
-    (root / "wiki.txt").write_text("".join(lines), encoding="utf-8")
-    tok = root / "tok"
-    train_tokenizer(islice(iter_texts([str(root / "wiki.txt")]), 2000), "wordpiece", 1000).save(tok)
-    encode_to_shards([str(root / "wiki.txt")], str(tok), str(root / "shards"), workers=1, progress=False)
-    return root / "shards", tok
+    return sample_corpus(tmp_path_factory.mktemp("elmo_corpus"), articles=8, vocab_size=1000, tokenizer_lines=2000)
 
 
 # -- the character table -------------------------------------------------------------------

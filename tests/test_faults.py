@@ -17,20 +17,16 @@ import signal
 import subprocess
 import sys
 import time
-from itertools import islice
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import sample_corpus
 from safetensors.torch import load_file
 
 from ptmcli.cli.main import main
-from ptmcli.data.encode import encode_to_shards
 from ptmcli.errors import PtmError
-from ptmcli.pretraining.sample import SAMPLE
 from ptmcli.textio.atomic import leftovers
-from ptmcli.textio.inputs import iter_texts
-from ptmcli.tokenization.train import train_tokenizer
 from ptmcli.training import checkpoint as ck
 
 MAX_STEPS = 30
@@ -83,19 +79,7 @@ main(args)
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> tuple[Path, Path]:
     """A 1,500-word-piece tokenizer and shards for the first articles of the bundled sample."""
-    root = tmp_path_factory.mktemp("corpus")
-    lines, docs = [], 0
-    with open(SAMPLE, encoding="utf-8") as handle:
-        for line in handle:
-            lines.append(line)
-            docs += line.startswith("</doc>")
-            if docs == 12:
-                break
-    (root / "wiki.txt").write_text("".join(lines), encoding="utf-8")
-    tok = root / "tok"
-    train_tokenizer(islice(iter_texts([str(root / "wiki.txt")]), 3000), "wordpiece", 1500).save(tok)
-    encode_to_shards([str(root / "wiki.txt")], str(tok), str(root / "shards"), workers=1, progress=False)
-    return root / "shards", tok
+    return sample_corpus(tmp_path_factory.mktemp("corpus"), articles=12, vocab_size=1500, tokenizer_lines=3000)
 
 
 @pytest.fixture(scope="module")
