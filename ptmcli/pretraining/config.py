@@ -41,7 +41,7 @@ class PretrainConfig:
     adam_beta2: float = option(0.999, "AdamW beta2 (RoBERTa used 0.98).")
     warmup_steps: int | None = option(None, "Linear warmup steps [default: 5% of --max-steps].")
     max_steps: int = option(1000, "Optimizer steps to train for.")
-    max_time: str | None = option(None, "Stop (with a checkpoint) after this much training time, e.g. 90m or 1.5h.")
+    max_time: str | None = option(None, "Stop (with a checkpoint) after this much training time, e.g. 90m or 1.5h, counted over the whole run: a resumed run adds to the time it has already trained.")
     schedule: str = option("linear", "Decay after warmup.", choices=("linear", "cosine", "constant"))
     clip_norm: float = option(1.0, "Clip the global gradient norm to this (0 disables).")
     mask_prob: float = option(0.15, "Fraction of tokens the MLM objective predicts.")
