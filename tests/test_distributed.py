@@ -75,14 +75,15 @@ def one_process_runs(corpus, tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("arch,objective", [("bert", "mlm+nsp"), ("gpt", "clm")])
-def test_two_processes_with_batch_b_equal_one_with_batch_2b(corpus, one_process_runs, tmp_path, arch, objective):
+# GPT also accumulates: 2 micro-batches of 2 per process (gradients exchanged on the second only).
+@pytest.mark.parametrize("arch,objective,batch,accum", [("bert", "mlm+nsp", 4, 1), ("gpt", "clm", 2, 2)])
+def test_two_processes_with_batch_b_equal_one_with_batch_2b(corpus, one_process_runs, tmp_path, arch, objective, batch, accum):
     shards, tok = corpus
     out = tmp_path / "ddp"
     done = run_ptm("pretrain", "--arch", arch, "--objective", objective, "--data", shards, "--tokenizer", tok, "-o", out, "--preset", f"{arch}-tiny", *TINY,
-                   "--batch-size", "4", "--max-steps", "6", "--save-every", "3", procs=2)
+                   "--batch-size", batch, "--grad-accum", accum, "--max-steps", "6", "--save-every", "3", procs=2)
     assert done.returncode == 0, done.stderr
-    assert "global batch 8 = 4 per device x 2 processes x 1 accumulation" in done.stderr
+    assert f"global batch 8 = {batch} per device x 2 processes x {accum} accumulation" in done.stderr
     assert done.stderr.count("ptm: done") == 1, "only rank 0 reports"
     reference = one_process_runs[arch]
     assert _max_diff(_final(out), _final(reference)) < 1e-5
