@@ -10,8 +10,8 @@ So a run is the same run whatever the world size: N processes with batch b
 see exactly the examples of one process with batch N·b, losses are normalised
 by the global count of predicted tokens, and a checkpoint resumes at any world
 size. The price is that each rank prepares (not computes) every example of the
-global batch: cheap next to the model's forward and backward (masking and
-collation of token ids), and measured in docs/distributed.md.
+global batch: masking and collating token ids, integer work that is small
+next to the model's forward and backward up to a few dozen ranks.
 """
 
 from __future__ import annotations
