@@ -49,3 +49,22 @@ def sample_corpus(root: Path, articles: int, vocab_size: int, tokenizer_lines: i
     train_tokenizer(islice(iter_texts([str(root / "wiki.txt")]), tokenizer_lines), "wordpiece", vocab_size).save(tok)
     encode_to_shards([str(root / "wiki.txt")], str(tok), str(root / "shards"), workers=1, progress=False)
     return root / "shards", tok
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """Run the ptm command line in this process: (exit status, stdout, stderr)."""
+    from ptmcli.cli.main import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_cli_err(capsys, *args) -> tuple[int, str]:
+    """Run the ptm command line in this process: (exit status, stderr)."""
+    code, _out, err = run_cli(capsys, *args)
+    return code, err

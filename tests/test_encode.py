@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli_err as ptm
 from conftest import shared_file
 
-from ptmcli.cli.main import main
 from ptmcli.commands.tokenize_encode import parse_size
 from ptmcli.data import encode_workers
 from ptmcli.data.encode import encode_to_shards, merge_rank_manifests
@@ -50,14 +50,6 @@ def tokenizer_dir(data, tmp_path_factory) -> Path:
     return directory
 
 
-def ptm(capsys, *args: str) -> tuple[int, str]:
-    """Run the ptm command line in this process: (exit status, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    return code, capsys.readouterr().err
 
 
 def expected_rows(tokenizer: PtmTokenizer, inputs: list[str], split: bool = True, **read) -> list[dict]:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli as ptm
 from conftest import shared_file
 
-from ptmcli.cli.main import main
 from ptmcli.evaluation.corpus import CorpusStats, group_wikitext, iter_sentences, read_documents
 from ptmcli.evaluation.masked import pseudo_log_likelihood
 from ptmcli.evaluation.sequences import pack_blocks
@@ -65,14 +65,6 @@ def bert_ckpt(tok_dir, tmp_path_factory) -> tuple[Path, bert.BertForPreTraining]
     return _save(model, "bert", "mlm", tok_dir, tmp_path_factory.mktemp("bert") / "ckpt", 24), model
 
 
-def ptm(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def eval_json(capsys, *args) -> dict:

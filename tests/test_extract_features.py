@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli as ptm
 from conftest import shared_file
 
-from ptmcli.cli.main import main
 from ptmcli.errors import PtmError
 from ptmcli.features.alignment import encode_with_words
 from ptmcli.features.extract import FeatureExtractor
@@ -111,14 +111,6 @@ def extract(model, texts, layers=None, combine="none", **options):
     return list(extractor.rows(records(texts))), extractor
 
 
-def ptm(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # -- layers ---------------------------------------------------------------------------------

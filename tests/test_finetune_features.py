@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli_err as ptm
 from safetensors.torch import load_file
 
 from ptmcli.cli.main import main
@@ -95,13 +96,6 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-def ptm(capsys, *args) -> tuple[int, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    return code, capsys.readouterr().err
 
 
 def extract(capsys, ckpt: Path, source: Path, out: Path, *flags) -> Path:

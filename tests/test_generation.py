@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli as ptm
 
-from ptmcli.cli.main import main
 from ptmcli.models import gpt
 from ptmcli.models.generation import (
     KVCache,
@@ -153,14 +153,6 @@ def checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(root / "ckpt", config=config, weights=state_dict_for_saving(model, {}), tokenizer_dir=root / "tok")
 
 
-def ptm(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_samples_as_json_and_text(checkpoint, capsys, monkeypatch):

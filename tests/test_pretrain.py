@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli_err as ptm
 from conftest import sample_corpus
 from safetensors.torch import load_file
 
-from ptmcli.cli.main import main
 from ptmcli.training.checkpoint import list_step_checkpoints, read_config
 
 TINY = ["--preset", "bert-tiny", "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64", "--num-layers", "2",
@@ -23,13 +23,6 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
     return sample_corpus(tmp_path_factory.mktemp("corpus"), articles=12, vocab_size=1500, tokenizer_lines=3000)
 
 
-def ptm(capsys, *args) -> tuple[int, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    return code, capsys.readouterr().err
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
