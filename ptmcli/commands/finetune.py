@@ -74,17 +74,13 @@ def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
 
 def _keep_tokenizer(source: Path, target: Path) -> None:
     """The source checkpoint's tokenizer files, copied once into the run directory."""
-    import shutil
-
     from ptmcli.textio.atomic import atomic_directory
-    from ptmcli.training.checkpoint import TOKENIZER_FILES
+    from ptmcli.training.checkpoint import TOKENIZER_FILES, copy_tokenizer_files
 
     if target.is_dir() and any((target / name).exists() for name in TOKENIZER_FILES):
         return
     with atomic_directory(target, overwrite=True) as staging:
-        for name in TOKENIZER_FILES:
-            if (source / name).exists():
-                shutil.copyfile(source / name, staging / name)
+        copy_tokenizer_files(source, staging)
 
 
 def _columns(value: str | None) -> list[str] | None:

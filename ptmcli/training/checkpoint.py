@@ -73,15 +73,8 @@ def save_checkpoint(
             full_config = {"format": FORMAT, "version": VERSION, **config, "ptm_version": __version__}
             write_json(tmp / CONFIG, full_config)
             _save_tensors(weights, tmp / WEIGHTS, metadata={"format": "pt"})
-            if tokenizer_dir is not None:
-                copied = 0
-                for name in TOKENIZER_FILES:
-                    src = Path(tokenizer_dir) / name
-                    if src.exists():
-                        shutil.copyfile(src, tmp / name)
-                        copied += 1
-                if copied == 0:
-                    raise PtmError(f"{tokenizer_dir}: no tokenizer files to copy into the checkpoint")
+            if tokenizer_dir is not None and copy_tokenizer_files(tokenizer_dir, tmp) == 0:
+                raise PtmError(f"{tokenizer_dir}: no tokenizer files to copy into the checkpoint")
             if metrics_file is not None and Path(metrics_file).exists():
                 shutil.copyfile(metrics_file, tmp / "metrics.jsonl")
             if optimizer_tensors is not None or trainer_state is not None:
@@ -92,6 +85,16 @@ def save_checkpoint(
     except OutputWriteError as err:
         raise PtmError(f"could not write checkpoint {target}: {err.reason}; {_what_is_intact(target)}") from err
     return target
+
+
+def copy_tokenizer_files(source: str | Path, target: Path) -> int:
+    """Copy the tokenizer files ``source`` has into the directory ``target``; returns how many."""
+    copied = 0
+    for name in TOKENIZER_FILES:
+        if (Path(source) / name).exists():
+            shutil.copyfile(Path(source) / name, target / name)
+            copied += 1
+    return copied
 
 
 def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
