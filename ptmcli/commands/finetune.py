@@ -118,8 +118,6 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli.training import distributed
     from ptmcli.training.device import (
         check_precision,
-        measure_matmul_peak,
-        peak_flops,
         resolve_device,
     )
     from ptmcli.training.loop import LoopSettings, exit_after_signal, separate_rank_rng, train
@@ -252,17 +250,11 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         model.load_checkpoint_state(load_file(str(ckpt_to_resume / ckpt_io.WEIGHTS)), str(ckpt_to_resume))
         resume_state = ckpt_io.read_trainer(ckpt_to_resume)
 
-    peak = peak_flops(device, cfg.precision)
-    if peak is None and device.type == "cpu" and stored is None:  # no encoder runs on stored features: no MFU to report
-        peak = measure_matmul_peak(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
-        peak = distributed.all_reduce_sum([peak], dist_info, device)[0]  # CPU ranks share the host
-    elif peak is not None:
-        peak *= dist_info.world_size
     settings = LoopSettings(
         max_steps=max_steps, lr=lr, warmup_steps=round(cfg.warmup_ratio * max_steps), schedule=cfg.schedule, grad_accum=cfg.grad_accum,
         clip_norm=cfg.clip_norm, precision=cfg.precision, log_every=cfg.log_every,
         eval_every=(cfg.eval_every or per_epoch) if dev_rows is not None else 0, save_every=cfg.save_every, keep_last=cfg.keep_last,
-        progress=cfg.progress, peak_flops=peak,
+        progress=cfg.progress,
     )
 
     def save(step: int, optimizer_tensors: dict, trainer_state: dict) -> None:
