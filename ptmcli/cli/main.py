@@ -54,14 +54,16 @@ DISTRIBUTED_COMMANDS = ("pretrain", "finetune", "tokenize encode")
 
 def _runs_on_rank_zero_only(args: list[str]) -> bool:
     """Under torchrun, ranks other than 0 leave a single-process command to rank 0 (one writer, one output)."""
+    from ptmcli.errors import PtmError
+    from ptmcli.training.launch import from_torchrun_env
+
     try:
-        rank = int(os.environ.get("RANK", "0") or 0)
-        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    except ValueError:
-        return False
+        launch = from_torchrun_env()
+    except PtmError:
+        return False  # the command itself reports the bad environment
     words = [a for a in args if not a.startswith("-")][:2]
     distributed = bool(words) and (words[0] in DISTRIBUTED_COMMANDS or " ".join(words) in DISTRIBUTED_COMMANDS)
-    return world > 1 and rank != 0 and not distributed
+    return launch.enabled and not launch.is_main and not distributed
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.config import FinetuneConfig
-from ptmcli.training.distributed_resume import resume_batch_size
+from ptmcli.training.launch import resume_batch_size
 from ptmcli.training.run_dir import check_run_dir, create_run_dir
 
 RESUMABLE_OVERRIDES = {"max_steps", "epochs", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "out", "resume", "patience"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.pretraining.config import DEFAULT_PRESETS, MODEL_FIELDS, OBJECTIVES, PretrainConfig
-from ptmcli.training.distributed_resume import resume_batch_size
+from ptmcli.training.launch import resume_batch_size
 from ptmcli.training.run_dir import check_run_dir, create_run_dir
 
 # Settings a resumed run may change; everything else must match the run being resumed.
@@ -280,7 +280,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     if peak is None and device.type == "cpu":
         peak = measure_matmul_peak(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
         # CPU ranks measure at once, each on its share of the host's cores: together, the host's peak.
-        peak = distributed.all_reduce_sum([peak], dist_info, device)[0]
+        peak = distributed.all_reduce_values([peak], dist_info, device)[0]
     elif peak is not None:
         peak *= dist_info.world_size
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.max_steps // 20)

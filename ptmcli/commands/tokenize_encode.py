@@ -8,6 +8,7 @@ import sys
 import time
 
 from ptmcli.errors import PtmError
+from ptmcli.training.launch import from_torchrun_env
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
@@ -22,14 +23,6 @@ def parse_size(text: str, flag: str = "--shard-size") -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
-def _distributed_rank() -> tuple[int, int]:
-    """(rank, world size) when started by torchrun, else (0, 1)."""
-    try:
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    except ValueError:
-        raise PtmError("RANK and WORLD_SIZE must be integers (as torchrun sets them)") from None
-
-
 def run(*, inputs: list[str], tokenizer: str, out: str, workers: int | None = None, shard_size: str = "256MB",
         fmt: str = "auto", text_field: str = "text", tsv_column: str | None = None, errors: str = "strict",
         overwrite: bool = False, split_sentences: bool = True, word_starts: bool = True,
@@ -42,7 +35,8 @@ def run(*, inputs: list[str], tokenizer: str, out: str, workers: int | None = No
         raise PtmError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if errors not in ERROR_MODES:
         raise PtmError(f"--errors {errors!r}: choose one of {', '.join(ERROR_MODES)}")
-    rank, world_size = _distributed_rank()
+    launch = from_torchrun_env()
+    rank, world_size = launch.rank, launch.world_size
     if workers is None:
         workers = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         if world_size > 1:  # ranks on one machine share its cores

@@ -17,52 +17,28 @@ next to the model's forward and backward up to a few dozen ranks.
 from __future__ import annotations
 
 import datetime
-import os
-from dataclasses import dataclass
 
 import torch
 
 from ptmcli.errors import PtmError
-
-
-@dataclass(frozen=True)
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-SINGLE = Distributed()
+from ptmcli.training.launch import SINGLE, Distributed, from_torchrun_env
 
 
 def from_environment(device_spec: str = "auto") -> Distributed:
     """Join torchrun's process group when launched by it; a plain launch is one process."""
-    try:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    except ValueError:
-        raise PtmError("WORLD_SIZE, RANK and LOCAL_RANK must be integers (they are set by torchrun)") from None
-    if world_size <= 1:
+    dist_info = from_torchrun_env()
+    if not dist_info.enabled:
         return SINGLE
     import torch.distributed as dist
 
     if not dist.is_initialized():
         use_cuda = device_spec != "cpu" and torch.cuda.is_available()
         if use_cuda:
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(dist_info.local_rank)
         backend = "nccl" if use_cuda else "gloo"
         # A long evaluation or checkpoint on rank 0 must not time the others out.
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=60))
-    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank)
+    return dist_info
 
 
 def device_for(dist_info: Distributed, device: torch.device) -> torch.device:
@@ -190,8 +166,8 @@ def shutdown(dist_info: Distributed) -> None:
             dist.destroy_process_group()
 
 
-def all_reduce_sum(values: list[float], dist_info: Distributed, device: torch.device, op: str = "sum") -> list[float]:
-    """Sum (or max) a few floats across ranks in one collective; a no-op for one process."""
+def all_reduce_values(values: list[float], dist_info: Distributed, device: torch.device, op: str = "sum") -> list[float]:
+    """A few floats summed (or their maximum) across ranks, in one collective; unchanged for one process."""
     if not dist_info.enabled:
         return values
     import torch.distributed as dist

@@ -25,7 +25,8 @@ import torch
 
 from ptmcli.errors import PtmError
 from ptmcli.training.device import autocast
-from ptmcli.training.distributed import SINGLE, Distributed, all_reduce_sum
+from ptmcli.training.distributed import SINGLE, Distributed, all_reduce_values
+from ptmcli.training.distributed import average_gradients as average_rank_gradients
 from ptmcli.training.optim import load_optimizer_state, optimizer_state_tensors
 from ptmcli.training.schedule import lr_multiplier
 
@@ -160,7 +161,8 @@ class MetricsLog:
             # Drop history written after the checkpoint we resume from, so the file tells one story.
             # A line cut short by a kill or a full disk is dropped too. Rewritten beside and renamed,
             # so a kill here cannot lose the history.
-            kept = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if _step_of(line) is not None and _step_of(line) <= resume_step]
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            kept = [line for line, step in zip(lines, map(_step_of, lines)) if step is not None and step <= resume_step]
             staging = path.with_name(path.name + ".tmp")
             staging.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
             os.replace(staging, path)
@@ -288,7 +290,7 @@ def train(
             signalled = signals.received is not None
             if dist_info.enabled:
                 # Ranks see the clock and signals at different moments; stop together or not at all.
-                late, signalled = (bool(v) for v in all_reduce_sum([float(late), float(signalled)], dist_info, device, op="max"))
+                late, signalled = (bool(v) for v in all_reduce_values([float(late), float(signalled)], dist_info, device, op="max"))
             if late:
                 stop_reason = "time budget"
                 break
@@ -322,10 +324,8 @@ def train(
                     step_sums[key] = step_sums.get(key, 0.0) + float(value)
             if dist_info.enabled:
                 if average_gradients:
-                    from ptmcli.training.distributed import average_gradients as average
-
-                    average(model, dist_info)
-                loss_total, tokens_total = all_reduce_sum([loss_total, float(step_tokens)], dist_info, device)
+                    average_rank_gradients(model, dist_info)
+                loss_total, tokens_total = all_reduce_values([loss_total, float(step_tokens)], dist_info, device)
                 step_tokens = int(tokens_total)
 
             if not math.isfinite(loss_total):
@@ -371,7 +371,7 @@ def train(
                 if dist_info.enabled:
                     # Per-rank sums of the task's statistics; loss and tokens are already global.
                     keys = sorted(k for k in window_sums if k not in ("loss", "grad_norm"))
-                    for key, value in zip(keys, all_reduce_sum([window_sums[k] for k in keys], dist_info, device)):
+                    for key, value in zip(keys, all_reduce_values([window_sums[k] for k in keys], dist_info, device)):
                         window_sums[key] = value
                 tps = window_tokens / max(window_time, 1e-9)
                 record = {"step": state.step, "loss": window_sums["loss"] / window_steps}
