@@ -231,6 +231,26 @@ def test_scalar_mix_learned_by_a_checkpoint_is_used_and_its_absence_is_explained
         extract(models["bert"], SINGLE, combine="scalar-mix")
 
 
+def test_a_gpt_mix_runs_on_the_top_layer_it_was_learned_on(models, tok_dir, tmp_path):
+    """Task checkpoints say whether their mix saw GPT's top layer after the final LayerNorm; older ones did not."""
+    source = models["gpt"].model
+    mix = {"scalar_mix.weights": torch.tensor([0.5, -1.0, 2.0, 0.0]), "scalar_mix.gamma": torch.tensor([0.7])}
+    ids = torch.tensor([[5, 9, 13, 7]])
+    with torch.no_grad():
+        last, states = source.gpt(ids, output_hidden_states=True)
+    assert not torch.allclose(last, states[-1])
+    for task, top in (({"type": "classification", "normed_top_layer": True}, last), ({"type": "classification"}, states[-1])):
+        weights = state_dict_for_saving(source, source.tied_weights())
+        weights.update(mix)
+        config = {"arch": "gpt", "model": source.config.to_dict(), "objective": None, "task": task}
+        target = tmp_path / str(len(task))
+        model = load_feature_model(save_checkpoint(target, config=config, weights=weights, tokenizer_dir=tok_dir))
+        with torch.no_grad():
+            stack = model.stack(ids, None, None)
+        torch.testing.assert_close(stack[-1], top)
+        torch.testing.assert_close(stack[1], states[1])
+
+
 def test_pooling_is_over_the_output_positions(models):
     for name in ("bert", "gpt"):
         model = models[name]

@@ -104,6 +104,27 @@ def test_features_mode_leaves_the_pretrained_weights_untouched(pretrained, senti
     assert "scalar_mix.weights" in after and not torch.equal(after["scalar_mix.weights"], torch.zeros_like(after["scalar_mix.weights"]))
 
 
+def test_a_gpt_features_checkpoint_mixes_the_layers_extract_features_gives(pretrained, sentiment, tmp_path, capsys, monkeypatch):
+    from ptmcli.features.model import load_feature_model
+    from ptmcli.finetuning.task_model import load_task_model
+
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "gpt", "--task", "classification", "--train", sentiment / "train.tsv",
+                    "-o", run, "--mode", "features", "--max-steps", "4", *FT)
+    assert code == 0, err
+    ckpt = list_step_checkpoints(run)[-1]
+    assert read_config(ckpt)["task"]["normed_top_layer"] is True
+    task_model = load_task_model(ckpt)
+    features = load_feature_model(ckpt)
+    ids = torch.tensor([[5, 9, 13, 7, 21]])
+    with torch.no_grad():
+        _, trained_on = task_model.encoder_layers({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+        extracted = features.stack(ids, None, None)
+    for a, b in zip(trained_on, extracted, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_resume_reaches_the_same_weights(pretrained, sentiment, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
     common = ["--checkpoint", pretrained / "bert", "--task", "classification", "--train", sentiment / "train.tsv", "--max-steps", "8",

@@ -168,7 +168,12 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         if hasattr(lm, "set_char_table"):
             lm.set_char_table(source.model.char_table)
     pool = stored.layout.pool if stored is not None else "mean"
-    model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode, pool=pool, normed_top=stored is not None)
+    # GPT's top layer enters a mix after its final LayerNorm, as in extract-features and HF's hidden_states;
+    # a run resumed from before that was the rule keeps the layers its mix was learned on.
+    normed_top = True
+    if ckpt_to_resume is not None:
+        normed_top = bool((ckpt_io.read_config(ckpt_to_resume).get("task") or {}).get("normed_top_layer", False))
+    model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode, pool=pool, normed_top=normed_top)
     model.set_mask_id(tokenizer.mask_id)
     if cfg.aux_lm_weight > 0 and arch == "bert" and tokenizer.mask_id is None:
         raise PtmError("--aux-lm-weight with BERT needs a tokenizer with a [MASK] token")
@@ -208,11 +213,11 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     task_config = {
         "type": cfg.task, "labels": list(labels), "mode": cfg.mode, "input_style": arch, "max_len": cfg.max_len,
-        "text_columns": text_columns, "label_column": label_column, "metric": metric,
+        "text_columns": text_columns, "label_column": label_column, "metric": metric, "normed_top_layer": normed_top,
     }
     if stored is not None:
         # What makes the saved model, run on text, compute the stored vectors (see TaskModel).
-        task_config.update(pool=pool, normed_top_layer=True, trained_on_features={
+        task_config.update(pool=pool, trained_on_features={
             "train": os.path.abspath(cfg.train_features), "dev": os.path.abspath(cfg.dev_features) if cfg.dev_features else None})
     checkpoint_config = {
         "arch": arch, "model": source.model_config.to_dict(), "objective": source.config.get("objective"), "task": task_config,

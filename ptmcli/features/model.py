@@ -47,6 +47,10 @@ class FeatureModel:
     """Hard limit of the model (learned positions), or None (LSTMs)."""
     scalar_mix: dict[str, torch.Tensor]
     """``weights`` and ``gamma`` of a learned mix, when the checkpoint has one."""
+    normed_top: bool = True
+    """GPT: the stack's top entry is after the final LayerNorm. False only for a mix learned
+    before that was the rule (a task checkpoint without ``normed_top_layer``), so it is applied
+    to the layers it was learned on."""
 
     def stack(self, input_ids: torch.Tensor, type_ids: torch.Tensor | None,
               attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
@@ -57,7 +61,7 @@ class FeatureModel:
         if self.arch == "gpt":
             # Causal attention: right padding never reaches a real token, so no mask is needed.
             last, states = self.model.gpt(input_ids, output_hidden_states=True)
-            return [*states[:-1], last]
+            return [*states[:-1], last] if self.normed_top else list(states)
         if self.arch == "elmo":
             return list(self.model.representations(input_ids, attention_mask))
         raise PtmError(f"ptm extract-features cannot run {self.arch!r} models")
@@ -147,4 +151,5 @@ def load_feature_model(path: str | Path, device: torch.device | str = "cpu") -> 
     default = trained or positions or tokenizer.model_max_length
     if positions is not None:
         default = min(default, positions)
-    return FeatureModel(ckpt, config, arch, model, tokenizer, num_layers, dim, int(default), positions, mix)
+    normed_top = bool((config.get("task") or {}).get("normed_top_layer", not mix))
+    return FeatureModel(ckpt, config, arch, model, tokenizer, num_layers, dim, int(default), positions, mix, normed_top)
