@@ -62,17 +62,26 @@ def sentiment(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("arch", ["bert", "gpt"])
-def test_finetune_learns_a_lexical_task_and_keeps_the_best(pretrained, sentiment, tmp_path, capsys, monkeypatch, arch):
+@pytest.mark.parametrize("arch,pool", [("bert", None), ("gpt", None), ("gpt", "mean")])
+def test_finetune_learns_a_lexical_task_and_keeps_the_best(pretrained, sentiment, tmp_path, capsys, monkeypatch, arch, pool):
     monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / arch, "--task", "classification", "--train", sentiment / "train.tsv",
-                    "--dev", sentiment / "dev.tsv", "-o", run, "--epochs", "6", "--lr", "3e-3", *FT)
+                    "--dev", sentiment / "dev.tsv", "-o", run, "--epochs", "6", "--lr", "3e-3", *FT, *(["--pool", pool] if pool else []))
     assert code == 0, err
     results = json.loads((run / "results.json").read_text())
     assert results["metric"] == "accuracy" and results["best"]["accuracy"] >= 0.85, results
     config = read_config(run / "best")
     assert config["task"]["type"] == "classification" and config["task"]["labels"] == ["0", "1"]
+    assert config["task"].get("pool") == pool
+    if pool == "mean":
+        from ptmcli.finetuning.task_model import load_task_model
+
+        model, _, _ = load_task_model(run / "best")
+        ids, mask = torch.tensor([[5, 9, 13, 7, 0, 0]]), torch.tensor([[1, 1, 1, 1, 0, 0]])
+        with torch.no_grad():
+            tokens, pooled = model._top({"input_ids": ids, "attention_mask": mask})
+        torch.testing.assert_close(pooled, tokens[:, :4].mean(1))
     weights = load_file(str(run / "best" / "model.safetensors"))
     assert "classifier.weight" in weights and any(k.startswith(f"{arch}.") for k in weights), "pretraining names are kept"
     assert list_step_checkpoints(run), "a resumable checkpoint is written at the end"
@@ -115,7 +124,7 @@ def test_a_gpt_features_checkpoint_mixes_the_layers_extract_features_gives(pretr
     assert code == 0, err
     ckpt = list_step_checkpoints(run)[-1]
     assert read_config(ckpt)["task"]["normed_top_layer"] is True
-    task_model = load_task_model(ckpt)
+    task_model, _, _ = load_task_model(ckpt)
     features = load_feature_model(ckpt)
     ids = torch.tensor([[5, 9, 13, 7, 21]])
     with torch.no_grad():

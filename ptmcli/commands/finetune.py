@@ -167,7 +167,11 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         lm = get_architecture(arch).model_class(source.model_config)
         if hasattr(lm, "set_char_table"):
             lm.set_char_table(source.model.char_table)
-    pool = stored.layout.pool if stored is not None else "mean"
+    pool = cfg.pool
+    if stored is not None:
+        if pool is not None and pool != stored.layout.pool:
+            raise PtmError(f"--pool {pool}: the stored features were pooled by {stored.layout.pool} (extract them again with --pool {pool})")
+        pool = stored.layout.pool
     # GPT's top layer enters a mix after its final LayerNorm, as in extract-features and HF's hidden_states;
     # a run resumed from before that was the rule keeps the layers its mix was learned on.
     normed_top = True
@@ -215,9 +219,11 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         "type": cfg.task, "labels": list(labels), "mode": cfg.mode, "input_style": arch, "max_len": cfg.max_len,
         "text_columns": text_columns, "label_column": label_column, "metric": metric, "normed_top_layer": normed_top,
     }
+    if pool is not None:
+        task_config["pool"] = pool
     if stored is not None:
         # What makes the saved model, run on text, compute the stored vectors (see TaskModel).
-        task_config.update(pool=pool, trained_on_features={
+        task_config.update(trained_on_features={
             "train": os.path.abspath(cfg.train_features), "dev": os.path.abspath(cfg.dev_features) if cfg.dev_features else None})
     checkpoint_config = {
         "arch": arch, "model": source.model_config.to_dict(), "objective": source.config.get("objective"), "task": task_config,

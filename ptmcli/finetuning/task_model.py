@@ -60,12 +60,14 @@ def _dropout_p(arch: str, lm: nn.Module) -> float:
 
 class TaskModel(nn.Module):
     def __init__(self, arch: str, lm: nn.Module, task_type: str, num_labels: int, mode: str = "finetune",
-                 pool: str = "mean", normed_top: bool = False) -> None:
-        """``pool``: where a sentence task reads the mixed layers (mean over the real tokens, position 0,
-        or the last real token); ``normed_top``: GPT's top layer after its final LayerNorm, as
-        ``ptm extract-features`` defines the stack (the default keeps the block's own output)."""
+                 pool: str | None = None, normed_top: bool = False) -> None:
+        """``pool``: where a sentence task reads its vector (mean over the real tokens, position 0,
+        or the last real token); None is the architecture's own: BERT's pooler on [CLS] and GPT's
+        last real token when finetuning, the mean over a scalar mix. ``normed_top``: GPT's top layer
+        after its final LayerNorm, as ``ptm extract-features`` defines the stack (the default keeps
+        the block's own output)."""
         super().__init__()
-        if pool not in POOLS:
+        if pool is not None and pool not in POOLS:
             raise PtmError(f"pooling {pool!r}: choose one of {', '.join(POOLS)}")
         if task_type not in TASK_TYPES:
             raise PtmError(f"--task {task_type!r}: choose one of {', '.join(TASK_TYPES)}")
@@ -132,7 +134,7 @@ class TaskModel(nn.Module):
             tokens = last
         if self.task_type == "token-classification":
             return tokens, None
-        if self.uses_mix:
+        if self.uses_mix or self.pool is not None:
             pooled = self.pool_tokens(tokens, mask)
         elif self.arch == "bert":
             pooled = self.lm.bert.pool(tokens)
@@ -142,7 +144,7 @@ class TaskModel(nn.Module):
         return tokens, pooled
 
     def pool_tokens(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``[B, D]`` from ``[B, T, D]`` (also ``[B, T, K, D]``) as ``pool`` says, over the real tokens of ``mask``."""
+        """``[B, D]`` from ``[B, T, D]`` (also ``[B, T, K, D]``) as ``pool`` says (None: mean), over the real tokens of ``mask``."""
         if self.pool == "cls":
             return tokens[:, 0]
         if self.pool == "last":
@@ -291,7 +293,7 @@ def load_task_model(path, device: torch.device | str = "cpu"):
     model_config = arch.config_class.from_dict(config["model"])
     lm = arch.model_class(model_config)
     model = TaskModel(config["arch"], lm, task["type"], output_size(task["type"], task.get("labels") or []), task.get("mode", "finetune"),
-                      pool=task.get("pool", "mean"), normed_top=bool(task.get("normed_top_layer", False)))
+                      pool=task.get("pool"), normed_top=bool(task.get("normed_top_layer", False)))
     try:
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as err:
