@@ -61,10 +61,10 @@ def tok_dir(tmp_path_factory, sample_texts) -> Path:
     return path
 
 
-def _save(model, arch: str, tok_dir: Path, target: Path, extra: dict | None = None) -> Path:
+def _save(model, arch: str, tok_dir: Path, target: Path, extra: dict | None = None, task: dict | None = None) -> Path:
     weights = state_dict_for_saving(model, model.tied_weights())
     weights.update(extra or {})
-    config = {"arch": arch, "model": model.config.to_dict(), "objective": None, "task": None, "training": {"seq_len": 40}}
+    config = {"arch": arch, "model": model.config.to_dict(), "objective": None, "task": task, "training": {"seq_len": 40}}
     return save_checkpoint(target, config=config, weights=weights, tokenizer_dir=tok_dir)
 
 
@@ -240,11 +240,7 @@ def test_a_gpt_mix_runs_on_the_top_layer_it_was_learned_on(models, tok_dir, tmp_
         last, states = source.gpt(ids, output_hidden_states=True)
     assert not torch.allclose(last, states[-1])
     for task, top in (({"type": "classification", "normed_top_layer": True}, last), ({"type": "classification"}, states[-1])):
-        weights = state_dict_for_saving(source, source.tied_weights())
-        weights.update(mix)
-        config = {"arch": "gpt", "model": source.config.to_dict(), "objective": None, "task": task}
-        target = tmp_path / str(len(task))
-        model = load_feature_model(save_checkpoint(target, config=config, weights=weights, tokenizer_dir=tok_dir))
+        model = load_feature_model(_save(source, "gpt", tok_dir, tmp_path / str(len(task)), mix, task))
         with torch.no_grad():
             stack = model.stack(ids, None, None)
         torch.testing.assert_close(stack[-1], top)

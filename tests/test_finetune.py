@@ -100,14 +100,19 @@ def test_finetune_learns_a_lexical_task_and_keeps_the_best(pretrained, sentiment
     assert code == 2 and "needs a language model" in err
 
 
+def _features_run(capsys, checkpoint, sentiment, run, steps: int):
+    """The last checkpoint of a short ``--mode features`` run on the sentiment task."""
+    code, err = ptm(capsys, "finetune", "--checkpoint", checkpoint, "--task", "classification", "--train", sentiment / "train.tsv",
+                    "-o", run, "--mode", "features", "--max-steps", str(steps), *FT)
+    assert code == 0, err
+    return list_step_checkpoints(run)[-1]
+
+
 def test_features_mode_leaves_the_pretrained_weights_untouched(pretrained, sentiment, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
-    run = tmp_path / "run"
-    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert", "--task", "classification", "--train", sentiment / "train.tsv",
-                    "-o", run, "--mode", "features", "--max-steps", "6", *FT)
-    assert code == 0, err
+    ckpt = _features_run(capsys, pretrained / "bert", sentiment, tmp_path / "run", 6)
     before = load_file(str(list_step_checkpoints(pretrained / "bert")[-1] / "model.safetensors"))
-    after = load_file(str(list_step_checkpoints(run)[-1] / "model.safetensors"))
+    after = load_file(str(ckpt / "model.safetensors"))
     for key, tensor in before.items():
         assert torch.equal(tensor, after[key]), key
     assert "scalar_mix.weights" in after and not torch.equal(after["scalar_mix.weights"], torch.zeros_like(after["scalar_mix.weights"]))
@@ -118,11 +123,7 @@ def test_a_gpt_features_checkpoint_mixes_the_layers_extract_features_gives(pretr
     from ptmcli.finetuning.task_model import load_task_model
 
     monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
-    run = tmp_path / "run"
-    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "gpt", "--task", "classification", "--train", sentiment / "train.tsv",
-                    "-o", run, "--mode", "features", "--max-steps", "4", *FT)
-    assert code == 0, err
-    ckpt = list_step_checkpoints(run)[-1]
+    ckpt = _features_run(capsys, pretrained / "gpt", sentiment, tmp_path / "run", 4)
     assert read_config(ckpt)["task"]["normed_top_layer"] is True
     task_model, _, _ = load_task_model(ckpt)
     features = load_feature_model(ckpt)

@@ -107,7 +107,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli.finetuning.evaluate import DEFAULT_METRIC, predict, scalar_metrics, score
     from ptmcli.finetuning.methods import discriminative_groups
     from ptmcli.finetuning.task import FinetuneTask, steps_per_epoch
-    from ptmcli.finetuning.task_model import TaskModel
+    from ptmcli.finetuning.task_model import TaskModel, saved_normed_top
     from ptmcli.models.loading import load_checkpoint
     from ptmcli.models.registry import get_architecture
     from ptmcli.tasks.collate import collate
@@ -174,9 +174,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         pool = stored.layout.pool
     # GPT's top layer enters a mix after its final LayerNorm, as in extract-features and HF's hidden_states;
     # a run resumed from before that was the rule keeps the layers its mix was learned on.
-    normed_top = True
-    if ckpt_to_resume is not None:
-        normed_top = bool((ckpt_io.read_config(ckpt_to_resume).get("task") or {}).get("normed_top_layer", False))
+    normed_top = True if ckpt_to_resume is None else saved_normed_top(ckpt_io.read_config(ckpt_to_resume).get("task"))
     model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode, pool=pool, normed_top=normed_top)
     model.set_mask_id(tokenizer.mask_id)
     if cfg.aux_lm_weight > 0 and arch == "bert" and tokenizer.mask_id is None:

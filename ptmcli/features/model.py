@@ -151,5 +151,8 @@ def load_feature_model(path: str | Path, device: torch.device | str = "cpu") -> 
     default = trained or positions or tokenizer.model_max_length
     if positions is not None:
         default = min(default, positions)
-    normed_top = bool((config.get("task") or {}).get("normed_top_layer", not mix))
+    from ptmcli.finetuning.task_model import saved_normed_top
+
+    # Without a learned mix the stack is the documented one; a mix meets the layers it was learned on.
+    normed_top = not mix or saved_normed_top(config.get("task"))
     return FeatureModel(ckpt, config, arch, model, tokenizer, num_layers, dim, int(default), positions, mix, normed_top)

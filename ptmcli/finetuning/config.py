@@ -8,6 +8,7 @@ from ptmcli.config_fields import option
 from ptmcli.tasks import TASKS as TASK_TYPES
 
 MODES = ("finetune", "features")
+POOLS = ("mean", "cls", "last")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class FinetuneConfig:
     out: str | None = option(None, "Run directory: checkpoints/, best/, metrics.jsonl, results.json.", flag="--out", short="-o")
     overwrite: bool = option(False, "Replace an existing run directory instead of refusing.")
     mode: str = option("finetune", "finetune: every weight trains; features: the pretrained model is frozen and a learned scalar mix of its layers feeds the head (ELMo's recipe).", choices=MODES)
-    pool: str | None = option(None, "Where a sentence or choice is read: mean (over its real tokens), last (its last real token) or cls (position 0, without BERT's pooler) [default: BERT's pooler on [CLS], GPT's last real token, the mean of ELMo and --mode features].", choices=("mean", "last", "cls"))
+    pool: str | None = option(None, "Where a sentence or choice is read: mean (over its real tokens), last (its last real token) or cls (position 0, without BERT's pooler) [default: BERT's pooler on [CLS], GPT's last real token, the mean of ELMo and --mode features].", choices=POOLS)
     epochs: float = option(3.0, "Passes over the training data.")
     max_steps: int | None = option(None, "Optimizer steps (overrides --epochs).")
     batch_size: int = option(32, "Examples per micro-batch.")

@@ -29,7 +29,8 @@ import torch
 
 from ptmcli.errors import PtmError
 from ptmcli.features.arrow_reader import FeatureShards
-from ptmcli.finetuning.task_model import POOLS, UNUSED_LAYER
+from ptmcli.finetuning.config import POOLS
+from ptmcli.finetuning.task_model import UNUSED_LAYER
 from ptmcli.tasks.encode import IGNORE_INDEX
 
 SENTENCE_TASKS = ("classification", "pair-classification", "regression")

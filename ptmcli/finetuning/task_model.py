@@ -36,13 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptmcli.errors import PtmError
-from ptmcli.finetuning.config import MODES  # noqa: E402
+from ptmcli.finetuning.config import MODES, POOLS  # noqa: E402
 from ptmcli.models.layers import Dropout, linear_cross_entropy
 from ptmcli.models.scalar_mix import ScalarMix
 from ptmcli.tasks import TASKS as TASK_TYPES  # noqa: E402
 
 LM_PREFIX = "lm."
-POOLS = ("mean", "cls", "last")
 # A scalar-mix weight whose softmax is exactly 0 in float32 and float64: layers a model never read.
 UNUSED_LAYER = -1e4
 
@@ -77,12 +76,14 @@ class TaskModel(nn.Module):
             raise PtmError(f"finetuning is not available for arch {arch!r} (bert, gpt, elmo)")
         self.arch, self.task_type, self.mode = arch, task_type, mode
         self.lm = lm
-        self.pool, self.normed_top = pool, normed_top
+        self.uses_mix = mode == "features" or arch == "elmo"
+        if pool is None and (self.uses_mix or arch == "gpt"):
+            pool = "mean" if self.uses_mix else "last"  # GPT: the paper's "extract" position
+        self.pool, self.normed_top = pool, normed_top  # pool None: BERT's pooler on [CLS]
         self.stored_layers: tuple[int, ...] | None = None
         self._mask_id: int | None = None
         self._last_hidden: torch.Tensor | None = None
         size = feature_size(arch, lm)
-        self.uses_mix = mode == "features" or arch == "elmo"
         if self.uses_mix:
             self.scalar_mix = ScalarMix(self._num_layer_outputs())
         outputs = 1 if task_type in ("regression", "multiple-choice") else num_labels
@@ -134,17 +135,11 @@ class TaskModel(nn.Module):
             tokens = last
         if self.task_type == "token-classification":
             return tokens, None
-        if self.uses_mix or self.pool is not None:
-            pooled = self.pool_tokens(tokens, mask)
-        elif self.arch == "bert":
-            pooled = self.lm.bert.pool(tokens)
-        else:  # GPT reads the state of the last real token (the GPT paper's "extract" position)
-            last_index = mask.sum(1).long().clamp(min=1) - 1
-            pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), last_index]
+        pooled = self.lm.bert.pool(tokens) if self.pool is None else self.pool_tokens(tokens, mask)
         return tokens, pooled
 
     def pool_tokens(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``[B, D]`` from ``[B, T, D]`` (also ``[B, T, K, D]``) as ``pool`` says (None: mean), over the real tokens of ``mask``."""
+        """``[B, D]`` from ``[B, T, D]`` (also ``[B, T, K, D]``) as ``pool`` says, over the real tokens of ``mask``."""
         if self.pool == "cls":
             return tokens[:, 0]
         if self.pool == "last":
@@ -275,6 +270,12 @@ class TaskModel(nn.Module):
         self.tie_weights()
 
 
+def saved_normed_top(task: dict | None) -> bool:
+    """Whether a saved task's GPT mix reads the top layer after the final LayerNorm; checkpoints
+    written before ``normed_top_layer`` was recorded read the block's own output."""
+    return bool((task or {}).get("normed_top_layer", False))
+
+
 def load_task_model(path, device: torch.device | str = "cpu"):
     """(TaskModel with its weights, config.json, tokenizer) of a finetuned checkpoint directory."""
     from safetensors import SafetensorError
@@ -293,7 +294,7 @@ def load_task_model(path, device: torch.device | str = "cpu"):
     model_config = arch.config_class.from_dict(config["model"])
     lm = arch.model_class(model_config)
     model = TaskModel(config["arch"], lm, task["type"], output_size(task["type"], task.get("labels") or []), task.get("mode", "finetune"),
-                      pool=task.get("pool"), normed_top=bool(task.get("normed_top_layer", False)))
+                      pool=task.get("pool"), normed_top=saved_normed_top(task))
     try:
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as err:
