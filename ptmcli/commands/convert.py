@@ -62,6 +62,13 @@ def run(src: str, dst: str, cfg: ConvertConfig) -> dict:
         described = f"ptm {model.spec.arch} -> ONNX"
     seconds = time.perf_counter() - started
     print(f"ptm: converted {src} -> {dst}: {described} in {seconds:.1f}s", file=sys.stderr)
+    for what in model.read:
+        print(f"ptm: read {what}", file=sys.stderr)
+    if model.sentence_embedding is not None and target == "ptm":
+        from ptmcli.convert.sentence_transformers import describe
+
+        print(f"ptm: extract-features and finetune pool as the model was trained: "
+              f"{describe(model.sentence_embedding)} (--pool to change)", file=sys.stderr)
     for note in notes:
         print(f"ptm: note: {note}", file=sys.stderr)
     return {"target": target, "arch": model.spec.arch, "notes": notes, "seconds": seconds}

@@ -15,13 +15,39 @@ from ptmcli.errors import PtmError
 from ptmcli.features.config import COMBINES, INPUT_FORMATS, POOLS, WORDS, ExtractConfig
 
 
+def _model_defaults(cfg: ExtractConfig) -> tuple[ExtractConfig, str | None]:
+    """``cfg`` with the defaults a sentence-transformers checkpoint was trained with filled in,
+    and a line saying so (None when nothing was taken from it)."""
+    from dataclasses import replace
+
+    from ptmcli.convert.sentence_transformers import check_embedding, describe
+    from ptmcli.training.checkpoint import read_config, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(cfg.checkpoint)
+    embedding = check_embedding(read_config(checkpoint).get("sentence_embedding"), str(checkpoint / "config.json"))
+    pool = cfg.pool if cfg.pool is not None else "none"
+    if embedding is None or (cfg.pool is None and cfg.words != "none"):
+        return replace(cfg, pool=pool, normalize=bool(cfg.normalize)), None
+    if cfg.pool is None:
+        pool = embedding["pool"]
+    own = pool == embedding["pool"]
+    # Labeled features train a head that later reads the model's unnormalised vectors: not normalised by default.
+    normalize = cfg.normalize if cfg.normalize is not None else own and embedding["normalize"] and cfg.task is None
+    max_length = cfg.max_seq_length or embedding["max_seq_length"]
+    layers = cfg.layers or ("-1" if pool != "none" else None)
+    cfg = replace(cfg, pool=pool, normalize=normalize, max_seq_length=max_length, layers=layers)
+    if not own:
+        return cfg, None
+    taken = describe({**embedding, "normalize": normalize, "max_seq_length": max_length})
+    return cfg, (f"ptm: {taken}, layer {layers}: as the sentence-transformers model was trained "
+                 "(--pool none for per-token vectors)")
+
+
 def _validate(cfg: ExtractConfig) -> str:
     from ptmcli.features.output import POOLED_ONLY, check_target, infer_format
 
-    if not cfg.checkpoint:
-        raise PtmError("--checkpoint is required: a checkpoint directory or a run directory")
-    if not cfg.output:
-        raise PtmError("-o/--output is required: a file, a directory (arrow), or - for stdout (jsonl)")
+    if cfg.normalize and cfg.pool == "none":
+        raise PtmError("--normalize scales pooled vectors: add --pool cls|mean|max|last")
     for flag, value, allowed in (("--input-format", cfg.input_format, INPUT_FORMATS), ("--combine", cfg.combine, COMBINES),
                                  ("--pool", cfg.pool, POOLS), ("--words", cfg.words, WORDS)):
         if value not in allowed:
@@ -34,6 +60,10 @@ def _validate(cfg: ExtractConfig) -> str:
         raise PtmError("--pool and --words exclude each other: one vector per text, or one per word")
     if cfg.task is not None:
         from ptmcli.features.labeled_input import check_task
+
+        if cfg.normalize:
+            raise PtmError("--normalize with --task: ptm finetune trains its head on the model's own (unnormalised) "
+                           "vectors, so stored features must not be normalised (drop --normalize)")
 
         check_task(cfg.task)
         if cfg.input_format != "auto":
@@ -89,7 +119,14 @@ def run(cfg: ExtractConfig):
     from ptmcli.features.readers import iter_records
     from ptmcli.training.device import check_precision, resolve_device
 
+    if not cfg.checkpoint:
+        raise PtmError("--checkpoint is required: a checkpoint directory or a run directory")
+    if not cfg.output:
+        raise PtmError("-o/--output is required: a file, a directory (arrow), or - for stdout (jsonl)")
+    cfg, defaults_line = _model_defaults(cfg)
     fmt = _validate(cfg)
+    if defaults_line:
+        print(defaults_line, file=sys.stderr)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     if cfg.threads is not None:
@@ -97,7 +134,7 @@ def run(cfg: ExtractConfig):
     model = load_feature_model(cfg.checkpoint, device)
     plan = build_plan(cfg.layers, model.num_layers, cfg.combine, model.arch, cfg.mix_weights, cfg.mix_gamma,
                       model.scalar_mix, str(model.path))
-    extractor = FeatureExtractor(model, plan, pool=cfg.pool, words=cfg.words, max_length=cfg.max_seq_length,
+    extractor = FeatureExtractor(model, plan, pool=cfg.pool, normalize=cfg.normalize, words=cfg.words, max_length=cfg.max_seq_length,
                                  batch_size=cfg.batch_size, chunk_size=cfg.chunk_size, precision=cfg.precision, device=device,
                                  task=cfg.task, source=cfg.input)
     if cfg.task is not None:

@@ -24,6 +24,8 @@ def source_kind(path: str | Path) -> str:
     if not config.is_file():
         if (path / "checkpoints").is_dir():
             return "ptm"  # a run directory: its latest checkpoint
+        if (path / "modules.json").is_file():
+            return "hf"  # an old sentence-transformers model: its Transformer lives in a subdirectory
         raise PtmError(f"{path}: neither a ptm checkpoint nor a Hugging Face model directory (no config.json)")
     try:
         values = json.loads(config.read_text(encoding="utf-8"))

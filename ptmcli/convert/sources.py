@@ -39,6 +39,10 @@ class Model:
     """Provenance: the format, class and config it was converted from."""
     notes: list[str] = field(default_factory=list)
     """Things the user should know (parts absent, rows unused ...)."""
+    sentence_embedding: dict | None = None
+    """How a sentence-transformers model pools its text vector (``ptmcli.convert.sentence_transformers``)."""
+    read: list[str] = field(default_factory=list)
+    """What was read beside the weights and tokenizer, for the convert output."""
 
 
 _INIT_FUNCTIONS = ("normal_", "trunc_normal_", "uniform_", "zeros_", "ones_", "constant_", "kaiming_uniform_",
@@ -101,9 +105,13 @@ def check_vocab(tokenizer: PtmTokenizer | None, model: dict, where: str, notes: 
 
 def read_hf(directory: str | Path) -> Model:
     """A transformers model directory in ptm's terms."""
+    from ptmcli.convert.sentence_transformers import read_modules
     from ptmcli.convert.tokenizer_files import read_hf_tokenizer
 
     directory = Path(directory)
+    modules = read_modules(directory)
+    if modules is not None:
+        directory = modules.transformer_dir
     hf_config = hf_files.read_hf_config(directory)
     model_type = hf_config.get("model_type")
     names = hf_config.get("architectures") or []
@@ -133,7 +141,13 @@ def read_hf(directory: str | Path) -> Model:
                      f"(objective {cls.objective or 'null'}); ptm initialises them if a command needs them")
     source = {"format": "transformers", "class": cls.name, "path": str(directory), "weights": weights_file.name,
               "hf_config": hf_config}
-    return Model(spec, model, cls.objective, task, state, parts, tokenizer, source, notes)
+    converted = Model(spec, model, cls.objective, task, state, parts, tokenizer, source, notes)
+    if modules is not None:
+        source["modules"] = "sentence-transformers"
+        converted.sentence_embedding = modules.embedding
+        converted.read = [f"modules.json ({', '.join(modules.read) or 'no pooling ptm computes'})"]
+        notes.extend(modules.notes)
+    return converted
 
 
 def _state_from_hf(spec: ArchSpec, cls: HFClass, hf_state: dict, weights_file: Path) -> dict:
@@ -187,6 +201,7 @@ def _task_from_hf(hf_config: dict, cls: HFClass, directory: Path) -> dict | None
 
 def read_ptm(path: str | Path) -> Model:
     """A ptm checkpoint (or a run directory: its latest checkpoint), checked."""
+    from ptmcli.convert.sentence_transformers import check_embedding
     from ptmcli.convert.tokenizer_files import read_ptm_tokenizer
     from ptmcli.training.checkpoint import WEIGHTS, read_config, resolve_checkpoint
 
@@ -209,7 +224,8 @@ def read_ptm(path: str | Path) -> Model:
     notes: list[str] = []
     check_vocab(tokenizer, model, str(checkpoint), notes)
     source = dict(config.get("converted_from") or {})
-    return Model(spec, model, config.get("objective"), task, state, parts, tokenizer, source, notes)
+    embedding = check_embedding(config.get("sentence_embedding"), str(checkpoint / "config.json"))
+    return Model(spec, model, config.get("objective"), task, state, parts, tokenizer, source, notes, embedding)
 
 
 def read_source(path: str | Path, kind: str) -> Model:

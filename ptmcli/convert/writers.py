@@ -35,6 +35,8 @@ def write_ptm(model: Model, target: str | Path, overwrite: bool) -> Path:
               "objective": model.objective, "task": model.task}
     if model.tokenizer is not None:
         config["tokenizer"] = {"sha256": model.tokenizer.sha256, "vocab_size": model.tokenizer.vocab_size}
+    if model.sentence_embedding is not None:
+        config["sentence_embedding"] = model.sentence_embedding
     config["converted_from"] = model.source
     config["ptm_version"] = __version__
     target = Path(target)
@@ -113,4 +115,8 @@ def write_hf(model: Model, target: str | Path, class_name: str | None, overwrite
         hf_files.write_safetensors(tmp / hf_files.SAFETENSORS, tensors)
         if model.tokenizer is not None:
             write_hf_tokenizer(model.tokenizer, tmp)
+        if model.sentence_embedding is not None and cls.task is None:
+            from ptmcli.convert.sentence_transformers import write_modules
+
+            write_modules(model.sentence_embedding, model.model["hidden_size"], tmp)
     return target, cls, notes

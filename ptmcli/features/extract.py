@@ -50,6 +50,8 @@ class FeatureLayout:
     mix_weights: tuple[float, ...] | None = None
     """Combined output: the weight of each of ``stack_layers`` in it (they sum to 1); None when kept or concatenated."""
     mix_gamma: float | None = None
+    normalize: bool = False
+    """Pooled vectors scaled to unit L2 length."""
 
     @property
     def num_layers(self) -> int:
@@ -61,7 +63,8 @@ class FeatureLayout:
                 "combine": self.combine, "pool": self.pool, "words": self.words, "arch": self.arch,
                 "checkpoint": self.checkpoint, "max_seq_length": self.max_length, "precision": self.precision,
                 "task": self.task, "stack_layers": list(self.stack_layers),
-                "mix_weights": None if self.mix_weights is None else list(self.mix_weights), "mix_gamma": self.mix_gamma}
+                "mix_weights": None if self.mix_weights is None else list(self.mix_weights), "mix_gamma": self.mix_gamma,
+                "normalize": self.normalize}
 
 
 @dataclass
@@ -87,7 +90,8 @@ class ExtractStats:
 class FeatureExtractor:
     """Runs ``model`` over records and yields one ``FeatureRow`` per record, in input order."""
 
-    def __init__(self, model: FeatureModel, plan: LayerPlan, *, pool: str = "none", words: str = "none",
+    def __init__(self, model: FeatureModel, plan: LayerPlan, *, pool: str = "none", normalize: bool = False,
+                 words: str = "none",
                  max_length: int | None = None, batch_size: int = 32, chunk_size: int = 10000,
                  precision: str = "fp32", device: torch.device | None = None,
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, task: str | None = None, source: str = "-") -> None:
@@ -95,6 +99,8 @@ class FeatureExtractor:
             raise PtmError("--batch-size and --chunk-size must be positive")
         if pool != "none" and words != "none":
             raise PtmError("--pool and --words exclude each other: one vector per text, or one per word")
+        if normalize and pool == "none":
+            raise PtmError("--normalize scales pooled vectors: add --pool cls|mean|max|last")
         if pool == "cls" and model.arch != "bert":
             raise PtmError(f"--pool cls reads BERT's [CLS] token; a {model.arch} model has none (use mean, max or last)")
         if task is not None:
@@ -106,6 +112,7 @@ class FeatureExtractor:
         self.task = task
         self.source = source
         self.pool = pool
+        self.normalize = normalize
         self.words = words
         self.max_length = max_length or model.max_length
         if model.position_limit is not None and self.max_length > model.position_limit:
@@ -125,7 +132,7 @@ class FeatureExtractor:
             mix_weights, mix_gamma = plan.mix_weights, plan.mix_gamma
         self.layout = FeatureLayout(granularity, plan.labels, plan.output_dim(model.dim), plan.combine, pool, words,
                                     model.arch, str(model.path.resolve()), self.max_length, precision, task,
-                                    tuple(plan.stack_indices), mix_weights, mix_gamma)
+                                    tuple(plan.stack_indices), mix_weights, mix_gamma, normalize)
 
     def rows(self, records: Iterable[TextRecord], on_batch: Callable[[int], None] | None = None) -> Iterator[FeatureRow]:
         iterator = iter(records)
@@ -215,7 +222,10 @@ class FeatureExtractor:
             starts = torch.tensor([t.output_start for t in batch], device=self.device)
             ends = torch.tensor([t.output_end for t in batch], device=self.device)
             if self.pool != "none":
-                pooled = pool(values, self.pool, starts, ends).cpu().numpy()
+                pooled = pool(values, self.pool, starts, ends)
+                if self.normalize:
+                    pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+                pooled = pooled.cpu().numpy()
                 return [FeatureRow(t.record.index, t.record, None, pooled[:, row].copy()) for row, t in enumerate(batch)]
             if self.words != "none":
                 num_words = max(len(t.words) for t in batch)

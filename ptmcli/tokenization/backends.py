@@ -29,7 +29,13 @@ class HFBackend:
     def from_bytes(cls, data: bytes) -> HFBackend:
         from tokenizers import Tokenizer
 
-        return cls(Tokenizer.from_str(data.decode("utf-8")))
+        tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+        # ptm frames, pads and truncates every sequence itself. A published tokenizer.json
+        # often stores fixed-length padding and truncation, which would otherwise leak pads
+        # into every text (and cut long ones silently); the file on disk keeps them.
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return cls(tokenizer)
 
     def model_bytes(self) -> bytes:
         return self.tokenizer.to_str(pretty=True).encode("utf-8")
