@@ -78,6 +78,7 @@ def _resolve_data(cfg: PretrainConfig) -> tuple[str, str]:
 
         shards, tok = sample_data()
         return str(shards), str(tok)
+    _check_shard_dir(cfg.data)
     tokenizer = cfg.tokenizer
     if tokenizer is None:
         manifest = Path(cfg.data) / "manifest.json"
@@ -89,8 +90,29 @@ def _resolve_data(cfg: PretrainConfig) -> tuple[str, str]:
             if recorded and Path(recorded).is_dir():
                 tokenizer = recorded
         if tokenizer is None:
-            raise PtmError(f"--data {cfg.data}: the manifest names no tokenizer directory that exists here; pass --tokenizer DIR")
+            named = f"names {recorded}, which does not exist here" if recorded else "names no tokenizer directory"
+            raise PtmError(f"--data {cfg.data}: its manifest.json {named}; pass --tokenizer DIR (the tokenizer the shards "
+                           "were encoded with)")
     return cfg.data, tokenizer
+
+
+_ENCODE_HINT = "ptm tokenize encode FILE --tokenizer TOK -o SHARDS (TOK from ptm tokenize train FILE -o TOK)"
+
+
+def _check_shard_dir(data: str) -> None:
+    """Say what ``--data`` is when it is not a shard directory, and what to run instead."""
+    path = Path(data)
+    if not path.exists():
+        raise PtmError(f"--data {data}: no such file or directory (give the shard directory ptm tokenize encode wrote)")
+    if path.is_file():
+        raise PtmError(f"--data {data} is a file; pretraining reads token shards: encode it first with "
+                       f"{_ENCODE_HINT.replace('FILE', data, 1)}")
+    if (path / "manifest.json").is_file():
+        return
+    if (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file():
+        raise PtmError(f"--data {data} is a tokenizer directory; give it as --tokenizer, and as --data the shard "
+                       f"directory from {_ENCODE_HINT}")
+    raise PtmError(f"--data {data} has no manifest.json, so it is not a shard directory; make one with {_ENCODE_HINT}")
 
 
 def _predicted_fraction(cfg: PretrainConfig) -> float:

@@ -26,6 +26,7 @@ def read_conll(name: str, lines: list[str], label_index: int, require_labels: bo
         words.clear()
         tags.clear()
 
+    _refuse_tables(name, lines)
     for number, line in enumerate(lines, 1):
         fields = line.split()
         if not fields:
@@ -53,3 +54,19 @@ def read_conll(name: str, lines: list[str], label_index: int, require_labels: bo
             tags.append(fields[tag_column])
     flush()
     return LabeledFile(name, "conll", examples, ["0"], None if tag_column is None else str(tag_column))
+
+
+def _refuse_tables(name: str, lines: list[str]) -> None:
+    """A TSV/CSV of whole sentences given as CoNLL would fail later on a column count that explains nothing."""
+    seen = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        cells = line.rstrip("\r\n").split("\t")
+        if len(cells) > 1 and any(" " in cell.strip() for cell in cells):
+            raise PtmError(f"{where(name, number)}: this looks like a TSV table (tab-separated cells holding several "
+                           "words), not CoNLL columns; --task token-classification reads one word per line with its "
+                           "tag in a column and a blank line between sentences")
+        seen += 1
+        if seen == 5:
+            return
