@@ -157,3 +157,52 @@ def test_init_from_starts_at_a_checkpoints_weights(corpus, tmp_path, capsys):
     assert code == 2 and "--hidden-size conflicts with --init-from" in err
     code, err = ptm(capsys, "pretrain", *common, "-o", tmp_path / "fourth", "--init-from", tmp_path / "first", "--arch", "gpt")
     assert code == 2 and "--arch" in err
+
+
+def test_resume_from_another_directory_with_relative_paths_and_a_moved_corpus(corpus, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    shards, tok = corpus
+    work = tmp_path / "work"
+    shutil.copytree(shards, work / "shards")
+    shutil.copytree(tok, work / "tok")
+    monkeypatch.chdir(work)
+    common = [*TINY, "--seed", "3", "--max-steps", "6", "--save-every", "3", "--keep-last", "0"]
+    assert ptm(capsys, "pretrain", "--data", "shards", "--tokenizer", "tok", "-o", "run", *common)[0] == 0
+    full = _weights(work / "run")
+    shutil.rmtree(list_step_checkpoints(work / "run")[-1])  # stopped after step 3
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, err = ptm(capsys, "pretrain", "--resume", work / "run")
+    assert code == 0, err
+    assert all(torch.equal(full[k], v) for k, v in _weights(work / "run").items())
+
+    # The corpus moves: the run says so, and takes it again from its new place when it is the same data.
+    shutil.rmtree(list_step_checkpoints(work / "run")[-1])
+    shutil.move(work / "shards", tmp_path / "moved-shards")
+    code, err = ptm(capsys, "pretrain", "--resume", work / "run")
+    assert code == 2 and "not found from here" in err and "--data" in err and err.count("\n") == 1
+    code, err = ptm(capsys, "pretrain", "--resume", work / "run", "--data", tmp_path / "moved-shards")
+    assert code == 0, err
+    assert all(torch.equal(full[k], v) for k, v in _weights(work / "run").items())
+
+    # Other data under the same name is refused.
+    shutil.rmtree(list_step_checkpoints(work / "run")[-1])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "text.txt").write_text("A different corpus.\n\nWith two documents.\n", encoding="utf-8")
+    assert ptm(capsys, "tokenize", "encode", other / "text.txt", "--tokenizer", work / "tok", "-o", other / "shards")[0] == 0
+    code, err = ptm(capsys, "pretrain", "--resume", work / "run", "--data", other / "shards")
+    assert code == 2 and "differ from the ones the run trained on" in err
+
+
+def test_resuming_a_finished_run_says_how_to_extend_it(corpus, tmp_path, capsys):
+    shards, tok = corpus
+    run = tmp_path / "run"
+    assert ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", run, *TINY, "--max-steps", "2")[0] == 0
+    code, err = ptm(capsys, "pretrain", "--resume", run)
+    assert code == 0 and "already reached --max-steps 2" in err and "--max-steps 4" in err
+    code, err = ptm(capsys, "pretrain", "--resume", run, "--max-steps", "3")
+    assert code == 0 and "ptm: done: step 3" in err

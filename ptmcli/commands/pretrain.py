@@ -13,6 +13,8 @@ from ptmcli.pretraining.config import DEFAULT_PRESETS, MODEL_FIELDS, OBJECTIVES,
 from ptmcli.training.launch import resume_batch_size
 from ptmcli.training.run_dir import check_run_dir, create_run_dir
 
+# Paths a resumed run may be given again (a moved corpus): accepted when they hold the same data.
+RELOCATABLE = {"data", "tokenizer", "eval_data"}
 # Settings a resumed run may change; everything else must match the run being resumed.
 RESUMABLE_OVERRIDES = {"compile", "fsdp", "max_steps", "max_time", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches"}
 
@@ -50,12 +52,14 @@ def _validate(cfg: PretrainConfig) -> None:
 
 def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, Path]:
     """The saved run config, with only the flags that may change on resume applied."""
+    from ptmcli.config_fields import parse_duration
     from ptmcli.training.checkpoint import read_trainer, resolve_checkpoint
 
     ckpt = resolve_checkpoint(cfg.resume)
     _tensors, state = read_trainer(ckpt)
     saved = PretrainConfig(**{k: v for k, v in state["run_config"].items() if k in PretrainConfig.__dataclass_fields__})
-    conflicts = sorted(name for name in explicit - RESUMABLE_OVERRIDES - {"config"} if getattr(cfg, name) != getattr(saved, name))
+    conflicts = sorted(name for name in explicit - RESUMABLE_OVERRIDES - RELOCATABLE - {"config"}
+                       if getattr(cfg, name) != getattr(saved, name))
     if conflicts:
         name = conflicts[0]
         was = "which did not set it" if getattr(saved, name) is None else f"{getattr(saved, name)!r}"
@@ -63,13 +67,34 @@ def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainCon
             f"--{name.replace('_', '-')} {getattr(cfg, name)!r} conflicts with the run being resumed ({was}); "
             f"only {', '.join('--' + n.replace('_', '-') for n in sorted(RESUMABLE_OVERRIDES - {'resume', 'out'}))} may change on --resume"
         )
-    updates = {name: getattr(cfg, name) for name in explicit & RESUMABLE_OVERRIDES}
+    updates = {name: getattr(cfg, name) for name in explicit & (RESUMABLE_OVERRIDES | RELOCATABLE)}
+    for name in RELOCATABLE - explicit:
+        recorded = getattr(saved, name)
+        if recorded is not None and not Path(recorded).exists():
+            # Runs record absolute paths; older ones recorded them as typed, relative to where they started.
+            raise PtmError(f"--resume {cfg.resume}: the run's --{name.replace('_', '-')} {recorded} is not found from here "
+                           f"(moved, or relative to another directory); give --{name.replace('_', '-')} DIR: "
+                           "it is accepted when it holds the same data")
     updates.update(resume_batch_size(saved.batch_size, int(state.get("world_size", 1)), ckpt))
     out = cfg.out or (str(ckpt.parent.parent) if ckpt.parent.name == "checkpoints" else None)
     if out is None:
         raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
     updates["out"] = out
-    return replace(saved, **updates), ckpt
+    resumed = replace(saved, **updates)
+    loop = state.get("loop") or {}
+    step = int(loop.get("step", 0))
+    if resumed.max_time and float(loop.get("elapsed_s", 0.0)) >= parse_duration(resumed.max_time, "--max-time"):
+        raise RunFinished(f"ptm: the run already trained for its --max-time {resumed.max_time} (step {step}, {ckpt}); "
+                          "nothing to do. To train on, resume with a larger --max-time (it counts the whole run)")
+    if step >= resumed.max_steps:
+        raise RunFinished(f"ptm: the run already reached --max-steps {resumed.max_steps} (step {step}, {ckpt}); nothing to "
+                          f"do. To train on, resume with a larger --max-steps, e.g. --resume {cfg.resume} --max-steps "
+                          f"{2 * resumed.max_steps}: the learning-rate schedule is stretched to the new last step")
+    return resumed, ckpt
+
+
+class RunFinished(Exception):
+    """A resumed run that has nothing left to do; its message says so."""
 
 
 def _resolve_data(cfg: PretrainConfig) -> tuple[str, str]:
@@ -113,6 +138,28 @@ def _check_shard_dir(data: str) -> None:
         raise PtmError(f"--data {data} is a tokenizer directory; give it as --tokenizer, and as --data the shard "
                        f"directory from {_ENCODE_HINT}")
     raise PtmError(f"--data {data} has no manifest.json, so it is not a shard directory; make one with {_ENCODE_HINT}")
+
+
+def _absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
+    """Paths as the run records them: absolute, so ``--resume`` works from any directory."""
+    absolute = {name: str(Path(getattr(cfg, name)).absolute())
+                for name in ("data", "tokenizer", "eval_data", "init_from") if getattr(cfg, name)}
+    return replace(cfg, **absolute)
+
+
+def _check_same_data(ckpt: Path, dataset, tokenizer, given: set[str]) -> None:
+    """On resume: the shards and tokenizer are the ones the run trained on, wherever they now live."""
+    from ptmcli.training.checkpoint import read_config
+
+    config = read_config(ckpt)
+    recorded = (config.get("training") or {}).get("data_sha256")
+    if recorded and recorded != dataset.fingerprint:
+        flag = "--data" if "data" in given else "the run's --data"
+        raise PtmError(f"{flag} {dataset.path}: its shards differ from the ones the run trained on "
+                       f"(checksums recorded in {ckpt / 'config.json'})")
+    trained_with = (config.get("tokenizer") or {}).get("sha256")
+    if trained_with and trained_with != tokenizer.sha256:
+        raise PtmError(f"--tokenizer: it differs from the tokenizer the run trained with ({ckpt / 'config.json'})")
 
 
 def _predicted_fraction(cfg: PretrainConfig) -> float:
@@ -211,7 +258,11 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     explicit = explicit or set()
     ckpt_to_resume = None
     if cfg.resume:
-        cfg, ckpt_to_resume = _resume_config(cfg, explicit)
+        try:
+            cfg, ckpt_to_resume = _resume_config(cfg, explicit)
+        except RunFinished as finished:
+            print(finished, file=sys.stderr)
+            return {}
     if cfg.data is None and ckpt_to_resume is None:
         from ptmcli.pretraining.sample import SAMPLE_DEFAULTS, SAMPLE_PRESETS
 
@@ -219,6 +270,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         cfg = replace(cfg, **{k: v for k, v in defaults.items() if k not in explicit})
     cfg = _with_arch_defaults(cfg)
     _validate(cfg)
+    cfg = _absolute_paths(cfg)
     run_dir = check_run_dir(cfg.out, cfg.overwrite, resuming=ckpt_to_resume is not None)
     data_dir, tokenizer_dir = _resolve_data(cfg)
 
@@ -248,6 +300,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     dataset = ShardDataset.open(data_dir, verify=True)
     dataset.check_tokenizer(tokenizer)
     _check_tokenizer_roles(cfg.arch, tokenizer, tokenizer_dir)
+    if ckpt_to_resume is not None:
+        _check_same_data(ckpt_to_resume, dataset, tokenizer, explicit)
     if cfg.whole_word_mask and not dataset.has_word_starts:
         raise PtmError(f"--whole-word-mask: {data_dir} was encoded without word boundaries (re-encode with --word-starts)")
 
@@ -319,7 +373,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     checkpoint_config = {
         "arch": cfg.arch, "model": model_dict, "objective": cfg.objective, "task": None,
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
-        "training": {"data": str(data_dir), "seq_len": cfg.seq_len},
+        "training": {"data": str(data_dir), "data_sha256": dataset.fingerprint, "seq_len": cfg.seq_len},
     }
     if dist_info.is_main:
         create_run_dir(run_dir, resuming=ckpt_to_resume is not None)

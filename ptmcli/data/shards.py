@@ -167,6 +167,12 @@ class ShardDataset:
                                        f"the shards hold {rows} / {tokens}")
         return cls(directory, manifest, batches)
 
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the shard files' checksums in order: the same data wherever the directory lives."""
+        listed = "\n".join(str(entry.get("sha256", "")) for entry in self.manifest["shards"])
+        return hashlib.sha256(listed.encode("utf-8")).hexdigest()
+
     def __len__(self) -> int:
         return self.num_rows
 
