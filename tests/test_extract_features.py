@@ -485,6 +485,20 @@ def test_user_errors_are_one_line_and_leave_no_output(ckpts, tmp_path, capsys, m
     assert code == 2 and "ptm[hdf5]" in err
 
 
+def test_missing_output_directories_are_created(ckpts, tmp_path, capsys):
+    source = tmp_path / "in.txt"
+    source.write_text("fine line\n", encoding="utf-8")
+    run = ["extract-features", "-c", ckpts["bert"], source, "--no-progress", "--layers", "-1"]
+    for target in ("feats/a/x.jsonl", "feats/b/x.npy", "feats/c/shards"):
+        extra = ["--pool", "mean"] if target.endswith(".npy") else []
+        code, _, err = ptm(capsys, *run, *extra, "-o", tmp_path / target)
+        assert code == 0, err
+        assert (tmp_path / target).exists()
+    (tmp_path / "blocker").write_text("a file")
+    code, _, err = ptm(capsys, *run, "-o", tmp_path / "blocker" / "x.jsonl")
+    assert code == 2 and "blocker is a file" in err
+
+
 # -- real data ------------------------------------------------------------------------------
 
 

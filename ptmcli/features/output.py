@@ -44,8 +44,10 @@ def check_target(output: str, fmt: str, overwrite: bool) -> None:
         return
     path = Path(output)
     if not path.exists():
-        if not path.parent.exists() and str(path.parent) not in ("", "."):
-            raise PtmError(f"-o {output}: the directory {path.parent} does not exist")
+        # Missing parent directories are created when writing starts, as every command does.
+        blocking = next((p for p in path.parents if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise PtmError(f"-o {output}: {blocking} is a file, not a directory")
         return
     if fmt == "arrow" and not path.is_dir():
         raise PtmError(f"-o {output}: exists and is not a directory (arrow output is a directory)")
@@ -61,6 +63,7 @@ class AtomicFile:
     def __init__(self, target: str | Path) -> None:
         self.target = Path(target)
         try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent)
         except OSError as err:
             raise PtmError(f"cannot write {self.target}: {err.strerror}") from None
