@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli, sample_corpus
 from conftest import run_cli_err as ptm
-from conftest import sample_corpus
 from safetensors.torch import load_file
 
 from ptmcli.training.checkpoint import list_step_checkpoints, read_config
@@ -206,3 +206,6 @@ def test_resuming_a_finished_run_says_how_to_extend_it(corpus, tmp_path, capsys)
     assert code == 0 and "already reached --max-steps 2" in err and "--max-steps 4" in err
     code, err = ptm(capsys, "pretrain", "--resume", run, "--max-steps", "3")
     assert code == 0 and "ptm: done: step 3" in err
+    # The run directory also stands for its tokenizer.
+    code, out, err = run_cli(capsys, "tokenize", "show", "-t", run, "--tokens", "the history of")
+    assert code == 0 and out.split() == ["the", "history", "of"], err

@@ -18,7 +18,7 @@ def run(tokenizer_dir: str, texts: list[str] | None, ids: bool = False, tokens: 
 
     if ids + tokens + as_json > 1:
         raise PtmError("choose one of --ids, --tokens and --json")
-    tokenizer = PtmTokenizer.load(tokenizer_dir)
+    tokenizer = PtmTokenizer.load(_tokenizer_location(tokenizer_dir))
     mode = "ids" if ids else "tokens" if tokens else "json" if as_json else None
     if mode is None:
         mode = "table" if sys.stdout.isatty() else "tsv"
@@ -31,6 +31,18 @@ def run(tokenizer_dir: str, texts: list[str] | None, ids: bool = False, tokens: 
         else:
             sys.stdout.write("".join(_line(mode, *row) + "\n" for row in rows))
             sys.stdout.flush()
+
+
+def _tokenizer_location(path: str) -> str:
+    """A tokenizer directory, checkpoint, or run directory (the tokenizer of its checkpoints)."""
+    from pathlib import Path
+
+    directory = Path(path)
+    if (directory / "checkpoints").is_dir() and not (directory / "tokenizer_config.json").is_file():
+        from ptmcli.training.checkpoint import resolve_checkpoint
+
+        return str(resolve_checkpoint(directory))
+    return path
 
 
 def _line(mode: str, text: str, pieces: list[str], row: list[int]) -> str:
