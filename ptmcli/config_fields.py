@@ -99,12 +99,14 @@ def read_config_file(path: str | Path) -> dict:
 def merge(cls, file_values: dict, flag_values: dict, source: str = "--config"):
     """Build ``cls`` from its defaults, then the config file, then explicit flags."""
     names = {f.name: f for f in dataclasses.fields(cls)}
+    if source == "--config" and flag_values.get("config"):
+        source = f"--config {flag_values['config']}"
     values: dict[str, Any] = {}
     for key, value in file_values.items():
         name = key.replace("-", "_")
         if name not in names:
             raise PtmError(f"{source}: unknown setting {key!r}")
-        values[name] = value
+        values[name] = _typed(names[name], key, value, source)
     for key, value in flag_values.items():
         if value is not None:
             values[key] = value
@@ -117,6 +119,21 @@ def merge(cls, file_values: dict, flag_values: dict, source: str = "--config"):
         return cls(**values)
     except TypeError as err:
         raise PtmError(f"{source}: {err}") from None
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _typed(f: dataclasses.Field, key: str, value: Any, source: str) -> Any:
+    """A config-file value of the field's type (an integer stands for a float); else one line naming the key."""
+    base = _base_type(f.type)
+    if base not in _TYPE_NAMES or (value is None and f.default is None):
+        return value
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, base) and not (base is int and isinstance(value, bool)):
+        return value
+    raise PtmError(f"{source}: {key} = {value!r}: expected {_TYPE_NAMES[base]}")
 
 
 def parse_size(text: str, flag: str) -> int:

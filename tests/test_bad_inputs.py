@@ -95,6 +95,8 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     p["latin1"] = root / "latin1.txt"
     p["latin1"].write_bytes("caf\u00e9 cr\u00e8me br\u00fbl\u00e9e\nsecond line\n".encode("latin-1"))
     p["missing"] = root / "does-not-exist.txt"
+    p["config_types"] = root / "wrong-types.toml"
+    p["config_types"].write_text('batch_size = "big"\n', encoding="utf-8")
 
     p["tok"] = root / "tok"
     train_tokenizer(islice(iter_texts([str(p["text"])]), 2000), "wordpiece", 600).save(p["tok"])
@@ -239,6 +241,8 @@ ROWS = [
     Row("pretrain-data-tokenizer-dir", "tokenizer directory given as --data", "pretrain --data {tok} -o {out} {tiny}",
         "is a tokenizer directory"),
     Row("pretrain-data-missing", "missing --data", PRETRAIN.replace("{shards}", "{missing}"), "does-not-exist.txt"),
+    Row("pretrain-config-wrong-type", "a string where a --config file needs an integer", PRETRAIN + " --config {config_types}",
+        "wrong-types.toml: batch_size"),
     Row("pretrain-fsdp-without-torchrun", "--fsdp in a single process", PRETRAIN + " --fsdp", "--fsdp shards the model across processes"),
     Row("pretrain-resume-world-size", "resume at a world size that does not divide the global batch (4)",
         "WORLD_SIZE=3 RANK=0 LOCAL_RANK=0 pretrain --resume {ckpt}", "cannot be split over 3 processes"),
@@ -254,6 +258,8 @@ ROWS = [
     Row("finetune-zero-epochs", "zero epochs", FINETUNE.replace("{ft}", "--epochs 0 --no-progress"), "--epochs"),
     Row("finetune-tsv-as-conll", "a sentence TSV given to token-classification",
         FINETUNE.replace("classification", "token-classification"), "looks like a TSV table"),
+    Row("finetune-config-wrong-type", "a string where a --config file needs an integer", FINETUNE + " --config {config_types}",
+        "wrong-types.toml: batch_size"),
     Row("finetune-features-missing", "stored features that do not exist", STORED.replace("{train_features}", "{missing}"),
         "--train-features"),
     Row("finetune-features-token-shards", "token shards given as stored features", STORED.replace("{train_features}", "{shards}"),
