@@ -17,7 +17,8 @@ def run(cfg: EvalConfig) -> dict | None:
     """Carry out ``cfg``; returns the metrics of a ``--data`` evaluation (None for ``--sample``)."""
     import torch
 
-    from ptmcli.training.checkpoint import read_config, resolve_checkpoint
+    from ptmcli.convert.open import open_checkpoint
+    from ptmcli.training.checkpoint import read_config
     from ptmcli.training.device import check_precision, resolve_device
 
     if not cfg.checkpoint:
@@ -33,7 +34,7 @@ def run(cfg: EvalConfig) -> dict | None:
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
 
-    checkpoint = resolve_checkpoint(cfg.checkpoint)
+    checkpoint = open_checkpoint(cfg.checkpoint)
     config = read_config(checkpoint)
     if config.get("task") is not None:
         from ptmcli.evaluation.labeled import evaluate_labeled

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.features.config import COMBINES, INPUT_FORMATS, POOLS, WORDS, ExtractConfig
@@ -21,9 +22,9 @@ def _model_defaults(cfg: ExtractConfig) -> tuple[ExtractConfig, str | None]:
     from dataclasses import replace
 
     from ptmcli.convert.sentence_transformers import check_embedding, describe
-    from ptmcli.training.checkpoint import read_config, resolve_checkpoint
+    from ptmcli.training.checkpoint import read_config
 
-    checkpoint = resolve_checkpoint(cfg.checkpoint)
+    checkpoint = Path(cfg.checkpoint)
     embedding = check_embedding(read_config(checkpoint).get("sentence_embedding"), str(checkpoint / "config.json"))
     pool = cfg.pool if cfg.pool is not None else "none"
     if embedding is None or (cfg.pool is None and cfg.words != "none"):
@@ -123,6 +124,11 @@ def run(cfg: ExtractConfig):
         raise PtmError("--checkpoint is required: a checkpoint directory or a run directory")
     if not cfg.output:
         raise PtmError("-o/--output is required: a file, a directory (arrow), or - for stdout (jsonl)")
+    from dataclasses import replace
+
+    from ptmcli.convert.open import open_checkpoint
+
+    cfg = replace(cfg, checkpoint=str(open_checkpoint(cfg.checkpoint)))
     cfg, defaults_line = _model_defaults(cfg)
     fmt = _validate(cfg)
     if defaults_line:

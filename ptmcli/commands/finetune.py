@@ -104,6 +104,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     import torch
     from safetensors.torch import load_file
 
+    from ptmcli.convert.open import open_checkpoint
     from ptmcli.finetuning.evaluate import DEFAULT_METRIC, predict, scalar_metrics, score
     from ptmcli.finetuning.methods import discriminative_groups
     from ptmcli.finetuning.task import FinetuneTask, steps_per_epoch
@@ -130,7 +131,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     device = distributed.device_for(dist_info, resolve_device(cfg.device))
     check_precision(cfg.precision, device)
     main = dist_info.is_main
-    source = load_checkpoint(cfg.checkpoint)
+    source = load_checkpoint(open_checkpoint(cfg.checkpoint))
     if source.config.get("task"):
         raise PtmError(f"--checkpoint {cfg.checkpoint}: already finetuned for {source.config['task'].get('type')}; start from a pretrained checkpoint")
     arch, tokenizer = source.arch, source.tokenizer

@@ -228,9 +228,10 @@ def _build_task(cfg: PretrainConfig, tokenizer, dataset, train_rows, held_rows, 
 
 def _init_source(cfg: PretrainConfig, explicit: set[str], tokenizer) -> dict:
     """The checkpoint ``--init-from`` names, checked against the run: same family, same tokenizer, no shape flags."""
-    from ptmcli.training.checkpoint import read_config, resolve_checkpoint
+    from ptmcli.convert.open import open_checkpoint
+    from ptmcli.training.checkpoint import read_config
 
-    path = resolve_checkpoint(cfg.init_from)
+    path = open_checkpoint(cfg.init_from, "--init-from")
     config = read_config(path)
     if config["arch"] != cfg.arch:
         raise PtmError(f"--init-from {cfg.init_from}: a {config['arch']} checkpoint, but --arch is {cfg.arch} (pass --arch {config['arch']})")

@@ -203,9 +203,10 @@ def read_ptm(path: str | Path) -> Model:
     """A ptm checkpoint (or a run directory: its latest checkpoint), checked."""
     from ptmcli.convert.sentence_transformers import check_embedding
     from ptmcli.convert.tokenizer_files import read_ptm_tokenizer
-    from ptmcli.training.checkpoint import WEIGHTS, read_config, resolve_checkpoint
+    from ptmcli.convert.open import open_checkpoint
+    from ptmcli.training.checkpoint import WEIGHTS, read_config
 
-    checkpoint = resolve_checkpoint(path)
+    checkpoint = open_checkpoint(path, "source")
     config = read_config(checkpoint)
     spec = spec_for_arch(config["arch"])
     if not isinstance(config["model"], dict):

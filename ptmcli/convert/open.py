@@ -1,0 +1,66 @@
+"""What a command that reads a model was given: a checkpoint, a run directory, or a transformers directory.
+
+- a ptm checkpoint is used as it is;
+- a run directory stands for its ``best/`` checkpoint (the best dev score of a
+  finetuning run) when it has one, else its newest step checkpoint;
+- a transformers model directory of a family ptm converts is converted for
+  this process into a temporary checkpoint, removed at exit (``ptm convert``
+  keeps one).
+
+Whenever the path given is not the checkpoint used, one line on stderr says
+which checkpoint was used.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from ptmcli.errors import PtmError
+
+BEST = "best"
+
+
+def open_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
+    """The ptm checkpoint directory that ``path`` stands for."""
+    from ptmcli.convert.detect import source_kind
+    from ptmcli.training.checkpoint import CONFIG, resolve_checkpoint
+
+    given = Path(path)
+    if not given.exists():
+        raise PtmError(f"{flag} {path}: no such checkpoint or run directory")
+    if (given / CONFIG).is_file() or (given / "modules.json").is_file():
+        if source_kind(given) == "hf":
+            return _converted(given, flag)
+        return given
+    best = given / BEST
+    if (best / CONFIG).is_file():
+        _say(f"ptm: using {best} (the run's best checkpoint on its dev data)")
+        return best
+    latest = resolve_checkpoint(given)
+    _say(f"ptm: using {latest} (the run's newest checkpoint)")
+    return latest
+
+
+def _converted(directory: Path, flag: str) -> Path:
+    from ptmcli.convert.sources import read_hf
+    from ptmcli.convert.writers import write_ptm
+
+    staging = Path(tempfile.mkdtemp(prefix="ptm-converted-"))
+    atexit.register(shutil.rmtree, staging, ignore_errors=True)
+    try:
+        model = read_hf(directory)
+    except PtmError as err:
+        raise PtmError(f"{flag} {directory}: a transformers directory ptm cannot convert ({err}); "
+                       "see ptm convert --help") from None
+    target = write_ptm(model, staging / "checkpoint", overwrite=False)
+    _say(f"ptm: converted {directory} ({model.source.get('class')}) to a ptm checkpoint for this run; "
+         f"ptm convert {directory} DIR keeps one")
+    return target
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
