@@ -308,3 +308,31 @@ def test_sizes_and_flags(tokenizer_dir, tmp_path, capsys):
     assert code == 2 and "--errors 'ignore'" in err
     code, err = ptm(capsys, "tokenize", "encode", "--help")
     assert code == 0
+
+
+def test_one_sentence_per_line_text_is_named_and_document_boundary_splits_it(tokenizer_dir, tmp_path, capsys):
+    lines = [f"Satz Nummer {i} steht allein auf seiner Zeile." for i in range(40)]
+    source = tmp_path / "sentences.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, err = ptm(capsys, "tokenize", "encode", source, "--tokenizer", tokenizer_dir, "-o", tmp_path / "one", "-j", "1")
+    assert code == 0, err
+    assert "has no blank line, so its 40 lines became one document" in err and "--document-boundary line" in err
+    assert len(ShardDataset.open(tmp_path / "one")) == 1
+    code, err = ptm(capsys, "pretrain", "--data", tmp_path / "one", "-o", tmp_path / "run", "--preset", "bert-tiny",
+                    "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64", "--seq-len", "32",
+                    "--batch-size", "2", "--max-steps", "1", "--no-progress")
+    assert code == 0 and "no held-out documents" in err, err
+
+    code, err = ptm(capsys, "tokenize", "encode", source, "--tokenizer", tokenizer_dir, "-o", tmp_path / "lines", "-j", "1",
+                    "--document-boundary", "line")
+    assert code == 0 and "warning" not in err, err
+    per_line = ShardDataset.open(tmp_path / "lines")
+    assert len(per_line) == 40
+    assert per_line.manifest["options"]["document_boundary"] == "line"
+    # Blank-separated text keeps its documents whatever the flag's default, and "none" makes one of a file.
+    source.write_text("A first document.\nIts second line.\n\nA second document.\n", encoding="utf-8")
+    assert ptm(capsys, "tokenize", "encode", source, "--tokenizer", tokenizer_dir, "-o", tmp_path / "blank", "-j", "1")[0] == 0
+    assert len(ShardDataset.open(tmp_path / "blank")) == 2
+    assert ptm(capsys, "tokenize", "encode", source, "--tokenizer", tokenizer_dir, "-o", tmp_path / "none", "-j", "1",
+               "--document-boundary", "none")[0] == 0
+    assert len(ShardDataset.open(tmp_path / "none")) == 1

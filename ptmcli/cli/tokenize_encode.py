@@ -32,10 +32,12 @@ def encode(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing shard directory (only once the new one is complete)."),
     split_sentences: bool = typer.Option(True, "--split-sentences/--no-split-sentences", help="Split paragraphs into sentences; without it each paragraph (line) is one sentence."),
     word_starts: bool = typer.Option(True, "--word-starts/--no-word-starts", help="Store which tokens start a word (for whole-word masking)."),
+    document_boundary: str = typer.Option("blank", "--document-boundary", help="Plain text: what ends a document: blank (a blank line, BERT's layout), line (every line is a document: one-sentence- or one-paragraph-per-line corpora) or none (each file is one document)."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar on stderr (default: when stderr is a terminal).", show_default=False),
 ) -> None:
     from ptmcli.commands.tokenize_encode import run
 
     run(inputs=inputs, tokenizer=tokenizer, out=out, workers=workers, shard_size=shard_size, fmt=fmt,
         text_field=text_field, tsv_column=tsv_column, errors=errors, overwrite=overwrite,
-        split_sentences=split_sentences, word_starts=word_starts, progress=progress)
+        split_sentences=split_sentences, word_starts=word_starts, document_boundary=document_boundary,
+        progress=progress)

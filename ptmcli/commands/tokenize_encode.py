@@ -26,7 +26,7 @@ def parse_size(text: str, flag: str = "--shard-size") -> int:
 def run(*, inputs: list[str], tokenizer: str, out: str, workers: int | None = None, shard_size: str = "256MB",
         fmt: str = "auto", text_field: str = "text", tsv_column: str | None = None, errors: str = "strict",
         overwrite: bool = False, split_sentences: bool = True, word_starts: bool = True,
-        progress: bool | None = None) -> dict:
+        document_boundary: str = "blank", progress: bool | None = None) -> dict:
     from ptmcli.data.encode import encode_to_shards, summary_line
     from ptmcli.textio.inputs import ERROR_MODES, FORMATS
 
@@ -47,9 +47,14 @@ def run(*, inputs: list[str], tokenizer: str, out: str, workers: int | None = No
     manifest = encode_to_shards(
         inputs, tokenizer, out, workers=workers, shard_size_bytes=parse_size(shard_size), fmt=fmt,
         text_field=text_field, tsv_column=column, errors=errors, overwrite=overwrite,
-        split_sentences=split_sentences, word_starts=word_starts, progress=progress, rank=rank,
+        split_sentences=split_sentences, word_starts=word_starts, document_boundary=document_boundary,
+        progress=progress, rank=rank,
         world_size=world_size,
     )
     if rank == 0:
         print(f"ptm: {summary_line(manifest, time.monotonic() - started)} -> {out}", file=sys.stderr)
+        for unbroken in manifest["input"].get("unbroken_files", [])[:3]:
+            print(f"ptm: warning: {unbroken['file']} has no blank line, so its {unbroken['lines']:,} lines became one "
+                  "document (no held-out documents, NSP pairs from one text); if it holds one sentence or paragraph "
+                  "per line, encode it with --document-boundary line", file=sys.stderr)
     return manifest

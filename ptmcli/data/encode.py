@@ -37,6 +37,7 @@ def encode_to_shards(
     overwrite: bool = False,
     split_sentences: bool = True,
     word_starts: bool = True,
+    document_boundary: str = "blank",
     progress: bool | None = None,
     rank: int = 0,
     world_size: int = 1,
@@ -77,6 +78,7 @@ def encode_to_shards(
         "tsv_column": tsv_column,
         "errors": errors,
         "shard_size_bytes": shard_size_bytes,
+        "document_boundary": document_boundary,
     }
     staging = _staging_dir(target, world_size)
     if world_size > 1:
@@ -126,7 +128,8 @@ def _encode_share(paths: list[str], tokenizer, tokenizer_dir: str, staging: str,
         stats = ReadStats()
         counts = {"documents": 0, "empty_documents": 0}
         documents = (d.paragraphs for d in iter_documents(own_paths, options["format"], options["text_field"],
-                                                          options["tsv_column"], options["errors"], stats))
+                                                          options["tsv_column"], options["errors"], stats,
+                                                          options.get("document_boundary", "blank")))
         if not by_file:
             documents = (d for i, d in enumerate(documents) if i % world_size == rank)
         chunks = ((chunk, stats.bytes_read) for chunk in chunk_documents(documents))
@@ -156,6 +159,7 @@ def _encode_share(paths: list[str], tokenizer, tokenizer_dir: str, staging: str,
         "empty_documents": counts["empty_documents"],
         "skipped_lines": stats.skipped_lines,
         "replaced_lines": stats.replaced_lines,
+        "unbroken_files": [{"file": name, "lines": lines} for name, lines in stats.unbroken_files],
     })
 
 
@@ -278,7 +282,8 @@ def merge_rank_manifests(out_dir: str, world_size: int, overwrite: bool = False,
         manifest["shards"] = [s for p in partials for s in p["shards"]]
         manifest["rows"] = sum(p["rows"] for p in partials)
         manifest["tokens"] = sum(p["tokens"] for p in partials)
-        manifest["input"] = {k: sum(p["input"][k] for p in partials) for k in partials[0]["input"]}
+        manifest["input"] = {k: sum((p["input"][k] for p in partials), [] if isinstance(partials[0]["input"][k], list) else 0)
+                             for k in partials[0]["input"]}
         manifest["world_size"] = world_size
         if manifest["rows"] == 0:
             raise PtmError(f"no tokens: every document of {', '.join(manifest['source'][:3])} encoded to nothing")

@@ -33,19 +33,32 @@ def looks_like_json_object(line: bytes, complete: bool) -> bool:
         return False
 
 
-def parse_text(lines: Lines, source: str) -> Iterator[Document]:
-    """One paragraph per line; a blank (or whitespace-only) line ends the document."""
+DOCUMENT_BOUNDARIES = ("blank", "line", "none")
+
+
+def parse_text(lines: Lines, source: str, boundary: str = "blank",
+               unbroken: list[tuple[str, int]] | None = None) -> Iterator[Document]:
+    """One paragraph per line. ``boundary``: a blank (or whitespace-only) line ends the document,
+    every line is a document, or the whole input is one. A blank-separated input that has no blank
+    line at all is added to ``unbroken`` (its name and lines): usually a one-sentence-per-line corpus."""
     paragraphs: list[str] = []
     start = 0
+    documents = 0
     for number, text in lines:
         if text.strip():
             if not paragraphs:
                 start = number
             paragraphs.append(text)
-        elif paragraphs:
+            if boundary == "line":
+                yield _document(source, start, paragraphs)
+                paragraphs = []
+        elif paragraphs and boundary == "blank":
             yield _document(source, start, paragraphs)
+            documents += 1
             paragraphs = []
     if paragraphs:
+        if boundary == "blank" and documents == 0 and len(paragraphs) > 1 and unbroken is not None:
+            unbroken.append((source, len(paragraphs)))
         yield _document(source, start, paragraphs)
 
 

@@ -128,24 +128,28 @@ def iter_documents(
     tsv_column: str | int | None = None,
     errors: str = "strict",
     stats: ReadStats | None = None,
+    boundary: str = "blank",
 ) -> Iterator[Document]:
     """Documents from every input in order (see the module docstring for formats).
 
     ``inputs`` are expanded with ``expand_inputs``. ``errors`` decides what an
     invalid UTF-8 line (or an unparsable JSON line / short TSV row) does:
     "strict" raises PtmError naming file:line, "replace" substitutes U+FFFD,
-    "skip" drops the line; both are counted in ``stats``.
+    "skip" drops the line; both are counted in ``stats``. ``boundary`` says what
+    ends a document of plain text (``formats.parse_text``).
     Raises PtmError "no text found in ..." when no document results at all.
     """
     if fmt not in FORMATS:
         raise PtmError(f"unknown input format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if errors not in ERROR_MODES:
         raise PtmError(f"unknown --errors mode {errors!r}; choose one of {', '.join(ERROR_MODES)}")
+    if boundary not in formats.DOCUMENT_BOUNDARIES:
+        raise PtmError(f"--document-boundary {boundary!r}: choose one of {', '.join(formats.DOCUMENT_BOUNDARIES)}")
     stats = stats if stats is not None else ReadStats()
     paths = expand_inputs(inputs)
     documents_before = stats.documents
     for path in paths:
-        for document in _iter_file(path, fmt, text_field, tsv_column, errors, stats):
+        for document in _iter_file(path, fmt, text_field, tsv_column, errors, stats, boundary):
             stats.documents += 1
             yield document
     if stats.documents == documents_before:
@@ -168,7 +172,7 @@ def iter_texts(
 
 
 def _iter_file(path: str, fmt: str, text_field: str, tsv_column: str | int | None,
-               errors: str, stats: ReadStats) -> Iterator[Document]:
+               errors: str, stats: ReadStats, boundary: str = "blank") -> Iterator[Document]:
     name = STDIN_NAME if path == STDIN else path
     stream, head, counter, file = _open_binary(path)
     try:
@@ -179,7 +183,7 @@ def _iter_file(path: str, fmt: str, text_field: str, tsv_column: str | int | Non
         stats.files += 1
         lines = _decoded_lines(stream, name, errors, stats, counter)
         if file_fmt == "text":
-            yield from formats.parse_text(lines, name)
+            yield from formats.parse_text(lines, name, boundary, stats.unbroken_files)
         elif file_fmt == "jsonl":
             yield from formats.parse_jsonl(lines, name, text_field, errors, stats)
         elif file_fmt == "wikiextractor":

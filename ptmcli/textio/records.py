@@ -27,3 +27,5 @@ class ReadStats:
     lines: int = 0
     skipped_lines: int = 0
     replaced_lines: int = 0
+    unbroken_files: list[tuple[str, int]] = field(default_factory=list)
+    """Plain-text inputs without a blank line, read as one document each: (name, lines)."""
