@@ -360,10 +360,13 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, cfg.adam_beta2), device=device.type)
 
     peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else peak_flops(device, cfg.precision)
+    peak_source = "--peak-tflops" if cfg.peak_tflops else f"the device's datasheet dense peak for {cfg.precision}"
     if peak is None and device.type == "cpu":
         peak = measure_matmul_peak(device, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
         # CPU ranks measure at once, each on its share of the host's cores: together, the host's peak.
         peak = distributed.all_reduce_values([peak], dist_info, device)[0]
+        peak_source = (f"the fastest of 7 {'bf16' if cfg.precision == 'bf16' else 'fp32'} 2048^3 matmuls measured at "
+                       "start-up (--peak-tflops sets a documented peak)")
     elif peak is not None:
         peak *= dist_info.world_size
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.max_steps // 20)
@@ -417,6 +420,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
             f"{device.type} {cfg.precision}, {batch_text} ({tokens_per_step:,} tokens/step max), {cfg.max_steps:,} steps -> {run_dir}",
             file=sys.stderr,
         )
+        if peak:
+            print(f"ptm: mfu is measured against {peak / 1e12:.2f} TFLOP/s, {peak_source}", file=sys.stderr)
     started = time.time()
     if cfg.compile and cfg.arch == "elmo" and dist_info.is_main:
         print("ptm: --compile is ignored for elmo (its LSTM kernels and per-batch unique tokens do not compile)", file=sys.stderr)
