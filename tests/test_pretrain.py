@@ -48,6 +48,8 @@ def test_pretrain_learns_and_writes_checkpoints(corpus, tmp_path, capsys):
     for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", "trainer/optimizer.safetensors", "trainer/state.json"):
         assert (ckpt / name).exists(), name
     assert "ptm: done: step 40" in err
+    assert "mfu is measured against" in err and "fastest of 7 fp32" in err
+    assert all(0 < r["mfu"] < 1 for r in records if "mfu" in r)
 
 
 def test_resume_reaches_the_same_weights(corpus, tmp_path, capsys):
