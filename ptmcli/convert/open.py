@@ -33,9 +33,9 @@ def open_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
     if not given.exists():
         raise PtmError(f"{flag} {path}: no such checkpoint or run directory")
     if (given / CONFIG).is_file() or (given / "modules.json").is_file():
-        if source_kind(given) == "hf":
+        if _is_transformers(given) and source_kind(given) == "hf":
             return _converted(given, flag)
-        return given
+        return given  # a ptm checkpoint, or a broken one that reading its config will name
     best = given / BEST
     if (best / CONFIG).is_file():
         _say(f"ptm: using {best} (the run's best checkpoint on its dev data)")
@@ -43,6 +43,19 @@ def open_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
     latest = resolve_checkpoint(given)
     _say(f"ptm: using {latest} (the run's newest checkpoint)")
     return latest
+
+
+def _is_transformers(directory: Path) -> bool:
+    """A config.json without ptm's "format" key (or none at all, for an old sentence-transformers model)."""
+    import json
+
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return True
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(config, dict) and "format" not in config
 
 
 def _converted(directory: Path, flag: str) -> Path:

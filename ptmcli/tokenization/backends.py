@@ -7,10 +7,45 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
+from collections.abc import Callable
 
 from ptmcli.errors import PtmError
 
 SP_WORD_START = "\u2581"  # sentencepiece's ▁, the mark of a piece that begins a word
+
+# Steps some published sentencepiece tokenizers take before the model sees the text
+# (ALBERT's: LaTeX quotes to ", accents stripped, lowercased), in the order they apply.
+TEXT_STEPS = ("quotes", "strip-accents", "lowercase")
+
+
+def _strip_accents(text: str) -> str:
+    # Decompose, then drop the nonspacing marks: what tokenizers' NFKD + StripAccents do.
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if unicodedata.category(c) != "Mn")
+
+
+_STEP_FUNCTIONS: dict[str, Callable[[str], str]] = {
+    "quotes": lambda text: text.replace("``", '"').replace("''", '"'),
+    "strip-accents": _strip_accents,
+    "lowercase": str.lower,
+}
+
+
+def text_preparer(steps: tuple[str, ...]) -> Callable[[str], str] | None:
+    """One function applying ``steps`` (names from ``TEXT_STEPS``) in their fixed order; None for none."""
+    unknown = [s for s in steps if s not in TEXT_STEPS]
+    if unknown:
+        raise PtmError(f"unknown text step {unknown[0]!r}; steps are {', '.join(TEXT_STEPS)}")
+    functions = [_STEP_FUNCTIONS[s] for s in TEXT_STEPS if s in steps]
+    if not functions:
+        return None
+
+    def prepare(text: str) -> str:
+        for function in functions:
+            text = function(text)
+        return text
+
+    return prepare
 
 
 def _out_of_range(token_id: int, size: int) -> PtmError:
@@ -78,14 +113,16 @@ class HFBackend:
 
 
 class SentencePieceBackend:
-    """A ``sentencepiece`` model (tokenizer.model)."""
+    """A ``sentencepiece`` model (tokenizer.model), with the text steps some published ones need first."""
 
     filename = "tokenizer.model"
 
-    def __init__(self, proto: bytes) -> None:
+    def __init__(self, proto: bytes, text_steps: tuple[str, ...] = ()) -> None:
         import sentencepiece
 
         self.proto = proto
+        self._prepare = text_preparer(tuple(text_steps))
+        self.text_steps = tuple(s for s in TEXT_STEPS if s in text_steps)
         self.processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
         self.threads = max(1, os.cpu_count() or 1)
         self.piece_types, self.trainer_model_type = read_sentencepiece_proto(proto)
@@ -97,11 +134,11 @@ class SentencePieceBackend:
         self._piece_to_id = {p: i for i, p in enumerate(pieces)}
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> SentencePieceBackend:
+    def from_bytes(cls, data: bytes, text_steps: tuple[str, ...] = (), name: str = "tokenizer.model") -> SentencePieceBackend:
         try:
-            return cls(data)
+            return cls(data, text_steps)
         except (RuntimeError, ValueError, IndexError) as err:
-            raise PtmError(f"tokenizer.model is not a sentencepiece model: {err}") from None
+            raise PtmError(f"{name} is not a sentencepiece model: {err}") from None
 
     def model_bytes(self) -> bytes:
         return self.proto
@@ -114,6 +151,8 @@ class SentencePieceBackend:
         return self.processor.get_piece_size()
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self._prepare is not None:
+            texts = [self._prepare(t) for t in texts]
         return self.processor.encode(texts, out_type=int, num_threads=self.threads)
 
     def encode_batch_words(self, texts: list[str]) -> list[tuple[list[int], list[bool]]]:

@@ -7,6 +7,7 @@ adds special tokens when it builds examples).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tokenizers import (
@@ -92,6 +93,61 @@ def add_post_processor(tokenizer: Tokenizer, roles: dict[str, str], special: str
 def register_specials(tokenizer: Tokenizer, tokens: list[str]) -> None:
     """Special tokens are matched whole in raw text and skipped when decoding."""
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
+
+
+ADDED_TOKEN_FLAGS = ("single_word", "lstrip", "rstrip", "normalized", "special")
+
+
+def register_added_tokens(tokenizer: Tokenizer, declared: list[tuple[int, dict]], where: str) -> None:
+    """Add (id, {"content", flags...}) tokens in id order, each at exactly its declared id.
+
+    A token already in the vocabulary keeps its id and only starts being matched
+    whole; a new one takes the next free id, so the declared ids must follow on.
+    """
+    for token_id, entry in sorted(declared, key=lambda item: item[0]):
+        flags = {k: bool(entry[k]) for k in ADDED_TOKEN_FLAGS if k in entry}
+        special = flags.pop("special", False)
+        added = AddedToken(entry["content"], special=special, **flags)
+        if special:
+            tokenizer.add_special_tokens([added])
+        else:
+            tokenizer.add_tokens([added])
+        got = tokenizer.token_to_id(entry["content"])
+        if got != token_id:
+            raise PtmError(f"{where}: added token {entry['content']!r} is declared with id {token_id}, "
+                           f"but the vocabulary gives it id {got}")
+
+
+# transformers tokenizer classes that rebuild the normalizer and pre-tokenizer from
+# tokenizer_config.json, whatever tokenizer.json holds; the Bert ones all build BERT's.
+BERT_CLASSES = frozenset({"BertTokenizer", "DistilBertTokenizer", "ElectraTokenizer", "MobileBertTokenizer",
+                          "SqueezeBertTokenizer", "ConvBertTokenizer", "LayoutLMTokenizer"})
+BYTE_LEVEL_CLASSES = frozenset({"GPT2Tokenizer", "RobertaTokenizer"})
+
+
+def class_pipeline(class_name: str | None, config: dict, unk_token: str | None) -> dict | None:
+    """What transformers' ``class_name`` builds from ``config`` (tokenizer_config.json) on top of
+    tokenizer.json's vocabulary: ``{"model": {"type", fields...}, "normalizer", "pre_tokenizer"}``
+    as tokenizer.json entries; None for a class that takes tokenizer.json as it is."""
+    probe = Tokenizer(models.WordPiece({"[UNK]": 0}, unk_token="[UNK]"))
+    if class_name in BERT_CLASSES:
+        strip_accents = config.get("strip_accents")
+        probe.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=bool(config.get("tokenize_chinese_chars", True)),
+            strip_accents=None if strip_accents is None else bool(strip_accents),
+            lowercase=bool(config.get("do_lower_case", True)))
+        probe.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        model = {"type": "WordPiece", "unk_token": unk_token or "[UNK]", "continuing_subword_prefix": WORD_PREFIX,
+                 "max_input_chars_per_word": 100}
+    elif class_name in BYTE_LEVEL_CLASSES:
+        probe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(config.get("add_prefix_space", False)),
+                                                       trim_offsets=True, use_regex=True)
+        model = {"type": "BPE", "dropout": None, "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                 "fuse_unk": False, "byte_fallback": False}
+    else:
+        return None
+    built = json.loads(probe.to_str())
+    return {"model": model, "normalizer": built["normalizer"], "pre_tokenizer": built["pre_tokenizer"]}
 
 
 def read_vocab_file(path: str) -> dict[str, int]:

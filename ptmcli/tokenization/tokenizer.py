@@ -6,7 +6,9 @@ A tokenizer directory holds the model file (``tokenizer.json`` for Hugging Face
 ``kind``, ``special_tokens`` ...) and the keys Hugging Face tokenizers use
 (``do_lower_case``, ``unk_token`` ...), so the directory loads in either.
 Directories written by other tools (a Hugging Face model directory with a
-``tokenizer.json``) load too; their settings are inferred.
+``tokenizer.json``, a sentencepiece ``spiece.model``, a BERT ``vocab.txt``, a
+GPT-2 ``vocab.json`` + ``merges.txt``) load too, read as transformers reads
+them (``ptmcli.convert.tokenizer_files``).
 """
 
 from __future__ import annotations
@@ -18,20 +20,13 @@ from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.textio.atomic import atomic_directory
-from ptmcli.tokenization.backends import HFBackend, SentencePieceBackend
+from ptmcli.tokenization.backends import TEXT_STEPS, HFBackend, SentencePieceBackend
 from ptmcli.tokenization.specials import ROLES, SENTENCEPIECE_MODELS
 
 CONFIG_FILE = "tokenizer_config.json"
 CONFIG_FORMAT = "ptm-tokenizer"
 CONFIG_VERSION = 1
 DEFAULT_MAX_LENGTH = 512
-
-# Names of special tokens in directories written by other tools, for inferring roles.
-_KNOWN_SPECIALS = {
-    "[PAD]": ("pad",), "<pad>": ("pad",), "[UNK]": ("unk",), "<unk>": ("unk",),
-    "[CLS]": ("cls",), "[SEP]": ("sep",), "[MASK]": ("mask",), "<mask>": ("mask",),
-    "<s>": ("bos",), "</s>": ("eos",), "<|endoftext|>": ("bos", "eos"),
-}
 
 
 @dataclass
@@ -45,6 +40,9 @@ class TokenizerSettings:
     special_tokens: dict[str, str] = field(default_factory=dict)
     model_max_length: int = DEFAULT_MAX_LENGTH
     special_set: str | None = None
+    text_steps: tuple[str, ...] = ()
+    """Steps applied to text before a sentencepiece model (``backends.TEXT_STEPS``): what
+    published tokenizers such as ALBERT's do outside the model file."""
 
 
 class PtmTokenizer:
@@ -61,6 +59,8 @@ class PtmTokenizer:
         missing = [t for t in settings.special_tokens.values() if backend.token_to_id(t) is None]
         if missing:
             raise PtmError(f"special tokens {missing} are not in the tokenizer's vocabulary")
+        if tuple(settings.text_steps) != getattr(backend, "text_steps", ()):
+            raise ValueError("the settings' text steps must be the backend's")
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -83,6 +83,10 @@ class PtmTokenizer:
     @property
     def model_max_length(self) -> int:
         return self._settings.model_max_length
+
+    @property
+    def text_steps(self) -> tuple[str, ...]:
+        return tuple(self._settings.text_steps)
 
     @property
     def special_tokens(self) -> dict[str, str]:
@@ -123,6 +127,11 @@ class PtmTokenizer:
         if self._model_bytes is None:
             self._model_bytes = self._backend.model_bytes()
         return self._model_bytes
+
+    def model_file_bytes(self) -> bytes:
+        """The model file as saved: a published tokenizer.json keeps the padding and
+        truncation it stores, which the tokenizer in use has switched off."""
+        return self._model_file_bytes()
 
     def __repr__(self) -> str:
         return f"PtmTokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, lowercase={self.lowercase})"
@@ -167,6 +176,7 @@ class PtmTokenizer:
             "special_set": s.special_set,
             "model_max_length": s.model_max_length,
             "vocab_size": self.vocab_size,
+            **({"text_steps": list(s.text_steps)} if s.text_steps else {}),
             "do_lower_case": s.lowercase,
             "tokenize_chinese_chars": s.split_cjk,
         }
@@ -195,42 +205,49 @@ class PtmTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> PtmTokenizer:
-        """Read a tokenizer directory (ptm's, or a Hugging Face one with tokenizer.json)."""
+        """Read a tokenizer directory: ptm's, or one another tool wrote (read as transformers reads it)."""
         directory = Path(path)
         if not directory.is_dir():
             why = "it does not exist" if not directory.exists() else "it is a file, not a directory"
             raise PtmError(f"{directory} is not a tokenizer directory: {why}")
-        json_file, model_file = directory / HFBackend.filename, directory / SentencePieceBackend.filename
-        if not json_file.is_file() and not model_file.is_file():
-            raise PtmError(f"{directory} is not a tokenizer directory: it has neither tokenizer.json "
-                           "nor tokenizer.model")
-        config = _read_config(directory)
-        if config.get("format") == CONFIG_FORMAT:
-            use_sentencepiece = config.get("kind") in SENTENCEPIECE_MODELS
-        else:
-            use_sentencepiece = not json_file.is_file()
-        model_path = model_file if use_sentencepiece else json_file
+        config = read_tokenizer_config(directory)
+        if config.get("format") != CONFIG_FORMAT:
+            from ptmcli.convert.tokenizer_files import read_hf_tokenizer
+
+            tokenizer = read_hf_tokenizer(directory, config)
+            if tokenizer is None:
+                raise PtmError(f"{directory} is not a tokenizer directory: it has neither tokenizer.json "
+                               "nor tokenizer.model")
+            return tokenizer
+        settings = _settings_from_ptm_config(config, directory)
+        use_sentencepiece = settings.kind in SENTENCEPIECE_MODELS
+        model_path = directory / (SentencePieceBackend.filename if use_sentencepiece else HFBackend.filename)
         if not model_path.is_file():
             raise PtmError(f"{directory} is not a tokenizer directory: it has no {model_path.name}")
-        try:
-            data = model_path.read_bytes()
-        except OSError as err:
-            raise PtmError(f"cannot read {model_path}: {err.strerror}") from None
+        data = read_model_file(model_path)
         if use_sentencepiece:
-            backend: HFBackend | SentencePieceBackend = SentencePieceBackend.from_bytes(data)
+            backend: HFBackend | SentencePieceBackend = SentencePieceBackend.from_bytes(data, settings.text_steps)
         else:
-            try:
-                backend = HFBackend.from_bytes(data)
-            except Exception as err:  # tokenizers raises plain Exception for a malformed file
-                raise PtmError(f"cannot read {model_path}: {str(err).splitlines()[0]}") from None
-        if config.get("format") == CONFIG_FORMAT:
-            settings = _settings_from_ptm_config(config, directory)
-        else:
-            settings = _settings_from_foreign(config, backend)
+            backend = hf_backend(data, model_path)
         return cls(backend, settings, model_bytes=data)
 
 
-def _read_config(directory: Path) -> dict:
+def read_model_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise PtmError(f"cannot read {path}: {err.strerror}") from None
+
+
+def hf_backend(data: bytes, path: Path) -> HFBackend:
+    try:
+        return HFBackend.from_bytes(data)
+    except Exception as err:  # tokenizers raises plain Exception for a malformed file
+        raise PtmError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+
+
+def read_tokenizer_config(directory: Path) -> dict:
+    """tokenizer_config.json as a dict ({} when absent); checked when it is ptm's."""
     path = directory / CONFIG_FILE
     if not path.is_file():
         return {}
@@ -250,7 +267,7 @@ def _read_config(directory: Path) -> dict:
 
 def _settings_from_ptm_config(config: dict, directory: Path) -> TokenizerSettings:
     try:
-        return TokenizerSettings(
+        settings = TokenizerSettings(
             kind=str(config["kind"]),
             lowercase=bool(config.get("lowercase", False)),
             strip_accents=bool(config.get("strip_accents", False)),
@@ -258,36 +275,15 @@ def _settings_from_ptm_config(config: dict, directory: Path) -> TokenizerSetting
             special_tokens={str(k): str(v) for k, v in dict(config.get("special_tokens", {})).items()},
             model_max_length=int(config.get("model_max_length", DEFAULT_MAX_LENGTH)),
             special_set=config.get("special_set"),
+            text_steps=tuple(str(step) for step in config.get("text_steps", ())),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise PtmError(f"{directory / CONFIG_FILE}: bad or missing entry ({err})") from None
-
-
-def _settings_from_foreign(config: dict, backend: HFBackend | SentencePieceBackend) -> TokenizerSettings:
-    """Best-effort settings for a directory another tool wrote (no ptm config)."""
-    if isinstance(backend, HFBackend):
-        from ptmcli.tokenization.pipelines import describe_model
-
-        description = backend.describe()
-        kind, lowercase = describe_model(description)
-        added = [t["content"] for t in description.get("added_tokens", []) if t.get("special")]
-    else:
-        kind, lowercase = backend.model_type(), False
-        added = [backend.id_to_token(i) for i in backend.special_piece_ids()]
-    specials: dict[str, str] = {}
-    for token in added:
-        for role in _KNOWN_SPECIALS.get(token, ()):
-            specials.setdefault(role, token)
-    for role in ROLES:
-        value = config.get(f"{role}_token")
-        if isinstance(value, dict):
-            value = value.get("content")
-        if isinstance(value, str) and backend.token_to_id(value) is not None:
-            specials[role] = value
-    max_length = config.get("model_max_length", DEFAULT_MAX_LENGTH)
-    if not isinstance(max_length, int) or max_length > 1_000_000:  # HF writes 1e30 for "no limit"
-        max_length = DEFAULT_MAX_LENGTH
-    lowercase = bool(config.get("do_lower_case", lowercase))
-    return TokenizerSettings(kind=kind, lowercase=lowercase, strip_accents=bool(config.get("strip_accents") or False),
-                             split_cjk=bool(config.get("tokenize_chinese_chars", kind == "wordpiece")),
-                             special_tokens=specials, model_max_length=max_length)
+    unknown = [step for step in settings.text_steps if step not in TEXT_STEPS]
+    if unknown:
+        raise PtmError(f"{directory / CONFIG_FILE}: text_steps has unknown step {unknown[0]!r}; "
+                       f"steps are {', '.join(TEXT_STEPS)}")
+    if settings.text_steps and settings.kind not in SENTENCEPIECE_MODELS:
+        raise PtmError(f"{directory / CONFIG_FILE}: text_steps apply only to sentencepiece models, not {settings.kind}")
+    settings.text_steps = tuple(step for step in TEXT_STEPS if step in settings.text_steps)
+    return settings
