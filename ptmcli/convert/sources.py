@@ -201,9 +201,9 @@ def _task_from_hf(hf_config: dict, cls: HFClass, directory: Path) -> dict | None
 
 def read_ptm(path: str | Path) -> Model:
     """A ptm checkpoint (or a run directory: its latest checkpoint), checked."""
+    from ptmcli.convert.open import open_checkpoint
     from ptmcli.convert.sentence_transformers import check_embedding
     from ptmcli.convert.tokenizer_files import read_ptm_tokenizer
-    from ptmcli.convert.open import open_checkpoint
     from ptmcli.training.checkpoint import WEIGHTS, read_config
 
     checkpoint = open_checkpoint(path, "source")
