@@ -193,6 +193,31 @@ def test_bert_features_match_transformers_with_no_pads(converted, capsys, tmp_pa
     assert len(lines[-1]["features"]) > PADDED_LENGTH
 
 
+def test_albert_word_vectors_come_from_the_tokens_its_text_steps_give(converted, capsys, tmp_path):
+    """--words aligns sub-tokens through offsets: they must be those of the lowercased, accent-free text."""
+    _source, checkpoint = converted["albert"]
+    texts = ["Caf\u00e9 Owners in Z\u00fcrich SAID hello", "The ANARCHIST movement"]
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    common = ["extract-features", "--checkpoint", checkpoint, source, "--layers", "-1", "--no-progress"]
+    code, out, err = ptm(capsys, *common, "-o", "-", "--words", "first")
+    assert code == 0, err
+    per_word = [json.loads(line)["features"] for line in out.splitlines()]
+    assert [[f["token"] for f in words] for words in per_word] == [t.split() for t in texts]
+    code, out, err = ptm(capsys, *common, "-o", "-")
+    assert code == 0, err
+    per_token = [json.loads(line)["features"] for line in out.splitlines()]
+    # Each word's vector is its first sub-token's: the same tokens plain extraction gives.
+    for words, tokens in zip(per_word, per_token, strict=True):
+        # A word starts at a piece with its own ▁, or right after a bare ▁ (which belongs to no word).
+        pieces = [f["token"] for f in tokens]
+        starts = [f for i, f in enumerate(tokens) if f["token"] != "\u2581"
+                  and (f["token"].startswith("\u2581") or (i > 0 and pieces[i - 1] == "\u2581"))]
+        assert len(starts) == len(words)
+        for word, token in zip(words, starts, strict=True):
+            assert word["layers"][0]["values"] == token["layers"][0]["values"]
+
+
 def test_gpt2_features_match_transformers_with_no_pads(converted, capsys, tmp_path):
     source, checkpoint = converted["gpt2-padded"]
     texts = [*TEXTS[:3], LONG]

@@ -54,14 +54,17 @@ def encode_with_words(tokenizer, texts: list[str]) -> list[tuple[list[int], list
             results.append((list(encoding.ids), words, [text[s:e] for s, e in spans]))
         return results
     if hasattr(backend, "encode") and hasattr(backend, "id_to_piece"):  # sentencepiece
-        protos = backend.encode(texts, return_type="proto")
-        for text, proto in zip(texts, protos):
+        # Offsets refer to the text after the tokenizer's text steps, whose words are the same.
+        prepared = [tokenizer.prepare_text(t) for t in texts]
+        protos = backend.encode(prepared, return_type="proto")
+        for original, text, proto in zip(texts, prepared, protos):
             spans = split_words(text)
+            names = [original[s:e] for s, e in split_words(original)]
             char_owner = _char_words(text, spans)
             # sentencepiece offsets count UTF-8 bytes: give every byte its character's word.
             byte_owner = [w for ch, w in zip(text, char_owner) for _ in range(len(ch.encode("utf-8")))] + [-1]
             offsets = [(piece.begin, piece.end) for piece in proto.pieces]
             results.append(([piece.id for piece in proto.pieces], _token_words(offsets, byte_owner),
-                            [text[s:e] for s, e in spans]))
+                            names if len(names) == len(spans) else [text[s:e] for s, e in spans]))
         return results
     raise PtmError(f"--words needs token offsets, which this tokenizer ({type(backend).__name__}) does not give")

@@ -75,6 +75,9 @@ class HFBackend:
     def model_bytes(self) -> bytes:
         return self.tokenizer.to_str(pretty=True).encode("utf-8")
 
+    def prepare(self, text: str) -> str:
+        return text  # the normalizer inside the pipeline does it all, offsets included
+
     def describe(self) -> dict:
         return json.loads(self.tokenizer.to_str())
 
@@ -142,6 +145,10 @@ class SentencePieceBackend:
 
     def model_bytes(self) -> bytes:
         return self.proto
+
+    def prepare(self, text: str) -> str:
+        """The text the model is given: the text steps applied."""
+        return self._prepare(text) if self._prepare is not None else text
 
     def model_type(self) -> str:
         return {1: "unigram", 2: "sp-bpe"}.get(self.trainer_model_type, "unigram")

@@ -150,6 +150,11 @@ class PtmTokenizer:
         """
         return self._backend.encode_batch_words(list(texts))
 
+    def prepare_text(self, text: str) -> str:
+        """What the model's own tokenizer is given: ``text`` after a published sentencepiece
+        model's text steps (lowercasing ...); unchanged for every other tokenizer."""
+        return self._backend.prepare(text)
+
     def decode(self, ids: list[int]) -> str:
         """Text of ``ids``, special tokens left out."""
         return self._backend.decode(list(ids), frozenset(self.all_special_ids))
