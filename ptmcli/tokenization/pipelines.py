@@ -156,11 +156,11 @@ def read_vocab_file(path: str) -> dict[str, int]:
         with open(path, encoding="utf-8") as f:
             lines = f.read().split("\n")
     except FileNotFoundError:
-        raise PtmError(f"--vocab file {path} does not exist") from None
+        raise PtmError(f"vocabulary file {path} does not exist") from None
     except UnicodeDecodeError as err:
-        raise PtmError(f"--vocab file {path} is not UTF-8 text ({err.reason})") from None
+        raise PtmError(f"vocabulary file {path} is not UTF-8 text ({err.reason})") from None
     except OSError as err:
-        raise PtmError(f"cannot read --vocab file {path}: {err.strerror}") from None
+        raise PtmError(f"cannot read vocabulary file {path}: {err.strerror}") from None
     if lines and lines[-1] == "":
         lines.pop()
     vocab: dict[str, int] = {}
@@ -169,7 +169,7 @@ def read_vocab_file(path: str) -> dict[str, int]:
             raise PtmError(f"{where(path, number + 1)}: token {token!r} already appears on line {vocab[token] + 1}")
         vocab[token] = number
     if not vocab:
-        raise PtmError(f"--vocab file {path} is empty")
+        raise PtmError(f"vocabulary file {path} is empty")
     return vocab
 
 

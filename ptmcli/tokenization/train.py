@@ -218,7 +218,7 @@ def wordpiece_from_vocab(vocab_file: str, settings: TokenizerSettings) -> PtmTok
     vocab = read_vocab_file(vocab_file)
     roles = {role: token for role, token in settings.special_tokens.items() if token in vocab}
     if "unk" not in roles:
-        raise PtmError(f"--vocab file {vocab_file} has no {settings.special_tokens.get('unk', '[UNK]')} token")
+        raise PtmError(f"vocabulary file {vocab_file} has no {settings.special_tokens.get('unk', '[UNK]')} token")
     settings.special_tokens = roles
     tokenizer = new_tokenizer("wordpiece", settings.lowercase, settings.strip_accents, settings.split_cjk,
                               roles["unk"], vocab=vocab)
