@@ -18,9 +18,11 @@ from typing import Any
 from ptmcli.errors import PtmError
 
 
-def option(default: Any, help: str, *, flag: str | None = None, short: str | None = None, choices: tuple[str, ...] | None = None, default_factory=None):
-    """A dataclass field with its command-line help."""
-    meta = {"help": help, "flag": flag, "short": short, "choices": choices}
+def option(default: Any, help: str, *, flag: str | None = None, short: str | None = None, choices: tuple[str, ...] | None = None,
+           default_factory=None, required: str | None = None):
+    """A dataclass field with its command-line help. ``required``: when the flag must be given
+    (``"always"``, or the condition, e.g. ``"unless --resume"``), shown in the help; the command checks it."""
+    meta = {"help": help, "flag": flag, "short": short, "choices": choices, "required": required}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -45,14 +47,19 @@ def cli_parameters(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
         meta = f.metadata
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = meta.get("help", "")
+        # Help text is rich markup: a literal "[default: ...]" in it would be read as a tag and vanish.
+        help_text = meta.get("help", "").replace("[", "\\[")
         if meta.get("choices"):
             help_text += f" One of: {', '.join(meta['choices'])}."
-        if default is not None and default != "" and base is not bool:
+        says_default = "[default:" in help_text or "(default:" in help_text
+        if meta.get("required"):
+            help_text += " \\[required]" if meta["required"] == "always" else f" \\[required {meta['required']}]"
+        elif default is not None and default != "" and base is not bool and not says_default:
             help_text += f" \\[default: {default}]"
         if base is bool:
             decls = [f"{flag}/--no-{flag[2:]}"]
-            help_text += f" \\[default: {'on' if default else 'off'}]"
+            if default is not None and not says_default:
+                help_text += f" \\[default: {'on' if default else 'off'}]"
         else:
             decls = [flag]
         if meta.get("short"):
@@ -62,11 +69,16 @@ def cli_parameters(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
             inspect.Parameter(
                 f.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                default=typer.Option(None, *decls, help=help_text, show_default=False),
+                # No type label: the help says what a value is, and bool flags take none.
+                default=typer.Option(None, *decls, help=help_text, show_default=False,
+                                     metavar="" if base is bool else _METAVARS.get(base, "VALUE")),
                 annotation=annotation,
             )
         )
     return params
+
+
+_METAVARS = {int: "N", float: "X", str: "TEXT", list: "TEXT"}
 
 
 def with_parameters(func, params: list[inspect.Parameter]):

@@ -67,22 +67,22 @@ TRAIN_EPILOG = """Examples:
 @app.command("train", help=TRAIN_HELP, short_help=TRAIN_SHORT_HELP, epilog=TRAIN_EPILOG)
 def train(
     inputs: list[str] | None = typer.Argument(None, metavar="INPUT", help=INPUT_HELP, show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", help="Directory to write the tokenizer to."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="PATH", help="Directory to write the tokenizer to."),
     model: Model = typer.Option(Model.wordpiece, "--model", "-m", help="Tokenizer model."),
-    vocab_size: int = typer.Option(30000, "--vocab-size", help="Vocabulary size, special tokens included."),
-    min_frequency: int = typer.Option(2, "--min-frequency", help="Merge only pairs seen this often (not used by sentencepiece models)."),
-    limit_alphabet: int = typer.Option(1000, "--limit-alphabet", help="wordpiece, bpe: keep this many of the most frequent characters; rarer ones become [UNK]. Raise it for Chinese or Japanese (each ideograph is a character: 5000 or more)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output directory if it exists."),
-    lowercase: bool | None = typer.Option(None, "--lowercase/--cased", help="Lowercase text first.", show_default="per model"),
-    strip_accents: bool | None = typer.Option(None, "--strip-accents/--keep-accents", help="Remove accents.", show_default="wordpiece, bpe: when lowercasing"),
-    split_cjk: bool | None = typer.Option(None, "--split-cjk/--no-split-cjk", help="Make each CJK ideograph its own word.", show_default="wordpiece, bpe: on"),
+    vocab_size: int = typer.Option(30000, "--vocab-size", metavar="N", help="Vocabulary size, special tokens included."),
+    min_frequency: int = typer.Option(2, "--min-frequency", metavar="N", help="Merge only pairs seen this often (not used by sentencepiece models)."),
+    limit_alphabet: int = typer.Option(1000, "--limit-alphabet", metavar="N", help="wordpiece, bpe: keep this many of the most frequent characters; rarer ones become [UNK]. Raise it for Chinese or Japanese (each ideograph is a character: 5000 or more)."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace the output directory if it exists."),
+    lowercase: bool | None = typer.Option(None, "--lowercase/--cased", metavar="", help="Lowercase text first.", show_default="per model"),
+    strip_accents: bool | None = typer.Option(None, "--strip-accents/--keep-accents", metavar="", help="Remove accents.", show_default="wordpiece, bpe: when lowercasing"),
+    split_cjk: bool | None = typer.Option(None, "--split-cjk/--no-split-cjk", metavar="", help="Make each CJK ideograph its own word.", show_default="wordpiece, bpe: on"),
     special_tokens: SpecialSet | None = typer.Option(None, "--special-tokens", help="Special-token set: bert ([PAD] [UNK] [CLS] [SEP] [MASK]), gpt (<|endoftext|>), roberta (<s> <pad> </s> <unk> <mask>).", show_default="per model"),
-    vocab: Path | None = typer.Option(None, "--vocab", help="Build a wordpiece tokenizer from this BERT vocab.txt instead of training."),
+    vocab: Path | None = typer.Option(None, "--vocab", metavar="PATH", help="Build a wordpiece tokenizer from this BERT vocab.txt instead of training."),
     input_format: InputFormat = typer.Option(InputFormat.auto, "--format", help="Input format."),
-    text_field: str = typer.Option("text", "--text-field", help="JSONL: the field (or dotted path) holding the text."),
-    tsv_column: str | None = typer.Option(None, "--tsv-column", help="TSV/CSV: the text column, by header name or 0-based index."),
+    text_field: str = typer.Option("text", "--text-field", metavar="TEXT", help="JSONL: the field (or dotted path) holding the text."),
+    tsv_column: str | None = typer.Option(None, "--tsv-column", metavar="TEXT", help="TSV/CSV: the text column, by header name or 0-based index."),
     errors: ErrorMode = typer.Option(ErrorMode.strict, "--errors", help="Invalid UTF-8 or unparsable lines: stop (strict), replace bad bytes, or skip the line."),
-    max_length: int = typer.Option(512, "--max-length", help="Longest sequence a model using this tokenizer takes (model_max_length)."),
+    max_length: int = typer.Option(512, "--max-length", metavar="N", help="Longest sequence a model using this tokenizer takes (model_max_length)."),
 ) -> None:
     from ptmcli.commands.tokenize_train import TrainRequest, run
 
@@ -118,10 +118,10 @@ SHOW_EPILOG = """Examples:
 @app.command("show", help=SHOW_HELP, short_help=SHOW_SHORT_HELP, epilog=SHOW_EPILOG)
 def show(
     texts: list[str] | None = typer.Argument(None, metavar="TEXT", help="Texts to tokenize; stdin lines if none.", show_default=False),
-    tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory (or a checkpoint directory)."),
-    ids: bool = typer.Option(False, "--ids", help="Print only ids, space-separated, one line per input."),
-    tokens: bool = typer.Option(False, "--tokens", help="Print only tokens, space-separated, one line per input."),
-    as_json: bool = typer.Option(False, "--json", help='Print one JSON object per input: {"text", "tokens", "ids"}.'),
+    tokenizer: Path = typer.Option(..., "--tokenizer", "-t", metavar="PATH", help="Tokenizer directory (or a checkpoint directory)."),
+    ids: bool = typer.Option(False, "--ids", metavar="", help="Print only ids, space-separated, one line per input."),
+    tokens: bool = typer.Option(False, "--tokens", metavar="", help="Print only tokens, space-separated, one line per input."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help='Print one JSON object per input: {"text", "tokens", "ids"}.'),
 ) -> None:
     from ptmcli.commands.tokenize_show import run
 

@@ -21,19 +21,19 @@ zcat wiki.jsonl.gz | ptm tokenize encode - --tokenizer tok/ -o shards/ --format 
 
 def encode(
     inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Text files, globs, directories, or - for stdin."),
-    tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory (from `ptm tokenize train`)."),
-    out: str = typer.Option(..., "--output", "-o", "--out", help="Shard directory to create."),
-    workers: int = typer.Option(None, "--workers", "-j", help="Encoding processes (default: all cores); 1 encodes in this process.", show_default=False),
-    shard_size: str = typer.Option("256MB", "--shard-size", help="Start a new shard file beyond this size (e.g. 64MB, 1GB)."),
-    fmt: str = typer.Option("auto", "--format", help="Input format: auto, text, jsonl, wikiextractor, tsv, csv."),
-    text_field: str = typer.Option("text", "--text-field", help="JSON field (jsonl) or column name (tsv/csv) holding the text."),
-    tsv_column: str = typer.Option(None, "--tsv-column", help="TSV/CSV column holding the text, by name or 0-based index.", show_default=False),
-    errors: str = typer.Option("strict", "--errors", help="Invalid UTF-8 or unparsable lines: strict (stop), replace, or skip."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing shard directory (only once the new one is complete)."),
-    split_sentences: bool = typer.Option(True, "--split-sentences/--no-split-sentences", help="Split paragraphs into sentences; without it each paragraph (line) is one sentence."),
-    word_starts: bool = typer.Option(True, "--word-starts/--no-word-starts", help="Store which tokens start a word (for whole-word masking)."),
-    document_boundary: str = typer.Option("blank", "--document-boundary", help="Plain text: what ends a document: blank (a blank line, BERT's layout), line (every line is a document: one-sentence- or one-paragraph-per-line corpora) or none (each file is one document)."),
-    progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar on stderr (default: when stderr is a terminal).", show_default=False),
+    tokenizer: str = typer.Option(..., "--tokenizer", "-t", metavar="TEXT", help="Tokenizer directory (from `ptm tokenize train`)."),
+    out: str = typer.Option(..., "--output", "-o", "--out", metavar="TEXT", help="Shard directory to create."),
+    workers: int = typer.Option(None, "--workers", "-j", metavar="N", help="Encoding processes (default: all cores); 1 encodes in this process.", show_default=False),
+    shard_size: str = typer.Option("256MB", "--shard-size", metavar="TEXT", help="Start a new shard file beyond this size (e.g. 64MB, 1GB)."),
+    fmt: str = typer.Option("auto", "--format", metavar="TEXT", help="Input format: auto, text, jsonl, wikiextractor, tsv, csv."),
+    text_field: str = typer.Option("text", "--text-field", metavar="TEXT", help="JSON field (jsonl) or column name (tsv/csv) holding the text."),
+    tsv_column: str = typer.Option(None, "--tsv-column", metavar="TEXT", help="TSV/CSV column holding the text, by name or 0-based index.", show_default=False),
+    errors: str = typer.Option("strict", "--errors", metavar="TEXT", help="Invalid UTF-8 or unparsable lines: strict (stop), replace, or skip."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing shard directory (only once the new one is complete)."),
+    split_sentences: bool = typer.Option(True, "--split-sentences/--no-split-sentences", metavar="", help="Split paragraphs into sentences; without it each paragraph (line) is one sentence."),
+    word_starts: bool = typer.Option(True, "--word-starts/--no-word-starts", metavar="", help="Store which tokens start a word (for whole-word masking)."),
+    document_boundary: str = typer.Option("blank", "--document-boundary", metavar="TEXT", help="Plain text: what ends a document: blank (a blank line, BERT's layout), line (every line is a document: one-sentence- or one-paragraph-per-line corpora) or none (each file is one document)."),
+    progress: bool = typer.Option(None, "--progress/--no-progress", metavar="", help="Progress bar on stderr (default: when stderr is a terminal).", show_default=False),
 ) -> None:
     from ptmcli.commands.tokenize_encode import run
 

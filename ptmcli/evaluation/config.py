@@ -16,7 +16,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 @dataclass(frozen=True)
 class EvalConfig:
-    checkpoint: str | None = option(None, "Checkpoint directory, or a run directory (its latest checkpoint).", short="-c")
+    checkpoint: str | None = option(None, "Checkpoint directory; a run directory (its best/ checkpoint, else its newest); or a Hugging Face model directory (converted for the run).", short="-c", required="always")
     data: str | None = option(None, "Text to score: a file, glob, directory or - for stdin (gzip or not). Perplexity for GPT and ELMo; MLM loss and pseudo-perplexity for BERT.")
     format: str = option("auto", "Input format. wikitext: WikiText's raw files, one document per ' = Title = ' article (auto-detected from a first line of that shape).", choices=FORMATS)
     text_field: str = option("text", "JSON field (jsonl) or column name (tsv/csv) holding the text.")

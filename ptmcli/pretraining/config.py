@@ -23,7 +23,7 @@ class PretrainConfig:
     objective: str | None = option(None, "Pretraining objective: mlm+nsp or mlm (RoBERTa-style full-sentence packing, no NSP) for bert; clm (next token) for gpt; bilm (forward + backward LM) for elmo [default: the first of these for --arch].", choices=("mlm+nsp", "mlm", "clm", "bilm"))
     data: str | None = option(None, "Shard directory from `ptm tokenize encode`. Omit to use the sample corpus bundled with ptm.")
     tokenizer: str | None = option(None, "Tokenizer directory the shards were encoded with (default: the one recorded in the shard manifest).")
-    out: str | None = option(None, "Run directory: checkpoints/, metrics.jsonl, run.json.", flag="--out", short="-o")
+    out: str | None = option(None, "Run directory: checkpoints/, metrics.jsonl, run.json.", flag="--out", short="-o", required="unless --resume")
     overwrite: bool = option(False, "Replace an existing run directory instead of refusing.")
     preset: str | None = option(None, "Model size preset: bert-tiny ... bert-large, gpt-tiny, gpt-mini, gpt-small, gpt1, gpt2-124m ... gpt2-1.5b, elmo-small, elmo-mini, elmo-original [default: bert-mini, gpt-mini or elmo-mini].")
     hidden_size: int | None = option(None, "Override the preset's hidden size.")
