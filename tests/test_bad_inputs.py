@@ -289,6 +289,11 @@ ROWS = [
     Row("eval-zero-batch", "zero batch size", "eval -c {ckpt} --data {text} --batch-size 0", "--batch-size"),
     Row("eval-latin1-data", "Latin-1 (non-UTF-8) file", "eval -c {ckpt} --data {latin1}", "latin1.txt"),
     Row("eval-sample-on-bert", "generation from a BERT", "eval -c {ckpt} --sample hello", "language model"),
+    # predict
+    Row("predict-pretrained-checkpoint", "a pretrained checkpoint, not finetuned", "predict -c {ckpt} {features_in}",
+        "ptm extract-features"),
+    Row("predict-zero-batch", "zero batch size", "predict -c {ckpt} {features_in} --batch-size 0", "--batch-size"),
+    Row("predict-unknown-output-format", "unknown output format", "predict -c {ckpt} {features_in} --output-format xml", "xml"),
     # convert
     Row("convert-pickle-bin", "pytorch_model.bin pickling a non-tensor object", "convert {hf_pickle} {out}", "pytorch_model.bin"),
     Row("convert-pickle-safetensors", "torch.save pickle as model.safetensors", "convert {ckpt_pickle} {out}", "model.safetensors"),

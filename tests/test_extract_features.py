@@ -524,3 +524,19 @@ def test_real_conll_words_align_with_their_tags(ckpts, tmp_path, capsys):
     table = pa.ipc.open_stream(tmp_path / "conll" / "part-00000.arrow").read_all()
     assert table.column("tokens").to_pylist() == sentences
     assert [len(v) for v in table.column("features").to_pylist()] == [len(s) for s in sentences]
+
+
+def test_a_reader_that_stops_early_ends_the_pipeline_quietly(ckpts, tmp_path):
+    """`ptm extract-features ... -o - | head` exits 0 with nothing on stderr, as Unix tools do."""
+    import subprocess
+
+    source = tmp_path / "in.txt"
+    source.write_text("the river flows past the old city walls\n" * 400, encoding="utf-8")
+    process = subprocess.Popen([sys.executable, "-m", "ptmcli", "extract-features", "-c", str(ckpts["bert"]), str(source),
+                                "-o", "-", "--layers", "-1", "--no-progress"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(process.stdout.read(100)) == 100
+    process.stdout.close()  # what `head -c 100` does
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "error" not in err

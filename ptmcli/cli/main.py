@@ -7,17 +7,36 @@ stays instant.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 
 import typer
 
 from ptmcli import __version__
-from ptmcli.cli import convert, eval_cmd, extract_features, finetune, pretrain, tokenize
+from ptmcli.cli import convert, eval_cmd, extract_features, finetune, predict, pretrain, tokenize
+
+EXAMPLES = """Examples:
+
+ptm pretrain -o runs/sample                                   # a small BERT on the bundled Wikipedia sample
+
+ptm tokenize train corpus.txt --model wordpiece --vocab-size 30000 -o tok/ && ptm tokenize encode corpus.txt -t tok/ -o shards/
+
+ptm pretrain --arch gpt --data shards/ -o runs/gpt --precision bf16
+
+ptm finetune --checkpoint runs/gpt --task classification --train sst2/train.tsv --dev sst2/dev.tsv -o runs/sst2
+
+ptm extract-features -c hf-sentence-model/ sentences.txt -o vectors.npy
+
+ptm convert runs/sst2 hf-sst2/ --to hf
+
+Each command's --help has more; --debug after any command shows tracebacks."""
 
 app = typer.Typer(
     name="ptm",
-    help="Pretrain, finetune and use language models: word vectors, ELMo, GPT, BERT and kin.",
+    help="Pretrain, finetune and use language models: ELMo, GPT, BERT and kin.",
+    epilog=EXAMPLES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -30,6 +49,7 @@ app.command("pretrain", help=pretrain.HELP, short_help=pretrain.SHORT_HELP, epil
 app.command("finetune", help=finetune.HELP, short_help=finetune.SHORT_HELP, epilog=finetune.EPILOG)(finetune.finetune)
 app.command("extract-features", help=extract_features.HELP, short_help=extract_features.SHORT_HELP)(extract_features.extract_features)
 app.command("eval", help=eval_cmd.HELP, short_help=eval_cmd.SHORT_HELP)(eval_cmd.eval_command)
+app.command("predict", help=predict.HELP, short_help=predict.SHORT_HELP)(predict.predict)
 app.command("convert", help=convert.HELP, short_help=convert.SHORT_HELP)(convert.convert)
 
 
@@ -44,7 +64,7 @@ def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors (also accepted after any subcommand)."),
 ) -> None:
-    """Pretrain, finetune and use language models: word vectors, ELMo, GPT, BERT and kin."""
+    """Pretrain, finetune and use language models: ELMo, GPT, BERT and kin."""
 
 
 # Commands that use every torchrun process (training, and encoding a share of the input
@@ -66,6 +86,25 @@ def _runs_on_rank_zero_only(args: list[str]) -> bool:
     return launch.enabled and not launch.is_main and not distributed
 
 
+# Commands that have closed and renamed every output when they return, so the process may end
+# at once: tearing down torch's modules and C++ state at exit takes about half a second.
+EXIT_WITHOUT_TEARDOWN = ("extract-features",)
+
+
+def _exit_without_teardown(code: int) -> None:
+    """End the process now, as a normal exit would but without the interpreter's teardown.
+
+    Returns instead, for the normal exit, while a thread that exit would wait for still runs.
+    """
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()  # what the interpreter would run: temporary files, process pools, logging
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and exit 2 for user errors, unless --debug."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -83,6 +122,17 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=args, prog_name="ptm", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
+        words = [a for a in args if not a.startswith("-")]
+        # Only as the process's entry point (argv None): a caller in the same process goes on.
+        if argv is None and words and words[0] in EXIT_WITHOUT_TEARDOWN and "torch" in sys.modules:
+            _exit_without_teardown(0)
+    except SystemExit as stop:
+        # click ends a command whose stdout reader went away (EPIPE) with status 1, after wrapping
+        # stdout; like other Unix tools, a closed pipe downstream (`| head`) is not an error.
+        if stop.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _silence_stdout()
+            sys.exit(0)
+        raise
     except click_errors.UsageError as err:
         # A bad flag or flag value: one line, like every other user error (`--help` shows the usage).
         if debug:
@@ -111,6 +161,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         # A downstream `head` closed the pipe: not an error in a shell pipeline.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         sys.exit(0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so flushing it at exit cannot raise on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -38,8 +38,14 @@ def run(cfg: EvalConfig) -> dict | None:
     config = read_config(checkpoint)
     if config.get("task") is not None:
         from ptmcli.evaluation.labeled import evaluate_labeled
+        from ptmcli.tasks.readers import UnlabeledData
 
-        return _report(evaluate_labeled(checkpoint, config, cfg), cfg)
+        try:
+            metrics = evaluate_labeled(checkpoint, config, cfg)
+        except UnlabeledData as err:
+            raise PtmError(f"{err}; eval scores labeled data: for predictions on unlabeled text use "
+                           f"ptm predict -c {cfg.checkpoint} {cfg.data}") from None
+        return _report(metrics, cfg)
 
     from ptmcli.models.loading import load_checkpoint
 

@@ -7,8 +7,8 @@
   this process into a temporary checkpoint, removed at exit (``ptm convert``
   keeps one).
 
-Whenever the path given is not the checkpoint used, one line on stderr says
-which checkpoint was used.
+One line on stderr says which checkpoint was used when that is not plain: a
+finetuning run's best/ or, without one, its newest step; a conversion.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def open_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
         _say(f"ptm: using {best} (the run's best checkpoint on its dev data)")
         return best
     latest = resolve_checkpoint(given)
-    _say(f"ptm: using {latest} (the run's newest checkpoint)")
+    if (given / "results.json").is_file():  # a finetuning run without best/ (it had no --dev)
+        _say(f"ptm: using {latest} (the run's newest checkpoint; it kept no best/)")
     return latest
 
 

@@ -5,26 +5,38 @@ parsed in ``conll``) and reports problems as ``PtmError`` naming the file and
 line. Which columns hold the texts, the label and the choices is found from
 common names (GLUE, SuperGLUE, SWAG...) unless the caller names them; see
 docs/tasks-data.md for the rules.
+
+``read_labeled`` reads a whole file (finetuning, ``ptm eval``);
+``open_labeled`` reads line by line, so an input of any size streams through
+(``ptm predict``). With ``labels=False`` any label column is ignored and plain
+lines (``text``: one text per line, ``a ||| b`` for a pair) are read too.
+Files may be gzip-compressed.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 
 from ptmcli.errors import PtmError, where
 from ptmcli.tasks import TASKS
-from ptmcli.tasks.conll import read_conll
+from ptmcli.tasks.conll import DOCSTART, read_conll
 from ptmcli.tasks.examples import LabeledExample, LabeledFile
 
 FORMATS = ("auto", "tsv", "csv", "jsonl", "conll")
+# Unlabeled input may also be plain lines.
+INPUT_FORMATS = (*FORMATS, "text")
 STDIN = "-"
+# A pair on one plain line, as ``ptm extract-features`` reads it.
+PAIR_SEPARATOR = " ||| "
 
 # Column names tried in order; matched without regard to case.
 PAIR_COLUMNS = (
@@ -50,6 +62,21 @@ COPA_QUESTIONS = {"cause": "What was the cause of this?", "effect": "What happen
 
 _EXTENSIONS = {".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl",
                ".ndjson": "jsonl", ".conll": "conll", ".bio": "conll", ".iob": "conll", ".iob2": "conll"}
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+# A CoNLL stream hands this many lines at a time (whole sentences) to the CoNLL reader.
+CONLL_BLOCK_LINES = 50_000
+# Lines looked at to tell CoNLL columns from one sentence per line.
+_SNIFF_LINES = 5
+_TAG = re.compile(r"^(O|[BIESLU]-\S+)$")
+
+
+class UnlabeledData(PtmError):
+    """Labels were needed, and the input has none (no label column, words without tags, plain lines)."""
+
+
+class _NoTextColumn(PtmError):
+    """No column of a table holds the text."""
 
 
 def read_labeled(path: str, task: str, *, text_columns: Sequence[str] | None = None,
@@ -67,36 +94,109 @@ def read_labeled(path: str, task: str, *, text_columns: Sequence[str] | None = N
         raise PtmError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if fmt not in FORMATS:
         raise PtmError(f"unknown labeled-data format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    name = "<stdin>" if path == STDIN else str(path)
-    text = decode_utf8(read_bytes(path) if data is None else data, name)
-    if not text.strip():
-        raise PtmError(f"{name}: the file is empty")
-    if fmt == "auto":
-        fmt = detect_format(name, text, task)
-    lines = _lines(text)
-    if fmt == "conll":
-        if task != "token-classification":
-            raise PtmError(f"{name}: CoNLL column files hold token labels; use task token-classification, "
-                           f"not {task}")
-        result = read_conll(name, lines, conll_label_index, require_labels)
-    else:
-        if fmt == "jsonl":
-            rows, names = _jsonl_rows(name, lines)
-        else:
-            rows, names = _table_rows(name, text, lines, fmt)
-        builder = _ExampleBuilder(name, fmt, task, names, text_columns, label_column, choice_columns,
-                                  require_labels)
-        result = builder.build(rows)
+    stream = _open(path, task, text_columns, label_column, choice_columns, fmt, conll_label_index,
+                   require_labels, True, None, data, conll_block_lines=None)
+    examples = list(stream)
+    result = LabeledFile(stream.name, stream.format, examples, list(stream.text_columns), stream.label_column,
+                         list(stream.choice_columns))
     if not result.examples:
-        raise PtmError(f"{name}: no examples in the file")
+        raise PtmError(f"{stream.name}: no examples in the file")
     if require_labels and not result.has_labels:
-        raise PtmError(f"{name}: the file has no labels")
+        raise UnlabeledData(f"{stream.name}: the file has no labels")
     return result
 
 
 def read_examples(path: str, task: str, **options) -> list[LabeledExample]:
     """The examples alone of :func:`read_labeled`."""
     return read_labeled(path, task, **options).examples
+
+
+def open_labeled(path: str, task: str, *, text_columns: Sequence[str] | None = None,
+                 preferred_text_columns: Sequence[str] | None = None, fmt: str = "auto",
+                 labels: bool = True) -> LabeledStream:
+    """The examples of ``path`` for ``task``, read as they are asked for.
+
+    The input is opened, its format settled and its header read now (so a bad
+    file or column fails here); the examples follow, one line at a time.
+    ``preferred_text_columns`` are used when the input has them all (a
+    checkpoint's recorded columns), else the columns are found as usual.
+    With ``labels=True`` every example must have its label, as in
+    :func:`read_labeled`; ``labels=False`` reads unlabeled input: label
+    columns and tags are ignored and plain lines (``fmt="text"``) are accepted.
+    """
+    formats = FORMATS if labels else INPUT_FORMATS
+    if fmt not in formats:
+        raise PtmError(f"unknown input format {fmt!r}; choose one of {', '.join(formats)}")
+    return _open(path, task, text_columns, None, None, fmt, -1, labels, labels,
+                 preferred_text_columns, None, conll_block_lines=CONLL_BLOCK_LINES)
+
+
+class LabeledStream:
+    """The examples of one input, in input order, and what the reader settled about it.
+
+    ``text_columns`` / ``label_column`` / ``choice_columns`` name the columns
+    used (for CoNLL: the word column "0" and, once read, the tag column).
+    """
+
+    def __init__(self, name: str, fmt: str, text_columns: list[str], label_column: str | None,
+                 choice_columns: list[str]) -> None:
+        self.name, self.format = name, fmt
+        self.text_columns, self.label_column, self.choice_columns = text_columns, label_column, choice_columns
+        self._examples: Iterator[LabeledExample] = iter(())
+
+    def __iter__(self) -> Iterator[LabeledExample]:
+        return self._examples
+
+    def chunks(self, size: int) -> Iterator[list[LabeledExample]]:
+        """The examples in lists of ``size`` (the last one shorter)."""
+        chunk: list[LabeledExample] = []
+        for example in self._examples:
+            chunk.append(example)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def _open(path: str, task: str, text_columns, label_column, choice_columns, fmt: str, conll_label_index: int,
+          require_labels: bool, read_labels: bool, preferred_text_columns, data: bytes | None,
+          conll_block_lines: int | None) -> LabeledStream:
+    if task not in TASKS:
+        raise PtmError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    name = "<stdin>" if path == STDIN else str(path)
+    lines = _Lines(name, _raw_lines(path, data))
+    head = lines.peek_nonblank(_SNIFF_LINES)
+    if not head:
+        raise PtmError(f"{name}: the file is empty")
+    if fmt == "auto":
+        fmt = _detect(name, head[0], task) if read_labels else _detect_unlabeled(
+            name, head, task, [*(text_columns or ()), *(preferred_text_columns or ())])
+    if fmt == "conll":
+        if task != "token-classification":
+            raise PtmError(f"{name}: CoNLL column files hold token labels; use task token-classification, "
+                           f"not {task}")
+        stream = LabeledStream(name, fmt, ["0"], None, [])
+        stream._examples = _conll_examples(stream, lines, conll_label_index, require_labels, read_labels,
+                                           conll_block_lines)
+        return stream
+    if fmt == "text":
+        stream = LabeledStream(name, fmt, [], None, [])
+        stream._examples = _plain_examples(name, task, lines.stripped())
+        return stream
+    names, rows = _jsonl_rows(name, lines.stripped()) if fmt == "jsonl" else _table_rows(name, lines, fmt)
+    if text_columns is None and preferred_text_columns and all(_find(names, c) for c in preferred_text_columns):
+        text_columns = preferred_text_columns
+    try:
+        builder = _ExampleBuilder(name, fmt, task, names, text_columns, label_column, choice_columns,
+                                  require_labels, read_labels)
+    except _NoTextColumn as err:
+        if require_labels and _detect_unlabeled(name, head, task, text_columns or ()) == "text":
+            raise UnlabeledData(str(err)) from None  # plain lines: a header was never there
+        raise
+    stream = LabeledStream(name, fmt, list(builder.text_columns), builder.label_column, list(builder.choice_columns))
+    stream._examples = (builder.example(number, row) for number, row in rows)
+    return stream
 
 
 # -- bytes and lines --------------------------------------------------------------------------
@@ -118,32 +218,132 @@ def read_bytes(path: str) -> bytes:
 
 def decode_utf8(data: bytes, name: str) -> str:
     """Text of ``data``; a byte-order mark (MRPC's files start with one) is dropped."""
-    if data.startswith(b"\xef\xbb\xbf"):
+    if data.startswith(_BOM):
         data = data[3:]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        raise PtmError(f"{where(name, line)}: not valid UTF-8 (byte 0x{data[err.start]:02x} at column {column}); "
-                       "convert the file to UTF-8") from None
+        raise PtmError(_not_utf8(name, line, data[err.start], column)) from None
 
 
-def _lines(text: str) -> list[str]:
-    # Split on \n only: str.splitlines would also split inside a text at \x1c, \u2028 ...
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+def _not_utf8(name: str, line: int, byte: int, column: int) -> str:
+    return (f"{where(name, line)}: not valid UTF-8 (byte 0x{byte:02x} at column {column}); "
+            "convert the file to UTF-8")
+
+
+def _raw_lines(path: str, data: bytes | None) -> Iterator[bytes]:
+    """The byte lines of ``data``, of stdin or of the file ``path``, endings kept; gzip is undone."""
+    owned = None
+    if data is not None:
+        stream = io.BufferedReader(io.BytesIO(data))
+    elif path == STDIN:
+        stream = sys.stdin.buffer
+        if not hasattr(stream, "peek"):
+            stream = io.BufferedReader(stream)
+    else:
+        try:
+            stream = owned = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise PtmError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise PtmError(f"{path}: is a directory, not a labeled data file") from None
+        except OSError as err:
+            raise PtmError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        if stream.peek(2)[:2] == _GZIP_MAGIC:
+            stream = gzip.GzipFile(fileobj=stream, mode="rb")
+        try:
+            yield from stream
+        except (OSError, EOFError) as err:
+            raise PtmError(f"{path}: cannot read: {err}") from None
+    finally:
+        if owned is not None:
+            owned.close()
+
+
+def _without_ending(line: str) -> str:
+    # Only \n ends a line (str.splitlines would also split inside a text at \x1c, \u2028 ...).
+    if line.endswith("\n"):
+        line = line[:-1]
+    return line[:-1] if line.endswith("\r") else line
+
+
+class _Lines:
+    """Numbered, decoded lines of one input, with a look at the first ones before they are read."""
+
+    def __init__(self, name: str, raw: Iterator[bytes]) -> None:
+        self.name = name
+        self._raw = raw
+        self._ahead: list[tuple[int, str]] = []  # decoded, endings kept
+        self._read = 0
+
+    def _decode(self, number: int, line: bytes) -> str:
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise PtmError(_not_utf8(self.name, number, line[err.start], err.start + 1)) from None
+
+    def peek_nonblank(self, count: int) -> list[str]:
+        """Up to ``count`` first non-blank lines (without their endings); nothing is consumed."""
+        found = [_without_ending(line) for _, line in self._ahead if line.strip()]
+        for line in self._raw:
+            self._read += 1
+            if self._read == 1 and line.startswith(_BOM):
+                line = line[3:]  # MRPC's files start with a byte-order mark
+            text = self._decode(self._read, line)
+            self._ahead.append((self._read, text))
+            if text.strip():
+                found.append(_without_ending(text))
+            if len(found) >= count:
+                break
+        return found[:count]
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        """The lines with their endings."""
+        return self._lines(strip=False)
+
+    def stripped(self) -> Iterator[tuple[int, str]]:
+        """The lines without their endings."""
+        return self._lines(strip=True)
+
+    def _lines(self, strip: bool) -> Iterator[tuple[int, str]]:
+        for number, text in self._ahead:
+            yield number, _without_ending(text) if strip else text
+        self._ahead = []
+        # The first line (and its byte-order mark) always went through peek_nonblank.
+        for number, line in enumerate(self._raw, self._read + 1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                text = self._decode(number, line)
+            if strip:
+                if text[-1:] == "\n":
+                    text = text[:-1]
+                if text[-1:] == "\r":
+                    text = text[:-1]
+            yield number, text
+
+
+def _extension(name: str) -> str:
+    """The format-naming extension of ``name``: data.tsv.gz is a .tsv file."""
+    base, ext = os.path.splitext(name)
+    if ext.lower() == ".gz":
+        ext = os.path.splitext(base)[1]
+    return ext.lower()
 
 
 def detect_format(name: str, text: str, task: str) -> str:
     """The format by extension, else by the first non-blank line."""
-    first = next((line for line in _lines(text[:65536]) if line.strip()), "")
+    first = next((line for line in text[:65536].split("\n") if line.strip()), "")
+    return _detect(name, first[:-1] if first.endswith("\r") else first, task)
+
+
+def _detect(name: str, first: str, task: str) -> str:
     if task == "token-classification":
-        ext = os.path.splitext(name)[1].lower()
-        return "jsonl" if _EXTENSIONS.get(ext) == "jsonl" or first.lstrip().startswith("{") else "conll"
-    by_extension = _EXTENSIONS.get(os.path.splitext(name)[1].lower())
+        return "jsonl" if _EXTENSIONS.get(_extension(name)) == "jsonl" or first.lstrip().startswith("{") else "conll"
+    by_extension = _EXTENSIONS.get(_extension(name))
     if by_extension is not None:
         return by_extension
     if first.lstrip().startswith("{"):
@@ -155,34 +355,70 @@ def detect_format(name: str, text: str, task: str) -> str:
     return "tsv"
 
 
+def _known_column(cell: str, named: Sequence[str]) -> bool:
+    known = {*SINGLE_COLUMNS, *LABEL_COLUMNS, *CHOICE_LIST_COLUMNS, *WORD_FIELDS, *named,
+             *(c for group in PAIR_COLUMNS for c in group), *(c for group in CONTEXT_COLUMNS for c in group)}
+    cell = cell.strip().lower()
+    return cell in {k.lower() for k in known} or bool(_NUMBERED_CHOICE.match(cell))
+
+
+def _detect_unlabeled(name: str, head: list[str], task: str, named: Sequence[str]) -> str:
+    """The format of unlabeled input: as :func:`_detect`, but a first line that is no header is plain text.
+
+    Token classification: CoNLL columns when the first lines are single words
+    (or end in a tag), else one whitespace-tokenized sentence per line.
+    """
+    first = head[0]
+    by_extension = _EXTENSIONS.get(_extension(name))
+    if by_extension == "jsonl" or first.lstrip().startswith("{"):
+        return "jsonl"
+    if task == "token-classification":
+        if by_extension is not None:
+            return "conll"
+        fields = [line.split() for line in head]
+        if fields[0][0] == DOCSTART or all(len(f) == len(fields[0]) and (len(f) == 1 or _TAG.match(f[-1]))
+                                           for f in fields):
+            return "conll"
+        return "text"
+    if by_extension is not None:
+        return by_extension
+    if "\t" in first or any(_known_column(c, named) for c in first.split("\t")):
+        return "tsv"
+    if any(_known_column(c, named) for c in first.split(",")):
+        return "csv"
+    return "text"
+
+
 # -- rows of tables and JSON lines ------------------------------------------------------------
 
 Row = tuple[int, dict]
 
 
-def _table_rows(name: str, text: str, lines: list[str], fmt: str) -> tuple[list[Row], list[str]]:
-    """(line, {column: cell}) for each data row of a TSV (no quoting, as GLUE writes) or CSV file."""
+def _table_rows(name: str, lines: _Lines, fmt: str) -> tuple[list[str], Iterator[Row]]:
+    """(the header's names, (line, {column: cell}) for each data row) of a TSV (no quoting, as GLUE writes) or CSV file."""
     if fmt == "csv":
-        records = _csv_records(name, text)
+        records = _csv_records(name, lines)
     else:
-        records = ((number, line.split("\t")) for number, line in enumerate(lines, 1) if line.strip())
+        records = ((number, line.split("\t")) for number, line in lines.stripped() if line.strip())
     header_line, header = next(records, (1, []))
     names = [h.strip() for h in header]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise PtmError(f"{where(name, header_line)}: the header names column {duplicates[0]!r} twice")
-    rows = []
     separator = "tab-separated" if fmt == "tsv" else "comma-separated"
-    for number, fields in records:
-        if len(fields) != len(names):
-            raise PtmError(f"{where(name, number)}: the row has {len(fields)} {separator} fields, the header has "
-                           f"{len(names)} ({', '.join(names)})")
-        rows.append((number, dict(zip(names, fields))))
-    return rows, names
+
+    def rows() -> Iterator[Row]:
+        for number, fields in records:
+            if len(fields) != len(names):
+                raise PtmError(f"{where(name, number)}: the row has {len(fields)} {separator} fields, the header "
+                               f"has {len(names)} ({', '.join(names)})")
+            yield number, dict(zip(names, fields))
+
+    return names, rows()
 
 
-def _csv_records(name: str, text: str) -> Iterator[tuple[int, list[str]]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_records(name: str, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader(line for _, line in lines)
     start = 1
     try:
         for record in reader:
@@ -193,19 +429,105 @@ def _csv_records(name: str, text: str) -> Iterator[tuple[int, list[str]]]:
         raise PtmError(f"{where(name, start)}: not valid CSV: {err}") from None
 
 
-def _jsonl_rows(name: str, lines: list[str]) -> tuple[list[Row], list[str]]:
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+def _jsonl_rows(name: str, lines: Iterator[tuple[int, str]]) -> tuple[list[str], Iterator[Row]]:
+    """(the first object's keys, (line, object) for each non-blank line)."""
+
+    def rows() -> Iterator[Row]:
+        for number, line in lines:
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as err:
+                raise PtmError(f"{where(name, number)}: not valid JSON: {err}") from None
+            if not isinstance(value, dict):
+                raise PtmError(f"{where(name, number)}: expected a JSON object, got {type(value).__name__}")
+            yield number, value
+
+    parsed = rows()
+    first = next(parsed, None)
+    if first is None:
+        return [], iter(())
+    return list(first[1]), _chain([first], parsed)
+
+
+def _chain(first: list, rest: Iterator) -> Iterator:
+    yield from first
+    yield from rest
+
+
+# -- plain lines and CoNLL columns ------------------------------------------------------------
+
+
+def _plain_examples(name: str, task: str, lines: Iterator[tuple[int, str]]) -> Iterator[LabeledExample]:
+    """One example per non-blank line: a text, ``a ||| b`` for a pair, ``context ||| choice ||| choice ...``
+    for multiple choice, whitespace-separated words for token classification."""
+    for number, line in lines:
+        text = line.strip()
+        if not text:
             continue
-        try:
-            value = json.loads(line)
-        except ValueError as err:
-            raise PtmError(f"{where(name, number)}: not valid JSON: {err}") from None
-        if not isinstance(value, dict):
-            raise PtmError(f"{where(name, number)}: expected a JSON object, got {type(value).__name__}")
-        rows.append((number, value))
-    return rows, (list(rows[0][1]) if rows else [])
+        if task == "token-classification":
+            words = tuple(text.split())
+            yield LabeledExample(texts=(" ".join(words),), label=None, words=words, line=number)
+        elif task == "multiple-choice":
+            parts = [p.strip() for p in text.split(PAIR_SEPARATOR)]
+            if len(parts) < 3:
+                raise PtmError(f"{where(name, number)}: multiple-choice reads 'context ||| choice ||| choice ...' "
+                               f"on a plain line; this line has {len(parts) - 1} choice(s)")
+            yield LabeledExample(texts=(parts[0],), label=None, choices=tuple(parts[1:]), line=number)
+        elif task == "classification":
+            yield LabeledExample(texts=(text,), label=None, line=number)
+        else:
+            head, separator, tail = text.rpartition(PAIR_SEPARATOR)
+            if separator:
+                yield LabeledExample(texts=(head.strip(), tail.strip()), label=None, line=number)
+            elif task == "pair-classification":
+                raise PtmError(f"{where(name, number)}: pair-classification reads two texts on a plain line, "
+                               "'text_a ||| text_b'; this line has no ' ||| '")
+            else:
+                yield LabeledExample(texts=(text,), label=None, line=number)
+
+
+def _conll_examples(stream: LabeledStream, lines: _Lines, label_index: int, require_labels: bool,
+                    read_labels: bool, block_lines: int | None) -> Iterator[LabeledExample]:
+    """The sentences of a CoNLL input, read by ``read_conll`` a block of whole sentences at a time.
+
+    The first block goes to ``read_conll`` as the start of the file, so it
+    checks the columns and names lines itself; later blocks are shifted to
+    their place, and their lines are checked here against the first token line.
+    """
+    name = stream.name
+    block: list[str] = []
+    before = 0  # lines of the input ahead of the block
+    columns = first_line = 0
+
+    def parse(block: list[str], before: int) -> list[LabeledExample]:
+        found = read_conll(name, block, label_index, False)
+        if before == 0:
+            if require_labels and found.examples and found.label_column is None:
+                # The first example starts at the first token line, where read_conll would stop.
+                raise UnlabeledData(f"{where(name, found.examples[0].line)}: the line has a word but no label column")
+            stream.label_column = found.label_column if read_labels else None
+        shifted = found.examples if before == 0 else [replace(e, line=e.line + before) for e in found.examples]
+        return shifted if read_labels else [replace(e, word_labels=None) for e in shifted]
+
+    if block_lines is None:
+        yield from parse([line for _, line in lines.stripped()], 0)
+        return
+    for number, line in lines.stripped():
+        block.append(line)
+        fields = line.split()
+        if fields and fields[0] != DOCSTART:
+            if not columns:
+                columns, first_line = len(fields), number
+            elif len(fields) != columns and before:
+                raise PtmError(f"{where(name, number)}: the line has {len(fields)} columns, the first token line "
+                               f"(line {first_line}) has {columns}")
+        elif not fields and len(block) >= block_lines:
+            yield from parse(block, before)
+            before, block = number, []
+    if block:
+        yield from parse(block, before)
 
 
 def _find(names: Sequence[str], wanted: str) -> str | None:
@@ -220,15 +542,15 @@ class _ExampleBuilder:
     """Turns rows of named fields into examples of one task, after settling the columns."""
 
     def __init__(self, name: str, fmt: str, task: str, names: list[str], text_columns, label_column,
-                 choice_columns, require_labels: bool) -> None:
+                 choice_columns, require_labels: bool, read_labels: bool = True) -> None:
         self.name, self.fmt, self.task, self.names = name, fmt, task, names
         self.require_labels = require_labels
         self.kind = "field" if fmt == "jsonl" else "column"
-        self.label_column = self._label_column(label_column)
+        self.label_column = self._label_column(label_column) if read_labels else None
         self.choice_columns: list[str] = []
         if task == "token-classification":
             self.text_columns = self._explicit(text_columns) if text_columns else self._first(WORD_FIELDS, "words")
-            if self.label_column is None and label_column is None:
+            if self.label_column is None and label_column is None and read_labels:
                 self.label_column = next((c for c in (_find(names, t) for t in TAG_FIELDS) if c), None)
         elif task == "multiple-choice":
             self.text_columns = self._explicit(text_columns) if text_columns else self._context_columns()
@@ -238,8 +560,8 @@ class _ExampleBuilder:
             self._check_text_count()
         if self.label_column is None and require_labels:
             tried = TAG_FIELDS if task == "token-classification" else LABEL_COLUMNS
-            raise PtmError(f"{where(name, 1)}: no label {self.kind} (looked for {', '.join(tried)}); "
-                           f"{self.kind}s are: {', '.join(names)}; name it with the label-column option")
+            raise UnlabeledData(f"{where(name, 1)}: no label {self.kind} (looked for {', '.join(tried)}); "
+                                f"{self.kind}s are: {', '.join(names)}; name it with the label-column option")
 
     # -- settling the columns ---------------------------------------------------------------
 
@@ -275,9 +597,9 @@ class _ExampleBuilder:
             actual = _find(self.names, candidate)
             if actual is not None:
                 return [actual]
-        raise PtmError(f"{where(self.name, 1)}: cannot tell which {self.kind} holds the {what} (looked for "
-                       f"{', '.join(candidates)}); {self.kind}s are: {', '.join(self.names)}; name it with "
-                       "the text-columns option")
+        raise _NoTextColumn(f"{where(self.name, 1)}: cannot tell which {self.kind} holds the {what} (looked for "
+                            f"{', '.join(candidates)}); {self.kind}s are: {', '.join(self.names)}; name it with "
+                            "the text-columns option")
 
     def _text_columns(self) -> list[str]:
         pair = next((g for g in map(self._group, PAIR_COLUMNS) if g), None)
@@ -329,12 +651,13 @@ class _ExampleBuilder:
 
     # -- rows -------------------------------------------------------------------------------
 
-    def build(self, rows: list[Row]) -> LabeledFile:
-        make = {"token-classification": self._tokens, "multiple-choice": self._multiple_choice}.get(
-            self.task, self._sentences)
-        examples = [make(number, row) for number, row in rows]
-        return LabeledFile(self.name, self.fmt, examples, list(self.text_columns), self.label_column,
-                           list(self.choice_columns))
+    def example(self, number: int, row: dict) -> LabeledExample:
+        """The example of the row at line ``number``."""
+        if self.task == "token-classification":
+            return self._tokens(number, row)
+        if self.task == "multiple-choice":
+            return self._multiple_choice(number, row)
+        return self._sentences(number, row)
 
     def _value(self, number: int, row: dict, column: str):
         if column not in row:
