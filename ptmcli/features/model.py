@@ -18,6 +18,7 @@ The stack is what ``--layers all`` means, L + 1 tensors ``[B, T, D]``:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,29 @@ def _architecture(name: str):
     return entry.config_class, entry.model_class
 
 
+@contextmanager
+def _without_random_init():
+    """Build a model with its parameters allocated but not filled by ``torch.nn.init``.
+
+    Every tensor the features read comes from the checkpoint, so a random
+    initialisation (most of the build time; seconds for a base-sized model) would be
+    thrown away; heads the features never use keep whatever memory they got. (The
+    meta device would avoid the allocation too, but its first random fill imports
+    torch's compiler, which costs more than the initialisation.)
+    """
+    init = torch.nn.init
+    names = [name for name in dir(init) if name.endswith("_") and not name.startswith("_")
+             and callable(getattr(init, name))]
+    saved = {name: getattr(init, name) for name in names}
+    for name in names:
+        setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
+
+
 def _encoder(arch: str, model) -> tuple[torch.nn.Module, str]:
     """The module that computes features and its key prefix in the checkpoint."""
     if arch == "bert":
@@ -110,6 +134,10 @@ def _load_encoder(ckpt: Path, arch: str, model) -> dict[str, torch.Tensor]:
     if arch == "elmo":
         # The softmax predicts words; features never use it.
         expected = {k: v for k, v in expected.items() if not k.startswith("softmax.")}
+    if arch == "bert" and not any(k.startswith(prefix + "pooler.") for k in state):
+        # BERT's pooler reads [CLS] for NSP and classification, never a layer; a model converted from
+        # BertForMaskedLM or a sentence-transformers directory has none.
+        expected = {k: v for k, v in expected.items() if not k.startswith("pooler.")}
     tensors = {}
     for key, target in expected.items():
         stored = state.get(prefix + key)
@@ -139,7 +167,8 @@ def load_feature_model(path: str | Path, device: torch.device | str = "cpu") -> 
     tokenizer = PtmTokenizer.load(ckpt)
     if tokenizer.vocab_size != model_config.vocab_size:
         raise PtmError(f"{ckpt}: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary has {model_config.vocab_size}")
-    model = model_class(model_config)
+    with _without_random_init():
+        model = model_class(model_config)
     mix = _load_encoder(ckpt, arch, model)
     model.to(torch.device(device) if isinstance(device, str) else device)
     model.eval()
