@@ -7,17 +7,16 @@ right), the head parts present, and the tokenizer. Writers take it from there.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ptmcli.convert import hf_files
 from ptmcli.convert.archs import ArchSpec, HFClass, spec_for_arch, spec_for_hf, spec_for_model_type
 from ptmcli.errors import PtmError
 from ptmcli.models.heads import HEAD_PARTS, build_task_model, check_task, part_of
+from ptmcli.models.unfilled import without_random_init
 from ptmcli.tokenization.tokenizer import PtmTokenizer
 
 
@@ -45,27 +44,9 @@ class Model:
     """What was read beside the weights and tokenizer, for the convert output."""
 
 
-_INIT_FUNCTIONS = ("normal_", "trunc_normal_", "uniform_", "zeros_", "ones_", "constant_", "kaiming_uniform_",
-                   "kaiming_normal_", "xavier_uniform_", "xavier_normal_")
-
-
-@contextlib.contextmanager
-def _skipped_init():
-    """Make ``torch.nn.init`` a no-op: random init of meta tensors goes through torch's Python
-    reference kernels, whose first use imports the compiler stack (seconds)."""
-    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
-    try:
-        for name in _INIT_FUNCTIONS:
-            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for name, function in saved.items():
-            setattr(nn.init, name, function)
-
-
 def expected_shapes(spec: ArchSpec, model: dict, task: dict | None) -> dict[str, tuple[int, ...]]:
     """Every tensor the architecture (with its task head, if any) may hold, built on the meta device."""
-    with torch.device("meta"), _skipped_init():
+    with torch.device("meta"), without_random_init():
         module = spec.build_model(model)
         shapes = {k: tuple(v.shape) for k, v in module.state_dict().items() if k not in module.tied_weights()}
         if task is not None:

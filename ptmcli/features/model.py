@@ -18,7 +18,6 @@ The stack is what ``--layers all`` means, L + 1 tensors ``[B, T, D]``:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,29 +76,6 @@ def _architecture(name: str):
         return elmo.ElmoConfig, elmo.ElmoBiLM
     entry = get_architecture(name)
     return entry.config_class, entry.model_class
-
-
-@contextmanager
-def _without_random_init():
-    """Build a model with its parameters allocated but not filled by ``torch.nn.init``.
-
-    Every tensor the features read comes from the checkpoint, so a random
-    initialisation (most of the build time; seconds for a base-sized model) would be
-    thrown away; heads the features never use keep whatever memory they got. (The
-    meta device would avoid the allocation too, but its first random fill imports
-    torch's compiler, which costs more than the initialisation.)
-    """
-    init = torch.nn.init
-    names = [name for name in dir(init) if name.endswith("_") and not name.startswith("_")
-             and callable(getattr(init, name))]
-    saved = {name: getattr(init, name) for name in names}
-    for name in names:
-        setattr(init, name, lambda tensor, *args, **kwargs: tensor)
-    try:
-        yield
-    finally:
-        for name, function in saved.items():
-            setattr(init, name, function)
 
 
 def _encoder(arch: str, model) -> tuple[torch.nn.Module, str]:
@@ -167,7 +143,9 @@ def load_feature_model(path: str | Path, device: torch.device | str = "cpu") -> 
     tokenizer = PtmTokenizer.load(ckpt)
     if tokenizer.vocab_size != model_config.vocab_size:
         raise PtmError(f"{ckpt}: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary has {model_config.vocab_size}")
-    with _without_random_init():
+    from ptmcli.models.unfilled import without_random_init
+
+    with without_random_init():
         model = model_class(model_config)
     mix = _load_encoder(ckpt, arch, model)
     model.to(torch.device(device) if isinstance(device, str) else device)
