@@ -87,7 +87,7 @@ def check_vocab(tokenizer: PtmTokenizer | None, model: dict, where: str, notes: 
 def read_hf(directory: str | Path) -> Model:
     """A transformers model directory in ptm's terms."""
     from ptmcli.convert.sentence_transformers import read_modules
-    from ptmcli.convert.tokenizer_files import read_hf_tokenizer
+    from ptmcli.tokenization.published import read_hf_tokenizer
 
     directory = Path(directory)
     modules = read_modules(directory)

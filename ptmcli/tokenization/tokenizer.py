@@ -217,7 +217,7 @@ class PtmTokenizer:
             raise PtmError(f"{directory} is not a tokenizer directory: {why}")
         config = read_tokenizer_config(directory)
         if config.get("format") != CONFIG_FORMAT:
-            from ptmcli.convert.tokenizer_files import read_hf_tokenizer
+            from ptmcli.tokenization.published import read_hf_tokenizer
 
             tokenizer = read_hf_tokenizer(directory, config)
             if tokenizer is None:
