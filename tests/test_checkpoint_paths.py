@@ -71,7 +71,7 @@ def test_a_run_directory_stands_for_its_best_checkpoint(hf_bert, tmp_path, capsy
     train = _sentiment(tmp_path / "train.tsv")
     run = tmp_path / "run"
     code, err = run_cli_err(capsys, "finetune", "--checkpoint", hf_bert, "--train", train, "--dev", train, "-o", run,
-                            "--max-steps", "4", "--eval-every", "2", "--save-every", "2", *FT)
+                            "--max-steps", "4", "--eval-every", "2", "--save-every", "2", "--pool", "pooler", *FT)
     assert code == 0, err
     best_step = json.loads((run / "best" / "config.json").read_text())["best"]["step"]
     code, err = run_cli_err(capsys, "eval", "-c", run, "--data", train, "--threads", "1")
@@ -83,3 +83,17 @@ def test_a_run_directory_stands_for_its_best_checkpoint(hf_bert, tmp_path, capsy
     shutil.rmtree(run / "best")
     code, err = run_cli_err(capsys, "eval", "-c", run, "--data", train, "--threads", "1")
     assert code == 0 and "the run's newest checkpoint" in err and "step-00000004" in err, err
+
+
+def test_a_head_that_reads_another_vector_than_transformers_head_is_not_exported(hf_bert, tmp_path, capsys):
+    """BertForSequenceClassification reads the pooler: a mean-pooled head would silently predict otherwise."""
+    train = _sentiment(tmp_path / "train.tsv")
+    for pool in ("mean", "pooler"):
+        code, err = run_cli_err(capsys, "finetune", "--checkpoint", hf_bert, "--train", train, "-o", tmp_path / pool,
+                                "--max-steps", "1", "--pool", pool, *FT)
+        assert code == 0, err
+    code, err = run_cli_err(capsys, "convert", tmp_path / "mean", tmp_path / "hf-mean")
+    assert code == 2 and "mean pooling" in err and err.count("ptm: error") == 1, err
+    assert not (tmp_path / "hf-mean").exists()
+    code, err = run_cli_err(capsys, "convert", tmp_path / "pooler", tmp_path / "hf-pooler")
+    assert code == 0 and "BertForSequenceClassification" in err, err

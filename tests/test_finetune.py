@@ -45,7 +45,7 @@ def pretrained(corpus, tmp_path_factory):  # noqa: F811
     del capsys
     from ptmcli.cli.main import main
 
-    for name, flags in (("bert", TINY), ("gpt", GPT_TINY)):
+    for name, flags in (("bert", TINY), ("gpt", GPT_TINY), ("bert-mlm", [*TINY, "--objective", "mlm"])):
         try:
             main([str(a) for a in ["pretrain", "--data", shards, "--tokenizer", tok, "-o", root / name, *flags, "--max-steps", "2"]])
         except SystemExit as stop:
@@ -239,3 +239,103 @@ def test_saves_survive_the_source_checkpoint_disappearing(pretrained, sentiment,
     assert not source.exists()
     for saved in [tmp_path / "run" / "best", *list_step_checkpoints(tmp_path / "run")]:
         assert (saved / "vocab.txt").exists() or (saved / "tokenizer.json").exists(), saved
+
+
+def test_max_pooling_reads_only_the_real_tokens():
+    lm = bert.BertForPreTraining(bert.preset_config("bert-tiny", vocab_size=50, num_layers=1))
+    model = TaskModel("bert", lm, "classification", 2, pool="max")
+    tokens = torch.tensor([[[1.0, -3.0], [2.0, -5.0], [9.0, 9.0]]])  # the third position is padding
+    mask = torch.tensor([[1, 1, 0]])
+    torch.testing.assert_close(model.pool_tokens(tokens, mask), torch.tensor([[2.0, -3.0]]))
+    layered = tokens.unsqueeze(2).expand(1, 3, 4, 2)  # [B, T, K, D], as the scalar mix's input
+    torch.testing.assert_close(model.pool_tokens(layered, mask), torch.tensor([[2.0, -3.0]]).unsqueeze(1).expand(1, 4, 2))
+
+
+def _with_config(source, target, **entries):
+    """A copy of checkpoint ``source`` whose config.json has ``entries`` set."""
+    import shutil
+
+    from ptmcli.training.checkpoint import resolve_checkpoint
+
+    shutil.copytree(resolve_checkpoint(source), target)
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, **entries}, indent=2))
+    return target
+
+
+def _short_run(capsys, checkpoint, sentiment, run, *flags):
+    code, err = ptm(capsys, "finetune", "--checkpoint", checkpoint, "--task", "classification", "--train", sentiment / "train.tsv",
+                    "-o", run, "--max-steps", "2", *FT, *flags)
+    assert code == 0, err
+    return err, read_config(list_step_checkpoints(run)[-1])["task"]
+
+
+@pytest.mark.parametrize("pool", ["max", "cls", "mean"])
+def test_a_sentence_transformers_checkpoint_pools_as_it_was_trained(pretrained, sentiment, tmp_path, capsys, monkeypatch, pool):
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    embedding = {"pool": pool, "normalize": True, "max_seq_length": None}
+    checkpoint = _with_config(pretrained / "bert", tmp_path / "st", sentence_embedding=embedding)
+    err, task = _short_run(capsys, checkpoint, sentiment, tmp_path / "run")
+    assert task["pool"] == pool
+    assert f"ptm: pooling {pool}, as the sentence-transformers model was trained (--pool to change)" in err
+    # --pool still decides, and silently.
+    err, task = _short_run(capsys, checkpoint, sentiment, tmp_path / "run-last", "--pool", "last", "--overwrite")
+    assert task["pool"] == "last" and "ptm: pooling" not in err
+
+
+def test_a_bert_without_a_trained_pooler_reads_the_mean(pretrained, sentiment, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    err, task = _short_run(capsys, pretrained / "bert-mlm", sentiment, tmp_path / "mlm")
+    assert task["pool"] == "mean" and "ptm: pooling mean, since mlm pretraining left BERT's pooler untrained" in err
+    err, task = _short_run(capsys, pretrained / "bert", sentiment, tmp_path / "nsp")  # mlm+nsp trained the pooler
+    assert "pool" not in task and "ptm: pooling" not in err
+    err, task = _short_run(capsys, pretrained / "bert-mlm", sentiment, tmp_path / "pooler", "--pool", "pooler")
+    assert task["pool"] == "pooler" and "ptm: pooling" not in err
+    from ptmcli.finetuning.task_model import load_task_model
+
+    model, _, _ = load_task_model(list_step_checkpoints(tmp_path / "pooler")[-1])
+    ids, mask = torch.tensor([[5, 9, 13, 7, 0, 0]]), torch.tensor([[1, 1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        tokens, pooled = model._top({"input_ids": ids, "attention_mask": mask})
+    torch.testing.assert_close(pooled, model.lm.bert.pool(tokens))
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "gpt", "--task", "classification", "--train", sentiment / "train.tsv",
+                    "-o", tmp_path / "gpt", "--pool", "pooler", *FT)
+    assert code == 2 and "--pool pooler reads BERT's pooler" in err and err.count("\n") == 1, err
+
+
+def test_resume_keeps_the_pooling_the_run_started_with(pretrained, sentiment, tmp_path, capsys, monkeypatch):
+    # A run started when an MLM-only BERT still read its pooler by default goes on reading it.
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert-mlm", "--task", "classification", "--train", sentiment / "train.tsv",
+                    "-o", run, "--max-steps", "4", "--save-every", "2", "--keep-last", "0", *FT)
+    assert code == 0, err
+    first, last = list_step_checkpoints(run)
+    import shutil
+
+    shutil.rmtree(last)
+    config = json.loads((first / "config.json").read_text())
+    del config["task"]["pool"]
+    (first / "config.json").write_text(json.dumps(config))
+    code, err = ptm(capsys, "finetune", "--resume", run)
+    assert code == 0, err
+    assert "pool" not in read_config(list_step_checkpoints(run)[-1])["task"] and "ptm: pooling" not in err
+
+
+def test_a_run_that_predicts_one_class_says_so(pretrained, sentiment, tmp_path, capsys):
+    """A rate far too high leaves the head on the majority class: the summary and results.json say so."""
+    run = tmp_path / "run"
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert", "--task", "classification",
+                    "--train", sentiment / "train.tsv", "--dev", sentiment / "dev.tsv", "-o", run, "--epochs", "1",
+                    "--lr", "3", *FT)
+    assert code == 0, err
+    results = json.loads((run / "results.json").read_text())
+    assert results["best"]["predicted_classes"] == 1
+    assert "all one class" in err and "all one class" in results["warnings"][0]
+    # A run that learns has no warning.
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert", "--task", "classification",
+                    "--train", sentiment / "train.tsv", "--dev", sentiment / "dev.tsv", "-o", tmp_path / "good",
+                    "--epochs", "3", "--lr", "1e-3", *FT)
+    assert code == 0, err
+    good = json.loads((tmp_path / "good" / "results.json").read_text())
+    assert good["best"]["predicted_classes"] == 2 and "warnings" not in good

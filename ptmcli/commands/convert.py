@@ -67,8 +67,8 @@ def run(src: str, dst: str, cfg: ConvertConfig) -> dict:
     if model.sentence_embedding is not None and target == "ptm":
         from ptmcli.convert.sentence_transformers import describe
 
-        print(f"ptm: extract-features and finetune pool as the model was trained: "
-              f"{describe(model.sentence_embedding)} (--pool to change)", file=sys.stderr)
+        print(f"ptm: extract-features reads it as the model was trained ({describe(model.sentence_embedding)}), "
+              f"finetune with its {model.sentence_embedding['pool']} pooling (--pool to change)", file=sys.stderr)
     for note in notes:
         print(f"ptm: note: {note}", file=sys.stderr)
     return {"target": target, "arch": model.spec.arch, "notes": notes, "seconds": seconds}

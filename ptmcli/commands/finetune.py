@@ -83,6 +83,15 @@ def _keep_tokenizer(source: Path, target: Path) -> None:
         copy_tokenizer_files(source, staging)
 
 
+def _result_warnings(best: dict | None, labels: list[str], lr: float) -> list[str]:
+    """What a person should not miss in a run's outcome."""
+    if not best or len(labels) < 2 or best.get("predicted_classes") != 1:
+        return []
+    return [f"the best dev predictions are all one class (accuracy {best.get('accuracy', 0):.4f} is the share of "
+            f"that class, MCC {best.get('mcc') or 0:.2f}): the model learned no more than the majority; try another "
+            f"--lr (this run: {lr:g}; see docs/finetune.md for rates by model size), more --epochs, or more data"]
+
+
 def _columns(value: str | None) -> list[str] | None:
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
@@ -108,7 +117,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli.finetuning.evaluate import DEFAULT_METRIC, predict, scalar_metrics, score
     from ptmcli.finetuning.methods import discriminative_groups
     from ptmcli.finetuning.task import FinetuneTask, steps_per_epoch
-    from ptmcli.finetuning.task_model import TaskModel, saved_normed_top
+    from ptmcli.finetuning.task_model import TaskModel, checkpoint_pool, saved_normed_top
     from ptmcli.models.loading import load_checkpoint
     from ptmcli.models.registry import get_architecture
     from ptmcli.tasks.collate import collate
@@ -173,6 +182,13 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         if pool is not None and pool != stored.layout.pool:
             raise PtmError(f"--pool {pool}: the stored features were pooled by {stored.layout.pool} (extract them again with --pool {pool})")
         pool = stored.layout.pool
+    elif ckpt_to_resume is not None:
+        # The pooling the run started with, whatever the default for its checkpoint is now.
+        pool = (ckpt_io.read_config(ckpt_to_resume).get("task") or {}).get("pool")
+    elif pool is None:
+        pool, why = checkpoint_pool(arch, cfg.task, cfg.mode, source.config, source.initialised, str(source.path / "config.json"))
+        if why and main:
+            print(f"ptm: pooling {pool}, {why} (--pool to change)", file=sys.stderr)
     # GPT's top layer enters a mix after its final LayerNorm, as in extract-features and HF's hidden_states;
     # a run resumed from before that was the rule keeps the layers its mix was learned on.
     normed_top = True if ckpt_to_resume is None else saved_normed_top(ckpt_io.read_config(ckpt_to_resume).get("task"))
@@ -312,7 +328,12 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
                "best": None, "best_step": task.best_step, "train_seconds": round(time.time() - started, 1)}
     if task.best is not None:
         results["best"] = json.loads((best_dir / "config.json").read_text())["best"]
+    warnings = _result_warnings(results["best"], labels, lr)
+    if warnings:
+        results["warnings"] = warnings
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    for warning in warnings:
+        print(f"ptm: warning: {warning}", file=sys.stderr)
     if task.best is not None:
         print(f"ptm: done: step {state.step}; best dev {metric} {task.best:.4f} at step {task.best_step} -> {best_dir}", file=sys.stderr)
     else:

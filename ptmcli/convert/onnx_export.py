@@ -95,6 +95,9 @@ def example_inputs(names: list[str], vocab_size: int, batch: int = 2, length: in
 
 def export_onnx(model: Model, target: str | Path, overwrite: bool) -> tuple[Path, list[str]]:
     """Write the ONNX directory; returns it and notes (the onnxruntime check)."""
+    from ptmcli.convert.sources import check_exported_pool
+
+    check_exported_pool(model, "ONNX")
     module, inputs, outputs = graph_for(model)
     example = example_inputs(inputs, model.model["vocab_size"])
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs}

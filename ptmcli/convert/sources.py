@@ -44,6 +44,24 @@ class Model:
     """What was read beside the weights and tokenizer, for the convert output."""
 
 
+# The vector each family's exported task heads read: BERT's pooler on [CLS], GPT-2's last token.
+_EXPORTED_POOL = {"bert": ("pooler",), "gpt": ("last",)}
+
+
+def check_exported_pool(model: Model, target: str) -> None:
+    """Refuse to export a task head that reads another vector than the target's head does: its
+    predictions would silently change."""
+    task = model.task or {}
+    pool = task.get("pool")
+    if not task or task.get("type") == "token-classification" or pool is None:
+        return
+    if pool not in _EXPORTED_POOL.get(model.spec.arch, ()):
+        raise PtmError(f"this {task['type']} checkpoint reads each text by {pool} pooling (task.pool), which the {target} "
+                       f"{model.spec.arch} task head cannot: its predictions would differ. Finetune with "
+                       f"--pool {_EXPORTED_POOL.get(model.spec.arch, ('pooler',))[0]} to export the head, or "
+                       "keep the model in ptm (ptm predict, ptm eval)")
+
+
 def expected_shapes(spec: ArchSpec, model: dict, task: dict | None) -> dict[str, tuple[int, ...]]:
     """Every tensor the architecture (with its task head, if any) may hold, built on the meta device."""
     with torch.device("meta"), without_random_init():

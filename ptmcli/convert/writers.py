@@ -92,6 +92,10 @@ def write_hf(model: Model, target: str | Path, class_name: str | None, overwrite
 
     spec = model.spec
     cls = choose_class(model, class_name)
+    if cls.task is not None:
+        from ptmcli.convert.sources import check_exported_pool
+
+        check_exported_pool(model, "transformers")
     lacking = sorted(cls.parts - cls.optional - model.parts)
     if lacking:
         fits = [c.name for c in spec.classes.values() if not (c.parts - c.optional - model.parts) and c.task is None]

@@ -8,24 +8,24 @@ from ptmcli.config_fields import option
 from ptmcli.tasks import TASKS as TASK_TYPES
 
 MODES = ("finetune", "features")
-POOLS = ("mean", "cls", "last")
+POOLS = ("mean", "cls", "last", "max", "pooler")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    checkpoint: str | None = option(None, "Pretrained checkpoint (or run directory: its latest checkpoint) to start from.")
+    checkpoint: str | None = option(None, "Pretrained checkpoint to start from; a run directory (its best/ checkpoint, else its newest); or a Hugging Face model directory (converted for the run).", required="unless --train-features or --resume")
     from_scratch: bool = option(False, "Re-initialise the checkpoint's architecture randomly (same shape and tokenizer): the baseline pretraining is measured against.")
-    task: str | None = option(None, "What to predict.", choices=TASK_TYPES)
-    train: str | None = option(None, "Training data: TSV/CSV with a header, JSONL, or CoNLL columns (token-classification).")
+    task: str | None = option(None, "What to predict.", choices=TASK_TYPES, required="unless --resume")
+    train: str | None = option(None, "Training data: TSV/CSV with a header, JSONL, or CoNLL columns (token-classification).", required="unless --resume")
     dev: str | None = option(None, "Development data (same format) for evaluation, early stopping and the best checkpoint.")
     train_features: str | None = option(None, "Train on stored features instead of running the encoder: the Arrow feature directory `ptm extract-features --task TASK` wrote for --train (row i = example i; --train still gives the labels). Implies --mode features; --checkpoint and --max-len default to those of the extraction.")
     dev_features: str | None = option(None, "Stored features of --dev, as --train-features (without them, --dev runs through the encoder at each evaluation).")
     text_columns: str | None = option(None, "Comma-separated input column/field names [default: recognised GLUE-style names].")
     label_column: str | None = option(None, "Label column/field name [default: label, gold_label, score, ...].")
-    out: str | None = option(None, "Run directory: checkpoints/, best/, metrics.jsonl, results.json.", flag="--out", short="-o")
+    out: str | None = option(None, "Run directory: checkpoints/, best/, metrics.jsonl, results.json.", flag="--out", short="-o", required="unless --resume")
     overwrite: bool = option(False, "Replace an existing run directory instead of refusing.")
     mode: str = option("finetune", "finetune: every weight trains; features: the pretrained model is frozen and a learned scalar mix of its layers feeds the head (ELMo's recipe).", choices=MODES)
-    pool: str | None = option(None, "Where a sentence or choice is read: mean (over its real tokens), last (its last real token) or cls (position 0, without BERT's pooler) [default: BERT's pooler on [CLS], GPT's last real token, the mean of ELMo and --mode features].", choices=POOLS)
+    pool: str | None = option(None, "Where a sentence or choice is read: mean (over its real tokens), max (each feature's largest value over them), last (its last real token), cls (position 0, without BERT's pooler) or pooler (BERT's pooler on [CLS]) [default: a sentence-transformers model's own pooling; for BERT, its pooler on [CLS] when pretraining trained it (NSP), else mean; GPT's last real token; the mean of ELMo and --mode features].", choices=POOLS)
     epochs: float = option(3.0, "Passes over the training data.")
     max_steps: int | None = option(None, "Optimizer steps (overrides --epochs).")
     batch_size: int = option(32, "Examples per micro-batch.")

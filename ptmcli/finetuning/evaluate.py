@@ -73,6 +73,8 @@ def score(task: str, labels: list[str] | None, logits: list[np.ndarray], rows: A
     records = [{"prediction": names[p], "probabilities": _softmax(x)} for p, x in zip(pred, logits)]
     result = {"accuracy": M.accuracy(gold, pred), "macro_f1": M.macro_f1(gold, pred, list(range(len(names)))),
               "mcc": _finite(M.matthews_corrcoef(gold, pred)),
+              # 1 for a model that learned nothing but the majority class: finetune warns about it.
+              "predicted_classes": len(set(pred)),
               "confusion_matrix": M.confusion_matrix(gold, pred, list(range(len(names)))).tolist()}
     return result, records
 

@@ -29,13 +29,15 @@ import torch
 
 from ptmcli.errors import PtmError
 from ptmcli.features.arrow_reader import FeatureShards
-from ptmcli.finetuning.config import POOLS
 from ptmcli.finetuning.task_model import UNUSED_LAYER
 from ptmcli.tasks.encode import IGNORE_INDEX
 
 SENTENCE_TASKS = ("classification", "pair-classification", "regression")
 CHECKED_ROWS = 8
 TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2, "fp16": 5e-2}
+# Pools that commute with the scalar mix (mixing per-layer vectors pooled this way equals pooling the mix),
+# so the saved model on text computes what it trained on; max does not.
+STORED_POOLS = ("mean", "cls", "last")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def read_layout(shards: FeatureShards, task: str, num_layers: int | None = None)
             raise PtmError(f"{name}: holds one vector per {units}; --task {task} needs one per text "
                            "(extract with --pool mean, or --pool cls for BERT)")
         pool = f.get("pool")
-        if pool not in POOLS:
+        if pool not in STORED_POOLS:
             raise PtmError(f"{name}: pooled by {pool}; the finetuned model can read mean, cls or last (extract with --pool mean)")
     elif task == "token-classification":
         if granularity != "word":

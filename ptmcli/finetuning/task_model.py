@@ -17,8 +17,11 @@ elmo       scalar mix of the 2L+1 layers                 scalar mix of the 2L+1 
 
 Sentence tasks over a scalar mix mean-pool it over the real tokens (or, for a
 model trained on stored features, read it where those were pooled: [CLS] or the
-last token). In features mode the head is a one-hidden-layer MLP; otherwise a
-linear layer after dropout.
+last token). A BERT whose pretraining never trained its pooler (MLM alone) reads
+the mean over the real tokens instead of the pooled [CLS], and a
+sentence-transformers model reads what it was trained to pool
+(``checkpoint_pool``). In features mode the head is a one-hidden-layer MLP;
+otherwise a linear layer after dropout.
 
 A batch may carry the layers themselves instead of token ids (``features``:
 ``[B, K, D]`` pooled, ``[B, W, K, D]`` per word, as ``ptm extract-features``
@@ -60,9 +63,10 @@ def _dropout_p(arch: str, lm: nn.Module) -> float:
 class TaskModel(nn.Module):
     def __init__(self, arch: str, lm: nn.Module, task_type: str, num_labels: int, mode: str = "finetune",
                  pool: str | None = None, normed_top: bool = False) -> None:
-        """``pool``: where a sentence task reads its vector (mean over the real tokens, position 0,
-        or the last real token); None is the architecture's own: BERT's pooler on [CLS] and GPT's
-        last real token when finetuning, the mean over a scalar mix. ``normed_top``: GPT's top layer
+        """``pool``: where a sentence task reads its vector (mean or max over the real tokens, position 0,
+        the last real token, or BERT's pooler on [CLS]); None is the architecture's own: BERT's pooler and GPT's
+        last real token when finetuning, the mean over a scalar mix (``checkpoint_pool`` says when a
+        checkpoint asks for another). ``normed_top``: GPT's top layer
         after its final LayerNorm, as ``ptm extract-features`` defines the stack (the default keeps
         the block's own output)."""
         super().__init__()
@@ -77,6 +81,10 @@ class TaskModel(nn.Module):
         self.arch, self.task_type, self.mode = arch, task_type, mode
         self.lm = lm
         self.uses_mix = mode == "features" or arch == "elmo"
+        if pool == "pooler":
+            if arch != "bert" or self.uses_mix:
+                raise PtmError("--pool pooler reads BERT's pooler, which only a BERT in --mode finetune has")
+            pool = None
         if pool is None and (self.uses_mix or arch == "gpt"):
             pool = "mean" if self.uses_mix else "last"  # GPT: the paper's "extract" position
         self.pool, self.normed_top = pool, normed_top  # pool None: BERT's pooler on [CLS]
@@ -145,6 +153,9 @@ class TaskModel(nn.Module):
         if self.pool == "last":
             last_index = mask.sum(1).long().clamp(min=1) - 1
             return tokens[torch.arange(tokens.shape[0], device=tokens.device), last_index]
+        if self.pool == "max":
+            padding = (mask == 0).reshape(*mask.shape, *[1] * (tokens.dim() - 2))
+            return tokens.masked_fill(padding, torch.finfo(tokens.dtype).min).amax(1)
         weights = mask.to(tokens.dtype).reshape(*mask.shape, *[1] * (tokens.dim() - 2))
         return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
@@ -268,6 +279,37 @@ class TaskModel(nn.Module):
                 raise PtmError(f"{source}: tensor {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[key].shape)}")
         self.load_state_dict(mapped, strict=False)
         self.tie_weights()
+
+
+POOLED_TASKS = ("classification", "pair-classification", "regression", "multiple-choice")  # one vector per text or choice
+
+
+def checkpoint_pool(arch: str, task_type: str, mode: str, config: dict, initialised: list[str] | None,
+                    where: str) -> tuple[str | None, str | None]:
+    """(pool, why) when a pretrained checkpoint says how its sentences should be read, else (None, None),
+    which leaves the architecture's own default (see ``TaskModel``).
+
+    A sentence-transformers model is read the way it was trained (its ``sentence_embedding.pool``).
+    A BERT finetuned end to end reads BERT's pooler on [CLS] only where pretraining trained that
+    pooler (next-sentence prediction); after MLM alone neither the pooler nor [CLS] was ever asked to
+    summarise a sentence, so it reads the mean over the real tokens, as Sentence-BERT found best.
+    """
+    if task_type not in POOLED_TASKS:
+        return None, None
+    from ptmcli.convert.sentence_transformers import check_embedding
+    from ptmcli.models.heads import objective_parts
+
+    embedding = check_embedding(config.get("sentence_embedding"), where)
+    if embedding is not None:
+        return embedding["pool"], "as the sentence-transformers model was trained"
+    if arch != "bert" or mode != "finetune":
+        return None, None
+    objective = config.get("objective")
+    if "pooler" in (initialised or []):
+        return "mean", "since the checkpoint has no weights for BERT's pooler"
+    if objective and "nsp" not in objective_parts(objective):
+        return "mean", f"since {objective} pretraining left BERT's pooler untrained"
+    return None, None
 
 
 def saved_normed_top(task: dict | None) -> bool:
