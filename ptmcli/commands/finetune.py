@@ -89,7 +89,7 @@ def _result_warnings(best: dict | None, labels: list[str], lr: float) -> list[st
         return []
     return [f"the best dev predictions are all one class (accuracy {best.get('accuracy', 0):.4f} is the share of "
             f"that class, MCC {best.get('mcc') or 0:.2f}): the model learned no more than the majority; try another "
-            f"--lr (this run: {lr:g}; see docs/finetune.md for rates by model size), more --epochs, or more data"]
+            f"--lr (this run: {lr:g}), more --epochs or more data"]
 
 
 def _columns(value: str | None) -> list[str] | None:
