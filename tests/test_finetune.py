@@ -339,3 +339,15 @@ def test_a_run_that_predicts_one_class_says_so(pretrained, sentiment, tmp_path, 
     assert code == 0, err
     good = json.loads((tmp_path / "good" / "results.json").read_text())
     assert good["best"]["predicted_classes"] == 2 and "warnings" not in good
+
+
+def test_the_default_rate_follows_the_model_width(pretrained, sentiment, tmp_path, capsys):
+    from ptmcli.finetuning.config import default_lr
+
+    assert default_lr("finetune", 256) == 3e-4 and default_lr("finetune", 768) == 1e-4 and default_lr("features", 256) == 1e-3
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert", "--task", "classification",
+                    "--train", sentiment / "train.tsv", "-o", tmp_path / "run", "--max-steps", "1", *FT)
+    assert code == 0 and ", lr 0.0003," in err, err
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert", "--task", "classification",
+                    "--train", sentiment / "train.tsv", "-o", tmp_path / "given", "--max-steps", "1", "--lr", "2e-5", *FT)
+    assert code == 0 and ", lr 2e-05," in err, err

@@ -108,12 +108,12 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         from ptmcli.finetuning.stored_features import open_stored
 
         stored, cfg = open_stored(cfg, explicit)
-    lr = cfg.lr if cfg.lr is not None else (1e-3 if cfg.mode == "features" else 1e-4)
 
     import torch
     from safetensors.torch import load_file
 
     from ptmcli.convert.open import open_checkpoint
+    from ptmcli.finetuning.config import default_lr
     from ptmcli.finetuning.evaluate import DEFAULT_METRIC, predict, scalar_metrics, score
     from ptmcli.finetuning.methods import discriminative_groups
     from ptmcli.finetuning.task import FinetuneTask, steps_per_epoch
@@ -141,6 +141,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     check_precision(cfg.precision, device)
     main = dist_info.is_main
     source = load_checkpoint(open_checkpoint(cfg.checkpoint))
+    lr = cfg.lr if cfg.lr is not None else default_lr(cfg.mode, getattr(source.model_config, "hidden_size", None))
     if source.config.get("task"):
         raise PtmError(f"--checkpoint {cfg.checkpoint}: already finetuned for {source.config['task'].get('type')}; start from a pretrained checkpoint")
     arch, tokenizer = source.arch, source.tokenizer
