@@ -205,9 +205,14 @@ def _open(path: str, task: str, text_columns, label_column, choice_columns, fmt:
 def read_bytes(path: str) -> bytes:
     if path == STDIN:
         return sys.stdin.buffer.read()
+    with _open_file(path) as handle:
+        return handle.read()
+
+
+def _open_file(path: str):
+    """The labeled data file ``path`` opened for bytes; one line naming it when it cannot be."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
         raise PtmError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -243,14 +248,7 @@ def _raw_lines(path: str, data: bytes | None) -> Iterator[bytes]:
         if not hasattr(stream, "peek"):
             stream = io.BufferedReader(stream)
     else:
-        try:
-            stream = owned = open(path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise PtmError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise PtmError(f"{path}: is a directory, not a labeled data file") from None
-        except OSError as err:
-            raise PtmError(f"{path}: cannot read: {err.strerror}") from None
+        stream = owned = _open_file(path)
     try:
         if stream.peek(2)[:2] == _GZIP_MAGIC:
             stream = gzip.GzipFile(fileobj=stream, mode="rb")

@@ -30,6 +30,7 @@ from ptmcli.tokenization.tokenizer import (
     PtmTokenizer,
     TokenizerSettings,
     hf_backend,
+    read_json_object,
     read_model_file,
     read_tokenizer_config,
 )
@@ -61,18 +62,6 @@ _KNOWN_SPECIALS = {
     "[CLS]": ("cls",), "[SEP]": ("sep",), "[MASK]": ("mask",), "<mask>": ("mask",),
     "<s>": ("bos",), "</s>": ("eos",), "<|endoftext|>": ("bos", "eos"),
 }
-
-
-def _read_json_object(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise PtmError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise PtmError(f"{path}: must hold a JSON object")
-    return value
 
 
 def _token(value) -> str | None:
@@ -128,7 +117,7 @@ class _Foreign:
                 declared.append((int(key), entry if isinstance(entry, dict) else {"content": content}))
             return declared
         path = self.directory / "added_tokens.json"
-        legacy = _read_json_object(path)
+        legacy = read_json_object(path)
         specials = set(self.role_tokens().values())
         declared = []
         for content, token_id in legacy.items():
@@ -144,11 +133,11 @@ def _foreign(directory: Path, config: dict) -> _Foreign:
     named = config.get("tokenizer_class")
     if isinstance(named, str) and named:
         name = named if named in _GENERIC_CLASSES else named.removesuffix("Fast")
-        return _Foreign(directory, config, _read_json_object(directory / "special_tokens_map.json"),
+        return _Foreign(directory, config, read_json_object(directory / "special_tokens_map.json"),
                         None if name in _GENERIC_CLASSES else name, f"{directory / CONFIG_FILE}: tokenizer_class {named}")
-    model_type = _read_json_object(directory / "config.json").get("model_type")
+    model_type = read_json_object(directory / "config.json").get("model_type")
     name = _MODEL_TYPE_CLASSES.get(model_type) if isinstance(model_type, str) else None
-    return _Foreign(directory, config, _read_json_object(directory / "special_tokens_map.json"), name,
+    return _Foreign(directory, config, read_json_object(directory / "special_tokens_map.json"), name,
                     f"{directory / 'config.json'}: model_type {model_type}" if name else "")
 
 

@@ -251,17 +251,23 @@ def hf_backend(data: bytes, path: Path) -> HFBackend:
         raise PtmError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
 
 
-def read_tokenizer_config(directory: Path) -> dict:
-    """tokenizer_config.json as a dict ({} when absent); checked when it is ptm's."""
-    path = directory / CONFIG_FILE
+def read_json_object(path: Path) -> dict:
+    """A JSON object file ({} when absent); one line naming the file when it is not one."""
     if not path.is_file():
         return {}
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise PtmError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(config, dict):
+    if not isinstance(value, dict):
         raise PtmError(f"{path} must hold a JSON object")
+    return value
+
+
+def read_tokenizer_config(directory: Path) -> dict:
+    """tokenizer_config.json as a dict ({} when absent); checked when it is ptm's."""
+    path = directory / CONFIG_FILE
+    config = read_json_object(path)
     fmt = config.get("format")
     if fmt is not None and fmt != CONFIG_FORMAT:
         raise PtmError(f"{path} has format {fmt!r}; expected {CONFIG_FORMAT!r}")
