@@ -45,7 +45,7 @@ def _model_defaults(cfg: ExtractConfig) -> tuple[ExtractConfig, str | None]:
 
 
 def _validate(cfg: ExtractConfig) -> str:
-    from ptmcli.features.output import POOLED_ONLY, check_target, infer_format
+    from ptmcli.features.output import POOLED_ONLY, infer_format
 
     if cfg.normalize and cfg.pool == "none":
         raise PtmError("--normalize scales pooled vectors: add --pool cls|mean|max|last")
@@ -86,7 +86,6 @@ def _validate(cfg: ExtractConfig) -> str:
     if fmt in POOLED_ONLY and cfg.pool == "none":
         raise PtmError(f"--output-format {fmt} holds one vector per text: add --pool cls|mean|max|last "
                        "(or write per-token features as jsonl, hdf5 or arrow)")
-    check_target(cfg.output, fmt, cfg.overwrite)
     if fmt == "hdf5":
         from ptmcli.features.hdf5_writer import import_h5py
 
@@ -127,7 +126,10 @@ def run(cfg: ExtractConfig):
     from dataclasses import replace
 
     from ptmcli.convert.open import open_checkpoint
+    from ptmcli.features.output import check_target, infer_format
 
+    # Before the checkpoint is opened: a transformers directory is converted there.
+    check_target(cfg.output, infer_format(cfg.output, cfg.output_format), cfg.overwrite)
     cfg = replace(cfg, checkpoint=str(open_checkpoint(cfg.checkpoint)))
     cfg, defaults_line = _model_defaults(cfg)
     fmt = _validate(cfg)

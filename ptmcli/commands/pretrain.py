@@ -342,10 +342,12 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         raise PtmError(f"--data {data_dir}: no documents to train on")
     if len(held_rows) == 0 and cfg.eval_rows > 0 and not cfg.eval_data and dist_info.is_main:
         # A tenth of the documents is held out (at most --eval-rows): fewer than 10 leaves none.
-        hint = ("a text without blank lines becomes one document: re-encode it with --document-boundary line"
-                if len(dataset) < 10 else "")
-        print(f"ptm: warning: no held-out documents ({len(dataset)} in {data_dir}), so no evaluation will run; "
-              f"{hint or 'give --eval-data'}{', or give --eval-data SHARDS' if hint else ''}", file=sys.stderr)
+        advice = "give --eval-data SHARDS"
+        if len(dataset) < 10:
+            advice = ("a text without blank lines becomes one document: re-encode it with --document-boundary line, "
+                      f"or {advice}")
+        print(f"ptm: warning: no held-out documents ({len(dataset)} in {data_dir}), so no evaluation will run; {advice}",
+              file=sys.stderr)
     task = _build_task(cfg, tokenizer, dataset, train_rows, held_rows, dist_info.world_size)
     if dist_info.enabled:
         task = distributed.GlobalBatchShare(task, dist_info)

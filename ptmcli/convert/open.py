@@ -26,14 +26,13 @@ BEST = "best"
 
 def open_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
     """The ptm checkpoint directory that ``path`` stands for."""
-    from ptmcli.convert.detect import source_kind
     from ptmcli.training.checkpoint import CONFIG, resolve_checkpoint
 
     given = Path(path)
     if not given.exists():
         raise PtmError(f"{flag} {path}: no such checkpoint or run directory")
     if (given / CONFIG).is_file() or (given / "modules.json").is_file():
-        if _is_transformers(given) and source_kind(given) == "hf":
+        if _is_transformers(given):
             return _converted(given, flag)
         return given  # a ptm checkpoint, or a broken one that reading its config will name
     best = given / BEST
@@ -47,7 +46,8 @@ def open_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
 
 
 def _is_transformers(directory: Path) -> bool:
-    """A config.json without ptm's "format" key (or none at all, for an old sentence-transformers model)."""
+    """A transformers config.json (a model type, no ptm "format"), or none beside an old
+    sentence-transformers model's modules.json."""
     import json
 
     try:
@@ -56,7 +56,7 @@ def _is_transformers(directory: Path) -> bool:
         return True
     except (ValueError, UnicodeDecodeError):
         return False
-    return isinstance(config, dict) and "format" not in config
+    return isinstance(config, dict) and "format" not in config and ("model_type" in config or "architectures" in config)
 
 
 def _converted(directory: Path, flag: str) -> Path:

@@ -35,7 +35,8 @@ from ptmcli.errors import PtmError
 from ptmcli.tasks import STYLES, TASKS
 from ptmcli.tasks.encode import EncodeReport, encode_examples, style_tokens
 from ptmcli.tasks.labels import build_label_list, check_label_list, has_label_list
-from ptmcli.tasks.readers import STDIN, read_bytes, read_labeled
+from ptmcli.tasks.lines import STDIN, read_bytes
+from ptmcli.tasks.readers import read_labeled
 
 KIND = "labeled"
 # Bump when the rows written for the same inputs change, so old cache entries are not reused.

@@ -16,13 +16,10 @@ Files may be gzip-compressed.
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import json
 import math
 import os
 import re
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
@@ -30,11 +27,15 @@ from ptmcli.errors import PtmError, where
 from ptmcli.tasks import TASKS
 from ptmcli.tasks.conll import DOCSTART, read_conll
 from ptmcli.tasks.examples import LabeledExample, LabeledFile
+from ptmcli.tasks.lines import (
+    STDIN,
+    Lines,
+    raw_lines,
+)
 
 FORMATS = ("auto", "tsv", "csv", "jsonl", "conll")
 # Unlabeled input may also be plain lines.
 INPUT_FORMATS = (*FORMATS, "text")
-STDIN = "-"
 # A pair on one plain line, as ``ptm extract-features`` reads it.
 PAIR_SEPARATOR = " ||| "
 
@@ -62,8 +63,6 @@ COPA_QUESTIONS = {"cause": "What was the cause of this?", "effect": "What happen
 
 _EXTENSIONS = {".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl",
                ".ndjson": "jsonl", ".conll": "conll", ".bio": "conll", ".iob": "conll", ".iob2": "conll"}
-_GZIP_MAGIC = b"\x1f\x8b"
-_BOM = b"\xef\xbb\xbf"
 # A CoNLL stream hands this many lines at a time (whole sentences) to the CoNLL reader.
 CONLL_BLOCK_LINES = 50_000
 # Lines looked at to tell CoNLL columns from one sentence per line.
@@ -165,7 +164,7 @@ def _open(path: str, task: str, text_columns, label_column, choice_columns, fmt:
     if task not in TASKS:
         raise PtmError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     name = "<stdin>" if path == STDIN else str(path)
-    lines = _Lines(name, _raw_lines(path, data))
+    lines = Lines(name, raw_lines(path, data))
     head = lines.peek_nonblank(_SNIFF_LINES)
     if not head:
         raise PtmError(f"{name}: the file is empty")
@@ -197,131 +196,6 @@ def _open(path: str, task: str, text_columns, label_column, choice_columns, fmt:
     stream = LabeledStream(name, fmt, list(builder.text_columns), builder.label_column, list(builder.choice_columns))
     stream._examples = (builder.example(number, row) for number, row in rows)
     return stream
-
-
-# -- bytes and lines --------------------------------------------------------------------------
-
-
-def read_bytes(path: str) -> bytes:
-    if path == STDIN:
-        return sys.stdin.buffer.read()
-    with _open_file(path) as handle:
-        return handle.read()
-
-
-def _open_file(path: str):
-    """The labeled data file ``path`` opened for bytes; one line naming it when it cannot be."""
-    try:
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
-    except FileNotFoundError:
-        raise PtmError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise PtmError(f"{path}: is a directory, not a labeled data file") from None
-    except OSError as err:
-        raise PtmError(f"{path}: cannot read: {err.strerror}") from None
-
-
-def decode_utf8(data: bytes, name: str) -> str:
-    """Text of ``data``; a byte-order mark (MRPC's files start with one) is dropped."""
-    if data.startswith(_BOM):
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        raise PtmError(_not_utf8(name, line, data[err.start], column)) from None
-
-
-def _not_utf8(name: str, line: int, byte: int, column: int) -> str:
-    return (f"{where(name, line)}: not valid UTF-8 (byte 0x{byte:02x} at column {column}); "
-            "convert the file to UTF-8")
-
-
-def _raw_lines(path: str, data: bytes | None) -> Iterator[bytes]:
-    """The byte lines of ``data``, of stdin or of the file ``path``, endings kept; gzip is undone."""
-    owned = None
-    if data is not None:
-        stream = io.BufferedReader(io.BytesIO(data))
-    elif path == STDIN:
-        stream = sys.stdin.buffer
-        if not hasattr(stream, "peek"):
-            stream = io.BufferedReader(stream)
-    else:
-        stream = owned = _open_file(path)
-    try:
-        if stream.peek(2)[:2] == _GZIP_MAGIC:
-            stream = gzip.GzipFile(fileobj=stream, mode="rb")
-        try:
-            yield from stream
-        except (OSError, EOFError) as err:
-            raise PtmError(f"{path}: cannot read: {err}") from None
-    finally:
-        if owned is not None:
-            owned.close()
-
-
-def _without_ending(line: str) -> str:
-    # Only \n ends a line (str.splitlines would also split inside a text at \x1c, \u2028 ...).
-    if line.endswith("\n"):
-        line = line[:-1]
-    return line[:-1] if line.endswith("\r") else line
-
-
-class _Lines:
-    """Numbered, decoded lines of one input, with a look at the first ones before they are read."""
-
-    def __init__(self, name: str, raw: Iterator[bytes]) -> None:
-        self.name = name
-        self._raw = raw
-        self._ahead: list[tuple[int, str]] = []  # decoded, endings kept
-        self._read = 0
-
-    def _decode(self, number: int, line: bytes) -> str:
-        try:
-            return line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise PtmError(_not_utf8(self.name, number, line[err.start], err.start + 1)) from None
-
-    def peek_nonblank(self, count: int) -> list[str]:
-        """Up to ``count`` first non-blank lines (without their endings); nothing is consumed."""
-        found = [_without_ending(line) for _, line in self._ahead if line.strip()]
-        for line in self._raw:
-            self._read += 1
-            if self._read == 1 and line.startswith(_BOM):
-                line = line[3:]  # MRPC's files start with a byte-order mark
-            text = self._decode(self._read, line)
-            self._ahead.append((self._read, text))
-            if text.strip():
-                found.append(_without_ending(text))
-            if len(found) >= count:
-                break
-        return found[:count]
-
-    def __iter__(self) -> Iterator[tuple[int, str]]:
-        """The lines with their endings."""
-        return self._lines(strip=False)
-
-    def stripped(self) -> Iterator[tuple[int, str]]:
-        """The lines without their endings."""
-        return self._lines(strip=True)
-
-    def _lines(self, strip: bool) -> Iterator[tuple[int, str]]:
-        for number, text in self._ahead:
-            yield number, _without_ending(text) if strip else text
-        self._ahead = []
-        # The first line (and its byte-order mark) always went through peek_nonblank.
-        for number, line in enumerate(self._raw, self._read + 1):
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError:
-                text = self._decode(number, line)
-            if strip:
-                if text[-1:] == "\n":
-                    text = text[:-1]
-                if text[-1:] == "\r":
-                    text = text[:-1]
-            yield number, text
 
 
 def _extension(name: str) -> str:
@@ -392,7 +266,7 @@ def _detect_unlabeled(name: str, head: list[str], task: str, named: Sequence[str
 Row = tuple[int, dict]
 
 
-def _table_rows(name: str, lines: _Lines, fmt: str) -> tuple[list[str], Iterator[Row]]:
+def _table_rows(name: str, lines: Lines, fmt: str) -> tuple[list[str], Iterator[Row]]:
     """(the header's names, (line, {column: cell}) for each data row) of a TSV (no quoting, as GLUE writes) or CSV file."""
     if fmt == "csv":
         records = _csv_records(name, lines)
@@ -486,7 +360,7 @@ def _plain_examples(name: str, task: str, lines: Iterator[tuple[int, str]]) -> I
                 yield LabeledExample(texts=(text,), label=None, line=number)
 
 
-def _conll_examples(stream: LabeledStream, lines: _Lines, label_index: int, require_labels: bool,
+def _conll_examples(stream: LabeledStream, lines: Lines, label_index: int, require_labels: bool,
                     read_labels: bool, block_lines: int | None) -> Iterator[LabeledExample]:
     """The sentences of a CoNLL input, read by ``read_conll`` a block of whole sentences at a time.
 

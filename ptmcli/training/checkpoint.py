@@ -94,27 +94,20 @@ def copy_tokenizer_files(source: str | Path, target: Path) -> int:
     ``vocab.txt`` alone, ``vocab.json`` + ``merges.txt``) is written the way ptm saves a tokenizer,
     so the checkpoint holds a model file every command finds.
     """
+    from ptmcli.tokenization.tokenizer import CONFIG_FORMAT, PtmTokenizer, read_tokenizer_config
+
     source = Path(source)
-    if _is_ptm_tokenizer(source):
+    if read_tokenizer_config(source).get("format") == CONFIG_FORMAT:
         copied = 0
         for name in TOKENIZER_FILES:
             if (source / name).exists():
                 shutil.copyfile(source / name, target / name)
                 copied += 1
         return copied
-    from ptmcli.tokenization.tokenizer import PtmTokenizer
-
     before = set(target.iterdir())
     PtmTokenizer.load(source).write_files(target)
     return len(set(target.iterdir()) - before)
 
-
-def _is_ptm_tokenizer(directory: Path) -> bool:
-    try:
-        config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(config, dict) and config.get("format") == "ptm-tokenizer"
 
 
 def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
