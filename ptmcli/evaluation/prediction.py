@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ptmcli.finetuning.evaluate import predict, softmax
 from ptmcli.tasks.encode import EncodeReport, encode_examples, style_tokens, word_predictions
 from ptmcli.tasks.examples import LabeledExample
 from ptmcli.tasks.metrics import entities
@@ -54,8 +55,6 @@ class TaskPredictor:
         return [self._record(example, row, out) for example, row, out in zip(examples, rows, logits)]
 
     def _logits(self, rows: list[dict]) -> list[np.ndarray]:
-        from ptmcli.finetuning.evaluate import predict
-
         # A batch of multiple-choice rows must share its number of choices.
         groups: dict[int, list[int]] = {}
         for i, row in enumerate(rows):
@@ -91,12 +90,6 @@ class TaskPredictor:
         record.update(label=self.labels[best], score=probabilities[best],
                       probabilities=dict(zip(self.labels, probabilities)))
         return record
-
-
-def softmax(logits: np.ndarray) -> list[float]:
-    """Probabilities of ``logits``, rounded to 6 decimals (as ``ptm eval --predictions`` writes them)."""
-    e = np.exp(logits - logits.max())
-    return [round(float(v), 6) for v in e / e.sum()]
 
 
 def spans(words: Sequence[str], tags: Sequence[str]) -> list[dict]:

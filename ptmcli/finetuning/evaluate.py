@@ -70,7 +70,7 @@ def score(task: str, labels: list[str] | None, logits: list[np.ndarray], rows: A
     pred = [int(np.argmax(x)) for x in logits]
     gold = [int(rows[i]["labels"]) for i in range(len(rows))]
     names = list(labels) if labels else [str(i) for i in range(max(pred + gold) + 1)]
-    records = [{"prediction": names[p], "probabilities": _softmax(x)} for p, x in zip(pred, logits)]
+    records = [{"prediction": names[p], "probabilities": softmax(x)} for p, x in zip(pred, logits)]
     result = {"accuracy": M.accuracy(gold, pred), "macro_f1": M.macro_f1(gold, pred, list(range(len(names)))),
               "mcc": _finite(M.matthews_corrcoef(gold, pred)),
               # 1 for a model that learned nothing but the majority class: finetune warns about it.
@@ -79,7 +79,8 @@ def score(task: str, labels: list[str] | None, logits: list[np.ndarray], rows: A
     return result, records
 
 
-def _softmax(x: np.ndarray) -> list[float]:
+def softmax(x: np.ndarray) -> list[float]:
+    """Probabilities of logits ``x``, rounded to 6 decimals (prediction records)."""
     e = np.exp(x - x.max())
     return [round(float(v), 6) for v in e / e.sum()]
 

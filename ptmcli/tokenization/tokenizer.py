@@ -8,7 +8,7 @@ A tokenizer directory holds the model file (``tokenizer.json`` for Hugging Face
 Directories written by other tools (a Hugging Face model directory with a
 ``tokenizer.json``, a sentencepiece ``spiece.model``, a BERT ``vocab.txt``, a
 GPT-2 ``vocab.json`` + ``merges.txt``) load too, read as transformers reads
-them (``ptmcli.convert.tokenizer_files``).
+them (``ptmcli.tokenization.published``).
 """
 
 from __future__ import annotations
@@ -121,17 +121,14 @@ class PtmTokenizer:
     @property
     def sha256(self) -> str:
         """sha256 of the model file (tokenizer.json or tokenizer.model) as saved."""
-        return hashlib.sha256(self._model_file_bytes()).hexdigest()
-
-    def _model_file_bytes(self) -> bytes:
-        if self._model_bytes is None:
-            self._model_bytes = self._backend.model_bytes()
-        return self._model_bytes
+        return hashlib.sha256(self.model_file_bytes()).hexdigest()
 
     def model_file_bytes(self) -> bytes:
         """The model file as saved: a published tokenizer.json keeps the padding and
         truncation it stores, which the tokenizer in use has switched off."""
-        return self._model_file_bytes()
+        if self._model_bytes is None:
+            self._model_bytes = self._backend.model_bytes()
+        return self._model_bytes
 
     def __repr__(self) -> str:
         return f"PtmTokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, lowercase={self.lowercase})"
@@ -197,7 +194,7 @@ class PtmTokenizer:
         from ptmcli.tokenization.pipelines import write_vocab_file
 
         directory = Path(directory)
-        (directory / self._backend.filename).write_bytes(self._model_file_bytes())
+        (directory / self._backend.filename).write_bytes(self.model_file_bytes())
         (directory / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
         if self.kind == "wordpiece" and isinstance(self._backend, HFBackend):
