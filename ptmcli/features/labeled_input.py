@@ -2,11 +2,12 @@
 
 INPUT is read by the reader ``ptm finetune`` uses for ``--train`` (TSV/CSV with
 a header, JSON lines, CoNLL columns; the same column detection and
-``--text-columns``), one record per example, labels ignored. Each example is
-then encoded by ``ptmcli.tasks.encode``, the code that builds finetuning's
-inputs, so row i holds the vectors of exactly the token ids a finetuned model
-reads for example i: ``[CLS] A [SEP] B [SEP]`` for BERT, ``start A delim B
-end`` for GPT, ``bos A eos`` for ELMo, cut to the same length.
+``--text-columns``), one record per example, labels ignored, streamed as it
+is read. Each example is then encoded by ``ptmcli.tasks.encode``, the code
+that builds finetuning's inputs, so row i holds the vectors of exactly the
+token ids a finetuned model reads for example i: ``[CLS] A [SEP] B [SEP]`` for
+BERT, ``start A delim B end`` for GPT, ``bos A eos`` for ELMo, cut to the same
+length.
 
 Every position is an output (the special tokens included), so ``--pool mean``
 is the mean over the real tokens that a ``--mode features`` model pools,
@@ -33,11 +34,11 @@ def check_task(task: str) -> None:
 
 def iter_labeled_records(path: str, task: str, text_columns: Sequence[str] | None = None) -> Iterator[TextRecord]:
     """One record per example of the labeled file ``path``, as ``ptm finetune --task`` reads it."""
-    from ptmcli.tasks.readers import read_labeled
+    from ptmcli.tasks.readers import stream_labeled
 
     check_task(task)
-    found = read_labeled(path, task, text_columns=text_columns, require_labels=False)
-    for index, example in enumerate(found.examples):
+    found = stream_labeled(path, task, text_columns=text_columns, require_labels=False)
+    for index, example in enumerate(found):
         texts = example.texts
         yield TextRecord(index, example.line, texts[0], texts[1] if len(texts) > 1 else None,
                          PAIR_SEPARATOR.join(texts), example.words)

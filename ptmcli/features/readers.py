@@ -9,24 +9,23 @@
   of words for pre-tokenized input; ``text_b_field``, when present, the second
   text of a pair. Blank lines are skipped.
 
-Files are read line by line as bytes (gzip recognised by its magic bytes), so
-memory stays flat on any input size and a bad line is named by file:line.
+Input is read through ``textio.lines.TextLines`` (line by line, gzip, ``-``
+for stdin, a byte-order mark dropped), so memory stays flat on any input size
+and a bad line is named by file:line.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ptmcli.errors import PtmError, where
+from ptmcli.textio.lines import STDIN, TextLines, display_name
 
-STDIN = "-"
+__all__ = ["PAIR_SEPARATOR", "STDIN", "TextRecord", "display_name", "iter_records"]
+
 PAIR_SEPARATOR = " ||| "
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -45,68 +44,14 @@ class TextRecord:
     """The words of a token-classification example (``--task``); None otherwise."""
 
 
-def display_name(path: str) -> str:
-    return "<stdin>" if path == STDIN else path
-
-
-def open_lines(path: str) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line without its ending) of a file or stdin, gzip or not."""
-    name = display_name(path)
-    if path == STDIN:
-        raw = sys.stdin.buffer
-        owned = None
-    else:
-        try:
-            raw = owned = open(path, "rb")  # noqa: SIM115 - closed below
-        except OSError as err:
-            raise PtmError(f"cannot read input {path}: {err.strerror}") from None
-    try:
-        stream = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
-        if stream.peek(2)[:2] == _GZIP_MAGIC:
-            stream = gzip.GzipFile(fileobj=stream, mode="rb")
-        number = 0
-        try:
-            for raw_line in stream:
-                number += 1
-                if number == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
-                    raw_line = raw_line[3:]
-                try:
-                    text = raw_line.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise PtmError(f"{where(name, number)}: invalid UTF-8 (byte 0x{raw_line[err.start]:02x} "
-                                   f"at byte {err.start + 1} of the line)") from None
-                yield number, text.rstrip("\r\n")
-        except (OSError, EOFError) as err:
-            raise PtmError(f"{where(name, number + 1)}: cannot read: {err}") from None
-    finally:
-        if owned is not None:
-            owned.close()
-
-
-def _looks_like_json(line: str) -> bool:
-    stripped = line.strip()
-    if not stripped.startswith("{"):
-        return False
-    try:
-        return isinstance(json.loads(stripped), dict)
-    except ValueError:
-        return False
-
-
 def iter_records(path: str, fmt: str = "auto", text_field: str = "text",
                  text_b_field: str = "text_b") -> Iterator[TextRecord]:
     """Records of ``path`` in input order (see the module docstring for the formats)."""
-    lines = open_lines(path)
+    lines = TextLines(path)
     if fmt == "auto":
-        peeked: list[tuple[int, str]] = []
-        for item in lines:
-            peeked.append(item)
-            if item[1].strip():
-                break
-        fmt = "jsonl" if peeked and _looks_like_json(peeked[-1][1]) else "text"
-        lines = _chain(peeked, lines)
+        fmt = "jsonl" if lines.looks_like_jsonl(parse=True) else "text"
     if fmt == "jsonl":
-        yield from _jsonl_records(lines, display_name(path), text_field, text_b_field)
+        yield from _jsonl_records(lines, lines.name, text_field, text_b_field)
         return
     for index, (number, line) in enumerate(lines):
         text = line.strip()
@@ -118,11 +63,6 @@ def iter_records(path: str, fmt: str = "auto", text_field: str = "text",
             yield TextRecord(index, number, head, tail, text)
         else:
             yield TextRecord(index, number, text, None, text)
-
-
-def _chain(first: list, rest: Iterator) -> Iterator:
-    yield from first
-    yield from rest
 
 
 def _jsonl_records(lines: Iterator[tuple[int, str]], name: str, text_field: str,

@@ -6,11 +6,13 @@ line. Which columns hold the texts, the label and the choices is found from
 common names (GLUE, SuperGLUE, SWAG...) unless the caller names them; see
 docs/tasks-data.md for the rules.
 
-``read_labeled`` reads a whole file (finetuning, ``ptm eval``);
-``open_labeled`` reads line by line, so an input of any size streams through
-(``ptm predict``). With ``labels=False`` any label column is ignored and plain
-lines (``text``: one text per line, ``a ||| b`` for a pair) are read too.
-Files may be gzip-compressed.
+Input is streamed line by line through ``textio.lines.TextLines`` (see
+``tasks.lines``): files, ``-`` for stdin, gzip-compressed or not.
+``read_labeled`` collects every example of a file (finetuning, ``ptm eval``);
+``open_labeled`` hands them out as they are read, so an input of any size
+streams through (``ptm predict``). With ``labels=False`` any label column is
+ignored and plain lines (``text``: one text per line, ``a ||| b`` for a pair)
+are read too.
 """
 
 from __future__ import annotations
@@ -27,11 +29,8 @@ from ptmcli.errors import PtmError, where
 from ptmcli.tasks import TASKS
 from ptmcli.tasks.conll import DOCSTART, read_conll
 from ptmcli.tasks.examples import LabeledExample, LabeledFile
-from ptmcli.tasks.lines import (
-    STDIN,
-    Lines,
-    raw_lines,
-)
+from ptmcli.tasks.lines import labeled_lines
+from ptmcli.textio.lines import TextLines, starts_json_object
 
 FORMATS = ("auto", "tsv", "csv", "jsonl", "conll")
 # Unlabeled input may also be plain lines.
@@ -105,6 +104,30 @@ def read_labeled(path: str, task: str, *, text_columns: Sequence[str] | None = N
     return result
 
 
+def stream_labeled(path: str, task: str, *, text_columns: Sequence[str] | None = None,
+                   require_labels: bool = True) -> LabeledStream:
+    """The examples :func:`read_labeled` finds in ``path``, handed out as they are read.
+
+    Format, columns and header are settled now; an input without any example
+    fails once it has been read to its end.
+    """
+    if task not in TASKS:
+        raise PtmError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    stream = _open(path, task, text_columns, None, None, "auto", -1, require_labels, True, None, None,
+                   conll_block_lines=CONLL_BLOCK_LINES)
+    stream._examples = _at_least_one(stream.name, stream._examples)
+    return stream
+
+
+def _at_least_one(name: str, examples: Iterator[LabeledExample]) -> Iterator[LabeledExample]:
+    count = 0
+    for example in examples:
+        count += 1
+        yield example
+    if count == 0:
+        raise PtmError(f"{name}: no examples in the file")
+
+
 def read_examples(path: str, task: str, **options) -> list[LabeledExample]:
     """The examples alone of :func:`read_labeled`."""
     return read_labeled(path, task, **options).examples
@@ -163,8 +186,20 @@ def _open(path: str, task: str, text_columns, label_column, choice_columns, fmt:
           conll_block_lines: int | None) -> LabeledStream:
     if task not in TASKS:
         raise PtmError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    name = "<stdin>" if path == STDIN else str(path)
-    lines = Lines(name, raw_lines(path, data))
+    lines = labeled_lines(path, data)
+    try:
+        return _settle(lines, task, text_columns, label_column, choice_columns, fmt, conll_label_index,
+                       require_labels, read_labels, preferred_text_columns, conll_block_lines)
+    except BaseException:
+        lines.close()
+        raise
+
+
+def _settle(lines: TextLines, task: str, text_columns, label_column, choice_columns, fmt: str,
+            conll_label_index: int, require_labels: bool, read_labels: bool, preferred_text_columns,
+            conll_block_lines: int | None) -> LabeledStream:
+    """The stream of ``lines`` once its format and columns are settled (the header is read here)."""
+    name = lines.name
     head = lines.peek_nonblank(_SNIFF_LINES)
     if not head:
         raise PtmError(f"{name}: the file is empty")
@@ -181,9 +216,9 @@ def _open(path: str, task: str, text_columns, label_column, choice_columns, fmt:
         return stream
     if fmt == "text":
         stream = LabeledStream(name, fmt, [], None, [])
-        stream._examples = _plain_examples(name, task, lines.stripped())
+        stream._examples = _plain_examples(name, task, iter(lines))
         return stream
-    names, rows = _jsonl_rows(name, lines.stripped()) if fmt == "jsonl" else _table_rows(name, lines, fmt)
+    names, rows = _jsonl_rows(name, iter(lines)) if fmt == "jsonl" else _table_rows(name, lines, fmt)
     if text_columns is None and preferred_text_columns and all(_find(names, c) for c in preferred_text_columns):
         text_columns = preferred_text_columns
     try:
@@ -214,11 +249,11 @@ def detect_format(name: str, text: str, task: str) -> str:
 
 def _detect(name: str, first: str, task: str) -> str:
     if task == "token-classification":
-        return "jsonl" if _EXTENSIONS.get(_extension(name)) == "jsonl" or first.lstrip().startswith("{") else "conll"
+        return "jsonl" if _EXTENSIONS.get(_extension(name)) == "jsonl" or starts_json_object(first) else "conll"
     by_extension = _EXTENSIONS.get(_extension(name))
     if by_extension is not None:
         return by_extension
-    if first.lstrip().startswith("{"):
+    if starts_json_object(first):
         return "jsonl"
     if "\t" in first:
         return "tsv"
@@ -242,7 +277,7 @@ def _detect_unlabeled(name: str, head: list[str], task: str, named: Sequence[str
     """
     first = head[0]
     by_extension = _EXTENSIONS.get(_extension(name))
-    if by_extension == "jsonl" or first.lstrip().startswith("{"):
+    if by_extension == "jsonl" or starts_json_object(first):
         return "jsonl"
     if task == "token-classification":
         if by_extension is not None:
@@ -266,12 +301,12 @@ def _detect_unlabeled(name: str, head: list[str], task: str, named: Sequence[str
 Row = tuple[int, dict]
 
 
-def _table_rows(name: str, lines: Lines, fmt: str) -> tuple[list[str], Iterator[Row]]:
+def _table_rows(name: str, lines: TextLines, fmt: str) -> tuple[list[str], Iterator[Row]]:
     """(the header's names, (line, {column: cell}) for each data row) of a TSV (no quoting, as GLUE writes) or CSV file."""
     if fmt == "csv":
-        records = _csv_records(name, lines)
+        records = _csv_records(name, lines.numbered(keep_endings=True))  # a quoted cell may hold a newline
     else:
-        records = ((number, line.split("\t")) for number, line in lines.stripped() if line.strip())
+        records = ((number, line.split("\t")) for number, line in lines if line.strip())
     header_line, header = next(records, (1, []))
     names = [h.strip() for h in header]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -360,7 +395,7 @@ def _plain_examples(name: str, task: str, lines: Iterator[tuple[int, str]]) -> I
                 yield LabeledExample(texts=(text,), label=None, line=number)
 
 
-def _conll_examples(stream: LabeledStream, lines: Lines, label_index: int, require_labels: bool,
+def _conll_examples(stream: LabeledStream, lines: TextLines, label_index: int, require_labels: bool,
                     read_labels: bool, block_lines: int | None) -> Iterator[LabeledExample]:
     """The sentences of a CoNLL input, read by ``read_conll`` a block of whole sentences at a time.
 
@@ -384,9 +419,9 @@ def _conll_examples(stream: LabeledStream, lines: Lines, label_index: int, requi
         return shifted if read_labels else [replace(e, word_labels=None) for e in shifted]
 
     if block_lines is None:
-        yield from parse([line for _, line in lines.stripped()], 0)
+        yield from parse([line for _, line in lines], 0)
         return
-    for number, line in lines.stripped():
+    for number, line in lines:
         block.append(line)
         fields = line.split()
         if fields and fields[0] != DOCSTART:

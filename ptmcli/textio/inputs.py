@@ -1,9 +1,11 @@
 """Reading text corpora: files, globs, directories, stdin, gzip; four formats.
 
 Every command that reads raw text goes through ``iter_documents`` (documents
-made of paragraphs) or ``iter_texts`` (the paragraphs alone). Input is read
-line by line as bytes and decoded one line at a time, so memory stays flat on
-any corpus size and a bad byte is reported at its exact line.
+made of paragraphs) or ``iter_texts`` (the paragraphs alone). Each input is
+read through ``textio.lines.TextLines``: line by line as bytes, decoded one
+line at a time (gzip, stdin, a byte-order mark and ``errors`` handled there),
+so memory stays flat on any corpus size and a bad byte is reported at its
+exact line.
 
 Formats (``fmt``; "auto" picks one per file from its first few KB):
 - ``text``: one paragraph or sentence per line, a blank line ends a document
@@ -18,29 +20,22 @@ Formats (``fmt``; "auto" picks one per file from its first few KB):
 from __future__ import annotations
 
 import glob
-import gzip
-import io
 import os
-import sys
-import zlib
 from collections.abc import Iterator, Sequence
 
-from ptmcli.errors import PtmError, where
+from ptmcli.errors import PtmError
 from ptmcli.textio import formats
+from ptmcli.textio.lines import ERROR_MODES, HEAD_BYTES, STDIN, STDIN_NAME, TextLines
 from ptmcli.textio.records import Document, ReadStats
 
 FORMATS = ("auto", "text", "jsonl", "wikiextractor", "tsv", "csv")
-ERROR_MODES = ("strict", "replace", "skip")
-STDIN = "-"
-STDIN_NAME = "<stdin>"
 
 __all__ = ["Document", "ReadStats", "detect_format", "expand_inputs", "iter_documents", "iter_texts",
            "total_input_bytes"]
 
-HEAD_BYTES = 8192
-_GZIP_MAGIC = b"\x1f\x8b"
 _GLOB_CHARS = frozenset("*?[")
-_READ_BUFFER = 1 << 20
+# What a strict UTF-8 error suggests instead.
+ERRORS_ADVICE = "use --errors replace or --errors skip"
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
@@ -173,15 +168,15 @@ def iter_texts(
 
 def _iter_file(path: str, fmt: str, text_field: str, tsv_column: str | int | None,
                errors: str, stats: ReadStats, boundary: str = "blank") -> Iterator[Document]:
-    name = STDIN_NAME if path == STDIN else path
-    stream, head, counter, file = _open_binary(path)
+    lines = TextLines(path, errors=errors, advice=ERRORS_ADVICE, stats=stats)
+    name = lines.name
     try:
+        head = lines.head(HEAD_BYTES)
         if b"\x00" in head:
             raise PtmError(f"{name} looks binary (NUL bytes in its first {len(head)} bytes); "
                            "ptm reads UTF-8 text, optionally gzip-compressed")
         file_fmt = detect_format(path, head) if fmt == "auto" else fmt
         stats.files += 1
-        lines = _decoded_lines(stream, name, errors, stats, counter)
         if file_fmt == "text":
             yield from formats.parse_text(lines, name, boundary, stats.unbroken_files)
         elif file_fmt == "jsonl":
@@ -192,129 +187,4 @@ def _iter_file(path: str, fmt: str, text_field: str, tsv_column: str | int | Non
             delimiter = "," if file_fmt == "csv" or _plain_suffix(path) == ".csv" else "\t"
             yield from formats.parse_table(lines, name, delimiter, tsv_column, text_field, errors, stats)
     finally:
-        stream.close()
-        if file is not None:
-            file.close()
-
-
-class _ByteCounter:
-    """Reports how far into the stored (possibly compressed) input reading has got."""
-
-    def __init__(self, compressed_file: io.BufferedReader | None) -> None:
-        self.compressed_file = compressed_file
-        self.reported = 0
-
-    def advance(self, stats: ReadStats, line_bytes: int) -> None:
-        if self.compressed_file is None:
-            stats.bytes_read += line_bytes
-            return
-        position = self.compressed_file.tell()
-        stats.bytes_read += position - self.reported
-        self.reported = position
-
-
-def _open_binary(path: str) -> tuple[io.BufferedReader, bytes, _ByteCounter, io.BufferedReader | None]:
-    """(stream of the decompressed content, its first bytes, byte counter, file to close).
-
-    gzip is recognised by its magic bytes, so compressed stdin works too.
-    """
-    name = STDIN_NAME if path == STDIN else path
-    if path == STDIN:
-        file, owned = sys.stdin.buffer, False
-    else:
-        try:
-            file, owned = open(path, "rb", buffering=_READ_BUFFER), True  # noqa: SIM115 - closed by the caller
-        except OSError as err:
-            raise PtmError(f"cannot read {path}: {err.strerror}") from None
-    try:
-        magic, stream = _lookahead(file, len(_GZIP_MAGIC), False)
-        compressed = magic == _GZIP_MAGIC
-        if compressed:
-            stream = gzip.GzipFile(fileobj=stream, mode="rb")
-        elif path.endswith(".gz"):
-            raise PtmError(f"{path} has a .gz name but is not gzip data")
-        head, stream = _lookahead(stream, HEAD_BYTES, True)
-    except (OSError, EOFError, zlib.error) as err:
-        if owned:
-            file.close()
-        raise PtmError(f"cannot read {name}: {err}") from None
-    except PtmError:
-        if owned:
-            file.close()
-        raise
-    counts_compressed = compressed and owned and file.seekable()  # tell() fails on pipes
-    return stream, head, _ByteCounter(file if counts_compressed else None), file if owned else None
-
-
-def _lookahead(stream, size: int, owned: bool) -> tuple[bytes, io.BufferedReader]:
-    """Read the first ``size`` bytes and return them with a stream that still starts at them."""
-    read = getattr(stream, "read1", stream.read)
-    head = b""
-    while len(head) < size:
-        chunk = read(size - len(head))
-        if not chunk:
-            break
-        head += chunk
-    return head, io.BufferedReader(_Rejoined(head, stream, owned), buffer_size=_READ_BUFFER)
-
-
-class _Rejoined(io.RawIOBase):
-    """Bytes already read ahead, followed by the rest of the stream they came from."""
-
-    def __init__(self, prefix: bytes, stream, owned: bool) -> None:
-        self._prefix = memoryview(prefix)
-        self._stream = stream
-        self._owned = owned
-        self._read1 = getattr(stream, "read1", stream.read)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if self._prefix:
-            count = min(len(buffer), len(self._prefix))
-            buffer[:count] = self._prefix[:count]
-            self._prefix = self._prefix[count:]
-            return count
-        # read1 returns what is available, so piped stdin is not held back for a full buffer.
-        chunk = self._read1(len(buffer))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-    def close(self) -> None:
-        if self._owned and not self.closed:
-            self._stream.close()
-        super().close()
-
-
-def _decoded_lines(stream, name: str, errors: str, stats: ReadStats,
-                   counter: _ByteCounter) -> Iterator[tuple[int, str]]:
-    """(line number, text without its line ending) for each line; bad UTF-8 handled per ``errors``.
-
-    A line dropped under errors="skip" is not yielded at all, so it neither adds
-    text nor ends a document.
-    """
-    number = 0
-    try:
-        for raw_line in stream:
-            number += 1
-            stats.lines += 1
-            counter.advance(stats, len(raw_line))
-            if number == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
-                raw_line = raw_line[3:]
-            try:
-                text = raw_line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                if errors == "strict":
-                    raise PtmError(
-                        f"{where(name, number)}: invalid UTF-8 (byte 0x{raw_line[err.start]:02x} at byte "
-                        f"{err.start + 1} of the line); use --errors replace or --errors skip"
-                    ) from None
-                if errors == "skip":
-                    stats.skipped_lines += 1
-                    continue
-                stats.replaced_lines += 1
-                text = raw_line.decode("utf-8", errors="replace")
-            yield number, text.rstrip("\r\n")
-    except (OSError, EOFError, zlib.error) as err:
-        raise PtmError(f"{where(name, number + 1)}: cannot read: {err}") from None
+        lines.close()
