@@ -13,17 +13,17 @@ import torch
 from conftest import run_cli as ptm
 from conftest import shared_file
 
+from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
 from ptmcli.evaluation.corpus import CorpusStats, group_wikitext, iter_sentences, read_documents
 from ptmcli.evaluation.masked import pseudo_log_likelihood
 from ptmcli.evaluation.sequences import pack_blocks
 from ptmcli.evaluation.windows import IGNORE_INDEX, sliding_windows
-from ptmcli.models import bert, gpt
+from ptmcli.models import bert, elmo, gpt
 from ptmcli.pretraining.sample import SAMPLE
 from ptmcli.textio.inputs import iter_texts
 from ptmcli.textio.records import Document
 from ptmcli.tokenization.tokenizer import PtmTokenizer
 from ptmcli.tokenization.train import train_tokenizer
-from ptmcli.training.checkpoint import save_checkpoint, state_dict_for_saving
 
 TEXT = """The quick brown fox jumps over the lazy dog. It was not amused.
 Anarchism is a political philosophy that advocates self-governed societies.
@@ -300,17 +300,12 @@ def test_sequence_modes(tok_dir, tmp_path):
 
 
 def test_elmo_forward_and_backward_losses_match_the_training_forward():
-    elmo = pytest.importorskip("ptmcli.models.elmo")
     from ptmcli.evaluation.bidirectional import has_scoring, score_bidirectional
 
     torch.manual_seed(0)
-    try:
-        config = elmo.preset_config("elmo-small", vocab_size=60, token_encoder="word")
-    except Exception as err:  # the ELMo presets are still settling
-        pytest.skip(f"cannot build a small ELMo: {err}")
+    config = elmo.preset_config("elmo-small", vocab_size=60, token_encoder="word")
     model = elmo.ElmoBiLM(config).eval()
-    if not has_scoring(model):
-        pytest.skip("this ELMo has no score method")
+    assert has_scoring(model)
     rng = np.random.default_rng(0)
     blocks = [rng.integers(4, 60, size=n) for n in (5, 9, 3)]
     sums = score_bidirectional(model, blocks, begin_id=1, end_id=2, pad_id=0, batch_size=2, device=torch.device("cpu"), precision="fp32")
@@ -378,13 +373,7 @@ def test_wikitext2_valid_slice(gpt_ckpt, bert_ckpt, tmp_path, capsys):
     assert 100 <= capped["tokens_scored"] < 200 and capped["truncated"] is True
 
 
-def test_elmo_through_the_cli(tok_dir, tmp_path, capsys, monkeypatch):
-    elmo = pytest.importorskip("ptmcli.models.elmo")
-    from ptmcli.models import registry
-
-    if "elmo" not in registry.ARCHITECTURES:  # until the registry lists ELMo, lend it the entry it will have
-        entry = registry.Architecture(elmo.ElmoConfig, elmo.ElmoBiLM, elmo.PRESETS, elmo.preset_config)
-        monkeypatch.setitem(registry.ARCHITECTURES, "elmo", entry)
+def test_elmo_through_the_cli(tok_dir, tmp_path, capsys):
     vocab = PtmTokenizer.load(tok_dir).vocab_size
     torch.manual_seed(0)
     model = elmo.ElmoBiLM(elmo.preset_config("elmo-small", vocab_size=vocab, token_encoder="word")).eval()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("linear", "cosine", "constant", "stlr")
 # ULMFiT's slanted triangular schedule: the lowest rate is the peak / STLR_RATIO.
 STLR_RATIO = 32.0
 
