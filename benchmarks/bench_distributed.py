@@ -49,7 +49,7 @@ def main() -> None:
 
     from safetensors.torch import load_file
 
-    from ptmcli.training.checkpoint import list_step_checkpoints
+    from ptmcli.checkpoint import list_step_checkpoints
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

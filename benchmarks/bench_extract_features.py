@@ -264,7 +264,7 @@ def startup_probe(marks_path: str, *ptm_args: str) -> None:
 
     marks["torch"] = time.perf_counter()
     from ptmcli.features import model as feature_model
-    from ptmcli.models.registry import ARCHITECTURES
+    from ptmcli.models.registry import FAMILIES
 
     marks["ptm_modules"] = time.perf_counter()
 
@@ -278,8 +278,8 @@ def startup_probe(marks_path: str, *ptm_args: str) -> None:
         return timed
 
     feature_model.load_feature_model = mark("load_start", "load_end", feature_model.load_feature_model)
-    for entry in ARCHITECTURES.values():
-        entry.model_class.__init__ = mark("build_start", "build_end", entry.model_class.__init__)
+    for family in FAMILIES.values():
+        family.model_class.__init__ = mark("build_start", "build_end", family.model_class.__init__)
     feature_model.FeatureModel.stack = mark("batch_start", "batch_end", feature_model.FeatureModel.stack)
 
     def write_marks() -> None:
@@ -347,7 +347,7 @@ def ptm_vectors(model, texts: list[str], batch_size: int, precision: str):
     from ptmcli.features.layers import build_plan
     from ptmcli.features.readers import TextRecord
 
-    plan = build_plan("-1", model.num_layers, "none", model.arch, None, None, {}, str(model.path))
+    plan = build_plan("-1", model.num_layers, "none", model.family.features_all_layers, None, None, {}, str(model.path))
     extractor = FeatureExtractor(model, plan, pool="mean", batch_size=batch_size, precision=precision)
     records = (TextRecord(i, i + 1, t, None, t) for i, t in enumerate(texts))
     return np.stack([row.values[0] for row in extractor.rows(records)])
@@ -403,7 +403,7 @@ def reference_bert(hf, tok, texts: list[str], batch_size: int, max_length: int, 
     import numpy as np
     import torch
 
-    from ptmcli.training.device import autocast
+    from ptmcli.runtime.device import autocast
 
     out = []
     with torch.inference_mode(), autocast(precision, torch.device("cpu")):
@@ -419,7 +419,7 @@ def reference_gpt2(hf, tok, texts: list[str], batch_size: int, max_length: int, 
     import numpy as np
     import torch
 
-    from ptmcli.training.device import autocast
+    from ptmcli.runtime.device import autocast
 
     out = []
     with torch.inference_mode(), autocast(precision, torch.device("cpu")):
@@ -439,9 +439,9 @@ def reference_gpt2(hf, tok, texts: list[str], batch_size: int, max_length: int, 
 def random_gpt_checkpoint(tokenizer_dir: Path, target: Path) -> Path:
     import torch
 
+    from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
     from ptmcli.models import gpt
     from ptmcli.tokenization.tokenizer import PtmTokenizer
-    from ptmcli.training.checkpoint import save_checkpoint, state_dict_for_saving
 
     torch.manual_seed(0)
     config = gpt.preset_config("gpt-mini", vocab_size=PtmTokenizer.load(tokenizer_dir).vocab_size)

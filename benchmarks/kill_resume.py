@@ -106,7 +106,7 @@ def check_checkpoints(run: Path) -> tuple[int, list[str]]:
     """(checkpoints loaded, problems): every directory under checkpoints/ that is not hidden must load whole."""
     from safetensors.torch import load_file
 
-    from ptmcli.training import checkpoint as ck
+    from ptmcli import checkpoint as ck
 
     root = run / "checkpoints"
     if not root.is_dir():
@@ -134,7 +134,7 @@ def same_weights(run: Path, reference: dict, max_steps: int) -> bool:
     import torch
     from safetensors.torch import load_file
 
-    from ptmcli.training import checkpoint as ck
+    from ptmcli import checkpoint as ck
 
     final = ck.resolve_checkpoint(run)
     if final.name != ck.step_dir_name(max_steps):
@@ -154,9 +154,9 @@ def main() -> None:
     args = parse_args()
     from safetensors.torch import load_file
 
+    from ptmcli import checkpoint as ck
     from ptmcli.pretraining.sample import SAMPLE
     from ptmcli.textio.atomic import leftovers
-    from ptmcli.training import checkpoint as ck
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="ptm-kill-resume-"))
     root.mkdir(parents=True, exist_ok=True)

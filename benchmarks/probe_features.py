@@ -190,21 +190,21 @@ def evaluate_views(train: np.ndarray, train_y: np.ndarray, test: np.ndarray, cla
 
 def random_bert(pretrained: Path, target: Path) -> Path:
     """A randomly initialised model of the pretrained checkpoint's shape, with its tokenizer."""
-    from ptmcli.models.registry import get_architecture
-    from ptmcli.training.checkpoint import (
+    from ptmcli.checkpoint import (
         read_config,
         resolve_checkpoint,
         save_checkpoint,
         state_dict_for_saving,
     )
+    from ptmcli.models.registry import get_family
 
     if target.exists():
         return target
     ckpt = resolve_checkpoint(pretrained)
     config = read_config(ckpt)
-    arch = get_architecture(config["arch"])
+    family = get_family(config["arch"])
     torch.manual_seed(0)
-    model = arch.model_class(arch.config_class.from_dict(config["model"]))
+    model = family.model_class(family.config_class.from_dict(config["model"]))
     kept = {k: v for k, v in config.items() if k not in ("format", "version", "ptm_version")}
     kept["training"] = {**(config.get("training") or {}), "note": "randomly initialised; not trained"}
     save_checkpoint(target, config=kept, weights=state_dict_for_saving(model, model.tied_weights()), tokenizer_dir=ckpt)
@@ -230,7 +230,7 @@ def main() -> None:
     if args.checkpoint:
         checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
     else:
-        from ptmcli.training.checkpoint import resolve_checkpoint
+        from ptmcli.checkpoint import resolve_checkpoint
 
         # Resolved once: a run still training may save a newer checkpoint while the probe runs.
         pretrained = resolve_checkpoint(REPO / "runs" / "bert-mini-enwiki")

@@ -29,12 +29,12 @@ from typing import NamedTuple
 import pytest
 import torch
 
+from ptmcli.checkpoint import list_step_checkpoints
 from ptmcli.cli.main import main
 from ptmcli.data.encode import encode_to_shards
 from ptmcli.pretraining.sample import SAMPLE
 from ptmcli.textio.inputs import iter_texts
 from ptmcli.tokenization.train import train_tokenizer
-from ptmcli.training.checkpoint import list_step_checkpoints
 
 TINY_BERT = ["--preset", "bert-tiny", "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64", "--num-layers", "2",
              "--seq-len", "32", "--max-position-embeddings", "64", "--batch-size", "4", "--eval-rows", "4", "--eval-batches", "1",
@@ -307,7 +307,7 @@ MACROS = {"{tiny}": TINY_BERT + ["--max-steps", "1"], "{ft}": FT, "{stored}": ST
 # Rows that show a known bug: they fail today and must start passing once it is fixed.
 KNOWN_BUGS = {
     # Deliberate: embedding tables are often padded past the tokenizer (ptm accepts fewer tokens than rows,
-    # refuses more); DESIGN.md's "disagrees" is read as "the tokenizer has ids the model lacks".
+    # refuses more); docs/formats.md states the rule: a tokenizer with ids the model lacks is refused.
     "finetune-vocab-mismatch": "a tokenizer smaller than the model's embedding is accepted (padded embeddings)",
     "convert-vocab-mismatch": "a tokenizer smaller than the model's embedding is accepted, with a note (padded embeddings)",
 }

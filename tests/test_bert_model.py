@@ -17,7 +17,7 @@ from ptmcli.models.bert import (
     state_dict_from_hf,
     state_dict_to_hf,
 )
-from ptmcli.models.registry import find_preset, get_architecture
+from ptmcli.models.registry import find_preset, get_family
 
 transformers = pytest.importorskip("transformers")
 
@@ -185,10 +185,10 @@ def test_config_round_trip_and_errors():
         preset_config("bert-huge")
     with pytest.raises(PtmError, match="multiple"):
         BertConfig(vocab_size=10, hidden_size=30, num_layers=1, num_heads=4, intermediate_size=8)
-    assert get_architecture("bert").config_class is BertConfig
-    assert find_preset("bert-base")[0] == "bert"
+    assert get_family("bert").config_class is BertConfig
+    assert find_preset("bert-base").name == "bert"
     with pytest.raises(PtmError, match="known: bert"):
-        get_architecture("xlnet")
+        get_family("xlnet")
 
 
 def test_training_step_without_nsp_and_with_dropout():

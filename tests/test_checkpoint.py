@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from ptmcli import checkpoint as ck
 from ptmcli.errors import PtmError
-from ptmcli.training import checkpoint as ck
 from ptmcli.training.optim import build_adamw, load_optimizer_state, optimizer_state_tensors
 
 

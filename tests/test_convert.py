@@ -182,10 +182,10 @@ def test_cased_vocab_and_tokenizer_json_are_kept(tmp_path):
 
 def ptm_native_checkpoint(directory: Path, objective: str = "mlm+nsp") -> Path:
     """A checkpoint written by ptm's own code, as `ptm pretrain` writes it."""
+    from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
     from ptmcli.models.bert import BertConfig, BertForPreTraining
     from ptmcli.tokenization.tokenizer import TokenizerSettings
     from ptmcli.tokenization.train import wordpiece_from_vocab
-    from ptmcli.training.checkpoint import save_checkpoint, state_dict_for_saving
 
     vocab_dir = directory / "vocab"
     vocab_dir.mkdir(parents=True)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
 from ptmcli.commands.convert import run
 from ptmcli.convert.options import ConvertConfig
 from ptmcli.convert.ptm_model import load_model
@@ -21,7 +22,6 @@ from ptmcli.models.bert import BertConfig, BertForPreTraining
 from ptmcli.models.gpt import GPTConfig, GPTForCausalLM
 from ptmcli.tokenization.tokenizer import PtmTokenizer, TokenizerSettings
 from ptmcli.tokenization.train import wordpiece_from_vocab
-from ptmcli.training.checkpoint import save_checkpoint, state_dict_for_saving
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "##s", "é", "中", "!"]
 

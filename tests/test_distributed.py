@@ -13,7 +13,7 @@ import torch
 from conftest import sample_corpus
 from safetensors.torch import load_file
 
-from ptmcli.training.checkpoint import list_step_checkpoints
+from ptmcli.checkpoint import list_step_checkpoints
 from ptmcli.training.distributed import Distributed, share_of, slice_batch
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")

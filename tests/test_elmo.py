@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import sample_corpus
 
+from ptmcli import checkpoint as ck
 from ptmcli.data.shards import ShardDataset
 from ptmcli.errors import PtmError
 from ptmcli.models import elmo
@@ -24,7 +25,6 @@ from ptmcli.models.elmo import (
 from ptmcli.pretraining.bert_task import ExampleStream
 from ptmcli.pretraining.elmo_task import ElmoPretrainTask, ElmoSpecials
 from ptmcli.tokenization.tokenizer import PtmTokenizer
-from ptmcli.training import checkpoint as ck
 from ptmcli.training.loop import LoopSettings, train
 from ptmcli.training.optim import build_adamw
 
@@ -320,7 +320,7 @@ def test_task_refuses_an_nsp_stream(corpus):
 
 
 def test_pretrain_elmo_from_the_command_line(tmp_path, capsys):
-    from ptmcli.training.checkpoint import list_step_checkpoints, read_config
+    from ptmcli.checkpoint import list_step_checkpoints, read_config
     from tests.test_pretrain import ptm
 
     code, err = ptm(capsys, "pretrain", "--arch", "elmo", "--preset", "elmo-small", "--hidden-size", "32", "--intermediate-size", "64",

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from itertools import chain, islice
 from pathlib import Path
 
@@ -282,6 +284,46 @@ def test_a_failed_rank_stops_the_merge(data, tokenizer_dir, tmp_path, monkeypatc
     (staging / "rank-1.failed").touch()
     with pytest.raises(PtmError, match="rank 1 failed"):
         merge_rank_manifests(str(out), 2, poll_seconds=0.01, timeout=5)
+    assert not out.exists() and no_leftovers(tmp_path)
+
+
+def test_a_rank_that_dies_silently_stops_the_merge(tmp_path, monkeypatch):
+    # A rank killed outright writes neither its manifest nor a failure marker.
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    out = tmp_path / "shards"
+    staging = Path(f"{out}.tmp-dist")
+    staging.mkdir()
+    (staging / "rank-0.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(PtmError, match=r"ranks 1, 2 wrote no partial manifest and showed no progress for 0.2 s"):
+        merge_rank_manifests(str(out), 3, poll_seconds=0.01, timeout=0.2)
+    assert not out.exists() and no_leftovers(tmp_path)
+
+
+def test_the_merge_deadline_counts_from_the_last_sign_of_progress(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    out = tmp_path / "shards"
+    staging = Path(f"{out}.tmp-dist")
+    staging.mkdir()
+    (staging / "rank-0.json").write_text("{}", encoding="utf-8")
+
+    def slow_rank() -> None:
+        # A rank still writing its shard, for longer than the deadline, that then fails.
+        with open(staging / "part-r1-00000.arrow", "wb") as shard:
+            for _ in range(12):
+                shard.write(b"x" * 100)
+                shard.flush()
+                time.sleep(0.05)
+        (staging / "rank-1.failed").touch()
+
+    writer = threading.Thread(target=slow_rank)
+    started = time.monotonic()
+    writer.start()
+    try:
+        with pytest.raises(PtmError, match="rank 1 failed"):
+            merge_rank_manifests(str(out), 2, poll_seconds=0.01, timeout=0.3)
+    finally:
+        writer.join()
+    assert time.monotonic() - started >= 0.55
     assert not out.exists() and no_leftovers(tmp_path)
 
 

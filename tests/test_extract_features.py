@@ -16,6 +16,7 @@ import torch
 from conftest import run_cli as ptm
 from conftest import shared_file
 
+from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
 from ptmcli.errors import PtmError
 from ptmcli.features.alignment import encode_with_words
 from ptmcli.features.extract import FeatureExtractor
@@ -27,7 +28,6 @@ from ptmcli.pretraining.sample import SAMPLE
 from ptmcli.textio.inputs import iter_texts
 from ptmcli.tokenization.tokenizer import PtmTokenizer
 from ptmcli.tokenization.train import train_tokenizer
-from ptmcli.training.checkpoint import save_checkpoint, state_dict_for_saving
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -106,7 +106,7 @@ def records(texts: list[str]) -> list[TextRecord]:
 
 def extract(model, texts, layers=None, combine="none", **options):
     mix = options.pop("mix_weights", None)
-    plan = build_plan(layers, model.num_layers, combine, model.arch, mix, options.pop("mix_gamma", None), model.scalar_mix, "ckpt")
+    plan = build_plan(layers, model.num_layers, combine, model.family.features_all_layers, mix, options.pop("mix_gamma", None), model.scalar_mix, "ckpt")
     extractor = FeatureExtractor(model, plan, **options)
     return list(extractor.rows(records(texts))), extractor
 
@@ -316,7 +316,7 @@ def test_vectors_do_not_depend_on_batch_size_or_batch_mates(models, name):
 def test_rows_come_back_in_input_order_across_chunks_and_memory_splits(models):
     model = models["bert"]
     texts = [" ".join(["word"] * (1 + (i * 7) % 11)) for i in range(23)]
-    plan = build_plan("-1", model.num_layers, "none", "bert", None, None, {}, "ckpt")
+    plan = build_plan("-1", model.num_layers, "none", False, None, None, {}, "ckpt")
     extractor = FeatureExtractor(model, plan, batch_size=4, chunk_size=10, buffer_bytes=4 * 32 * 20)
     rows = list(extractor.rows(records(texts)))
     assert [r.index for r in rows] == list(range(23))

@@ -24,10 +24,10 @@ import torch
 from conftest import sample_corpus
 from safetensors.torch import load_file
 
+from ptmcli import checkpoint as ck
 from ptmcli.cli.main import main
 from ptmcli.errors import PtmError
 from ptmcli.textio.atomic import leftovers
-from ptmcli.training import checkpoint as ck
 
 MAX_STEPS = 30
 TINY = ["--preset", "bert-tiny", "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64", "--num-layers", "2",
@@ -308,7 +308,9 @@ def test_write_failures_become_one_line_and_keep_the_target(tmp_path, monkeypatc
             raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), str(path))
         real_write_json(path, obj)
 
-    monkeypatch.setattr(ck, "write_json", quota_on_state)
+    from ptmcli.checkpoint import directory
+
+    monkeypatch.setattr(directory, "write_json", quota_on_state)
     with pytest.raises(PtmError, match=rf"could not write checkpoint {target}: disk full \(.*\); the existing {target} is unchanged"):
         ck.save_checkpoint(target, config={"arch": "toy", "model": {}}, weights={"w": torch.zeros(6)}, tokenizer_dir=None, trainer_state={"step": 2})
     monkeypatch.undo()

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ptmcli.checkpoint import list_step_checkpoints, read_config
 from ptmcli.finetuning.methods import discriminative_groups, layer_group, unfreeze_for_epoch
 from ptmcli.finetuning.task_model import TaskModel
 from ptmcli.models import bert
-from ptmcli.training.checkpoint import list_step_checkpoints, read_config
 from ptmcli.training.schedule import lr_multiplier
 from tests.test_gpt import GPT_TINY
 from tests.test_pretrain import TINY, corpus, ptm  # noqa: F401  (corpus is a fixture)
@@ -187,9 +187,9 @@ def test_bad_flags_fail_with_one_line(pretrained, sentiment, tmp_path, capsys, a
 def test_layer_groups_rates_and_unfreezing():
     lm = bert.BertForPreTraining(bert.preset_config("bert-tiny", vocab_size=50, num_layers=3))
     model = TaskModel("bert", lm, "classification", 2)
-    assert layer_group("lm.bert.embeddings.word_embeddings.weight", 3) == 0
-    assert layer_group("lm.bert.layers.2.ffn.up.weight", 3) == 3
-    assert layer_group("classifier.weight", 3) == 4
+    assert layer_group("lm.bert.embeddings.word_embeddings.weight", 3, model.bottom_prefixes) == 0
+    assert layer_group("lm.bert.layers.2.ffn.up.weight", 3, model.bottom_prefixes) == 3
+    assert layer_group("classifier.weight", 3, model.bottom_prefixes) == 4
     rates = {g["layer_group"]: g["lr"] for g in discriminative_groups(model, 1.0, 0.01, 2.0, 3)}
     assert rates == {0: 1 / 16, 1: 1 / 8, 2: 1 / 4, 3: 1 / 2, 4: 1.0}
     assert unfreeze_for_epoch(model, 0, 3) == 4
@@ -255,7 +255,7 @@ def _with_config(source, target, **entries):
     """A copy of checkpoint ``source`` whose config.json has ``entries`` set."""
     import shutil
 
-    from ptmcli.training.checkpoint import resolve_checkpoint
+    from ptmcli.checkpoint import resolve_checkpoint
 
     shutil.copytree(resolve_checkpoint(source), target)
     config = json.loads((target / "config.json").read_text())

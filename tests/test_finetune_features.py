@@ -18,6 +18,7 @@ import torch
 from conftest import run_cli_err as ptm
 from safetensors.torch import load_file
 
+from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
 from ptmcli.cli.main import main
 from ptmcli.features import arrow_writer
 from ptmcli.features.arrow_reader import FeatureShards
@@ -30,7 +31,6 @@ from ptmcli.tasks.labeled_shards import prepare_labeled
 from ptmcli.textio.inputs import iter_texts
 from ptmcli.tokenization.tokenizer import PtmTokenizer
 from ptmcli.tokenization.train import train_tokenizer
-from ptmcli.training.checkpoint import save_checkpoint, state_dict_for_saving
 
 GOOD = ["good", "great", "fine", "nice", "happy"]
 BAD = ["bad", "awful", "poor", "sad", "wrong"]

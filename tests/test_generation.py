@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import run_cli as ptm
 
+from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
 from ptmcli.models import gpt
 from ptmcli.models.generation import (
     KVCache,
@@ -24,7 +25,6 @@ from ptmcli.pretraining.sample import SAMPLE
 from ptmcli.textio.inputs import iter_texts
 from ptmcli.tokenization.tokenizer import PtmTokenizer
 from ptmcli.tokenization.train import train_tokenizer
-from ptmcli.training.checkpoint import save_checkpoint, state_dict_for_saving
 
 VOCAB = 97
 

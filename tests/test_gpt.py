@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ptmcli.checkpoint import list_step_checkpoints, read_config
 from ptmcli.models import gpt, layers
 from ptmcli.pretraining.clm_task import BlockStream
-from ptmcli.training.checkpoint import list_step_checkpoints, read_config
 from tests.test_pretrain import _weights, corpus, ptm  # noqa: F401  (corpus is a fixture)
 
 GPT_TINY = ["--arch", "gpt", "--preset", "gpt-tiny", "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64",

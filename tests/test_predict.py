@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from ptmcli.checkpoint import list_step_checkpoints
 from ptmcli.data.encode import encode_to_shards
 from ptmcli.pretraining.sample import SAMPLE
 from ptmcli.tasks.metrics import entities
 from ptmcli.textio.inputs import iter_texts
 from ptmcli.tokenization.train import train_tokenizer
-from ptmcli.training.checkpoint import list_step_checkpoints
 
 TINY = ["--preset", "bert-tiny", "--hidden-size", "16", "--num-heads", "2", "--intermediate-size", "32", "--num-layers", "1",
         "--seq-len", "32", "--max-position-embeddings", "64", "--batch-size", "4", "--eval-rows", "4", "--eval-batches", "1",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_cli, sample_corpus
 from conftest import run_cli_err as ptm
 from safetensors.torch import load_file
 
-from ptmcli.training.checkpoint import list_step_checkpoints, read_config
+from ptmcli.checkpoint import list_step_checkpoints, read_config
 
 TINY = ["--preset", "bert-tiny", "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64", "--num-layers", "2",
         "--seq-len", "48", "--batch-size", "4", "--eval-rows", "4", "--eval-batches", "2", "--log-every", "2", "--no-progress"]
@@ -73,13 +74,74 @@ def test_resume_reaches_the_same_weights(corpus, tmp_path, capsys):
     assert steps == sorted(steps), "metrics history must not repeat steps after a resume"
 
 
+def _words(ids: torch.Tensor, special: torch.Tensor, continues: np.ndarray) -> torch.Tensor:
+    """Word number of every token of one row (-1 at special tokens): a word is a piece and the "##" pieces after it."""
+    words, current = torch.full_like(ids, -1), -1
+    for i, (token, is_special) in enumerate(zip(ids.tolist(), special.tolist())):
+        if is_special:
+            continue
+        if current < 0 or not continues[token] or special[i - 1]:
+            current += 1
+        words[i] = current
+    return words
+
+
+def _partly_masked_words(batches: list[dict], tokenizer, continues: np.ndarray) -> tuple[int, int]:
+    """(words of several pieces with some but not all pieces masked, such words masked whole)."""
+    partly = whole = 0
+    for batch in batches:
+        labels = batch["mlm_labels"]
+        original = torch.where(labels != -100, labels, batch["input_ids"])
+        special = ~batch["attention_mask"].bool() | torch.isin(original, torch.tensor([tokenizer.cls_id, tokenizer.sep_id]))
+        for row in range(len(original)):
+            words = _words(original[row], special[row], continues)
+            masked = labels[row] != -100
+            for word in range(int(words.max()) + 1):
+                pieces = masked[words == word]
+                if len(pieces) > 1 and pieces.any():
+                    partly += not pieces.all()
+                    whole += bool(pieces.all())
+    return partly, whole
+
+
 @pytest.mark.parametrize("extra", [["--objective", "mlm"], ["--whole-word-mask", "--grad-accum", "2"]])
-def test_objective_variants(corpus, tmp_path, capsys, extra):
-    shards, _tok = corpus  # no --tokenizer: the shard manifest says where it is
+def test_objective_variants(corpus, tmp_path, capsys, monkeypatch, extra):
+    from ptmcli.data.shards import ShardDataset
+    from ptmcli.pretraining.bert_task import BertPretrainTask
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
+
+    shards, tok = corpus  # no --tokenizer: the shard manifest says where it is
+    batches = []
+    make_batches = BertPretrainTask.next_micro_batches
+
+    def recorded(self, count):
+        made = make_batches(self, count)
+        batches.extend(made)
+        return made
+
+    monkeypatch.setattr(BertPretrainTask, "next_micro_batches", recorded)
     code, err = ptm(capsys, "pretrain", "--data", shards, "-o", tmp_path / "run", *TINY, "--max-steps", "4", *extra)
     assert code == 0, err
     config = read_config(list_step_checkpoints(tmp_path / "run")[-1])
-    assert config["objective"] == ("mlm" if "mlm" in extra else "mlm+nsp")
+    assert len(batches) == 4 * (2 if "--grad-accum" in extra else 1)
+
+    tokenizer = PtmTokenizer.load(tok)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
+    continues = np.array([piece.startswith("##") for piece in pieces])
+    # The shards' word starts are exactly the pieces that do not continue a word (WordPiece).
+    for row in ShardDataset.open(shards):
+        assert np.array_equal(row.word_starts, ~continues[row.input_ids])
+    partly, whole = _partly_masked_words(batches, tokenizer, continues)
+    if "--whole-word-mask" in extra:
+        assert config["objective"] == "mlm+nsp"
+        assert all("nsp_labels" in b and b["token_type_ids"].any() for b in batches)
+        assert partly == 0 and whole > 0, (partly, whole)  # every masked word is masked whole
+    else:
+        assert config["objective"] == "mlm"
+        # Full-sentence blocks: no NSP labels, no second segment.
+        assert all("nsp_labels" not in b for b in batches)
+        assert all(not b.get("token_type_ids", torch.zeros(1)).any() for b in batches)
+        assert partly > 0  # token-level masking splits words: the check above can fail
 
 
 @pytest.mark.parametrize(

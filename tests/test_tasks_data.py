@@ -132,7 +132,7 @@ def test_classification_refuses_a_pair_file(tmp_path):
 
 @pytest.mark.parametrize("content,match", [
     (b"sentence\tlabel\ngood\t1\nbad\t0\textra\n", r"bad\.tsv:3: the row has 3 tab-separated fields, the header has 2"),
-    (b"sentence\tlabel\ngood\t1\ncaf\xe9\t0\n", r"bad\.tsv:3: not valid UTF-8 \(byte 0xe9 at column 4\)"),
+    (b"sentence\tlabel\ngood\t1\ncaf\xe9\t0\n", r"bad\.tsv:3: invalid UTF-8 \(byte 0xe9 at byte 4 of the line\); convert the file to UTF-8$"),
     (b"", r"bad\.tsv: the file is empty"),
     (b"\n  \n", r"bad\.tsv: the file is empty"),
     (b"sentence\tlabel\n", r"bad\.tsv: no examples"),

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from ptmcli import checkpoint as ck
 from ptmcli.errors import PtmError
-from ptmcli.training import checkpoint as ck
-from ptmcli.training.loop import LoopSettings, train
+from ptmcli.training.loop import LoopSettings, capture_rng, train
 from ptmcli.training.optim import build_adamw
 from ptmcli.training.schedule import lr_multiplier
 
@@ -64,14 +64,25 @@ def _model():
     return nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.2), nn.GELU(), nn.Linear(16, 1))
 
 
-def _run(run_dir, max_steps, resume_from=None, save_every=0, task=None, **kw):
+def _run(run_dir, max_steps, resume_from=None, save_every=0, task=None, drop=(), **kw):
+    """Train the toy model; ``drop`` names parts of the resume checkpoint to replace with what a fresh run has."""
     model = _model()
     opt = build_adamw(model, 1e-2, 0.01)
     task = task or ToyTask()
     resume = None
     if resume_from is not None:
-        ck.load_weights(resume_from, model, {})
-        resume = ck.read_trainer(resume_from)
+        if "weights" not in drop:
+            ck.load_weights(resume_from, model, {})
+        tensors, state = ck.read_trainer(resume_from)
+        if "optimizer" in drop:
+            tensors = {}
+        if "loop" in drop:  # step, tokens seen, elapsed time
+            state["loop"] = {}
+        if "data" in drop:
+            state["data"] = ToyTask().state_dict()
+        if "rng" in drop:
+            state["rng"] = capture_rng(torch.device("cpu"))
+        resume = (tensors, state)
 
     def save(step, tensors, state):
         target = run_dir / "checkpoints" / ck.step_dir_name(step)
@@ -96,11 +107,18 @@ def test_resume_is_bit_for_bit(tmp_path):
     assert steps == sorted(steps) and steps[-1] == 12
 
 
-def test_resume_from_a_different_step_gives_different_weights(tmp_path):
-    # Guards the test above: a resume that ignored the saved state would not match.
+@pytest.mark.parametrize("dropped", ["weights", "optimizer", "loop", "data", "rng"])
+def test_a_resume_that_drops_part_of_the_saved_state_does_not_match(tmp_path, dropped):
+    # Guards the test above: every part of a checkpoint changes the outcome, so a resume that
+    # ignored one of them could not reach the uninterrupted run's weights bit for bit.
     full, _ = _run(tmp_path / "full", 12)
-    other, _ = _run(tmp_path / "other", 12, task=ToyTask(seed=1))
-    assert not all(torch.equal(a, b) for a, b in zip(full.parameters(), other.parameters()))
+    _run(tmp_path / "half", 12, save_every=6)  # the same run, saved half way (the schedule spans 12 steps)
+    half = tmp_path / "half" / "checkpoints" / ck.step_dir_name(6)
+    resumed, state = _run(tmp_path / "resumed", 12, resume_from=half)
+    assert state.step == 12
+    assert all(torch.equal(a, b) for a, b in zip(full.parameters(), resumed.parameters()))
+    broken, _ = _run(tmp_path / "broken", 12, resume_from=half, drop=(dropped,))
+    assert not all(torch.equal(a, b) for a, b in zip(full.parameters(), broken.parameters()))
 
 
 def test_non_finite_losses_skip_then_stop_with_checkpoint(tmp_path):

@@ -1,4 +1,4 @@
-"""The ``ptm-checkpoint`` directory (DESIGN.md): write atomically, read strictly.
+"""The ``ptm-checkpoint`` directory (docs/formats.md): write atomically, read strictly.
 
 A checkpoint is a directory: ``config.json`` (enough to rebuild the model),
 ``model.safetensors`` (tied weights stored once), the tokenizer files, an
@@ -156,39 +156,9 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
-def load_weights(path: str | Path, model, tied: dict[str, str]) -> None:
-    """Load ``model.safetensors`` into ``model`` strictly, re-tying shared weights."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    file = Path(path) / WEIGHTS
-    if not file.exists():
-        raise PtmError(f"{path}: checkpoint has no {WEIGHTS}")
-    try:
-        state = load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise PtmError(f"{file}: unreadable safetensors file ({err})") from None
-    expected = {k: v for k, v in model.state_dict().items() if k not in tied}
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing:
-        raise PtmError(f"{file}: missing {len(missing)} tensor(s), e.g. {missing[0]!r}")
-    if extra:
-        raise PtmError(f"{file}: {len(extra)} unexpected tensor(s), e.g. {extra[0]!r}")
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise PtmError(
-                f"{file}: tensor {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[key].shape)}"
-            )
-    model.load_state_dict(state, strict=False)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-
-
 def read_trainer(path: str | Path) -> tuple[dict, dict]:
     """The optimizer tensors and JSON state of a resumable checkpoint."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from ptmcli.checkpoint.weights import read_tensors
 
     trainer = Path(path) / TRAINER
     if not (trainer / STATE).exists():
@@ -199,10 +169,7 @@ def read_trainer(path: str | Path) -> tuple[dict, dict]:
         raise PtmError(f"{trainer / STATE}: not valid JSON ({err})") from None
     tensors = {}
     if (trainer / OPTIMIZER).exists():
-        try:
-            tensors = load_file(str(trainer / OPTIMIZER))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise PtmError(f"{trainer / OPTIMIZER}: unreadable safetensors file ({err})") from None
+        tensors = read_tensors(trainer / OPTIMIZER)
     return tensors, state
 
 
@@ -248,60 +215,3 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
         return
     for old in list_step_checkpoints(run_dir)[:-keep_last]:
         discard_directory(old)
-
-
-def load_partial_weights(
-    path: str | Path,
-    model,
-    tied: dict[str, str],
-    optional_parts: dict[str, str],
-    ignored_parts: dict[str, str] | None = None,
-) -> tuple[list[str], list[str]]:
-    """Load ``model.safetensors`` into ``model``, allowing whole optional parts to be absent.
-
-    ``optional_parts`` maps a part name to its key prefix (``{"nsp": "nsp."}``): a
-    part the file lacks entirely keeps the model's initialisation; a part present
-    only in pieces is an error. Tensors under ``ignored_parts`` prefixes are
-    skipped (a task head when loading a pretraining model). Anything else missing,
-    unexpected or of the wrong shape is an error, as in :func:`load_weights`.
-    Returns ``(initialised parts, ignored parts)`` so the caller can say so.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    file = Path(path) / WEIGHTS
-    if not file.exists():
-        raise PtmError(f"{path}: checkpoint has no {WEIGHTS}")
-    try:
-        state = load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise PtmError(f"{file}: unreadable safetensors file ({err})") from None
-
-    def part(key: str, parts: dict[str, str]) -> str | None:
-        return next((name for name, prefix in parts.items() if key.startswith(prefix)), None)
-
-    ignored = sorted({p for p in (part(k, ignored_parts or {}) for k in state) if p is not None})
-    state = {k: v for k, v in state.items() if part(k, ignored_parts or {}) is None}
-    expected = {k: v for k, v in model.state_dict().items() if k not in tied}
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise PtmError(f"{file}: {len(extra)} unexpected tensor(s), e.g. {extra[0]!r}")
-    required = [k for k in missing if part(k, optional_parts) is None]
-    if required:
-        raise PtmError(f"{file}: missing {len(required)} tensor(s), e.g. {required[0]!r}")
-    initialised = {part(k, optional_parts) for k in missing}
-    for name in initialised:
-        present = [k for k in state if k.startswith(optional_parts[name])]
-        if present:
-            lacking = next(k for k in missing if k.startswith(optional_parts[name]))
-            raise PtmError(f"{file}: part {name!r} is incomplete: has {present[0]!r} but not {lacking!r}")
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise PtmError(
-                f"{file}: tensor {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[key].shape)}"
-            )
-    model.load_state_dict(state, strict=False)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    return sorted(initialised), ignored

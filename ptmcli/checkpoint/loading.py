@@ -1,4 +1,9 @@
-"""Open a ptm checkpoint as a ready model and its tokenizer: what every command after pretraining starts with."""
+"""Open a ptm checkpoint as a ready model and its tokenizer: what every command after pretraining starts with.
+
+One vocabulary policy for every command: the tokenizer may have fewer tokens
+than the model's embedding table (tables are often padded to a round size),
+never more.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,11 @@ from typing import Any
 
 from ptmcli.errors import PtmError
 
+# Tensors a pretraining model never holds: a task head and its learned scalar mix.
+TASK_PARTS = {"classifier": "classifier.", "scalar_mix": "scalar_mix."}
+SCALAR_MIX_WEIGHTS = "scalar_mix.weights"
+SCALAR_MIX_GAMMA = "scalar_mix.gamma"
+
 
 @dataclass
 class LoadedCheckpoint:
@@ -18,40 +28,98 @@ class LoadedCheckpoint:
     """The checkpoint's config.json."""
     arch: str
     model: Any
-    """The architecture's pretraining model class, weights loaded, in eval mode."""
+    """The family's pretraining model, weights loaded, in eval mode."""
     model_config: Any
     tokenizer: Any
     """The PtmTokenizer saved with the checkpoint."""
     initialised: list[str] | None = None
     """Heads the checkpoint lacked, left at their random initialisation."""
+    family: Any = None
+    """The :class:`~ptmcli.models.family.Family` of ``arch``."""
+    scalar_mix: dict | None = None
+    """``weights`` and ``gamma`` of a learned scalar mix the checkpoint holds (encoder-only loads)."""
 
 
-def load_checkpoint(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
-    """Rebuild the model a checkpoint describes and load its weights and tokenizer, strictly."""
-    import torch
-
-    from ptmcli.models.heads import HEAD_PARTS
-    from ptmcli.models.registry import get_architecture
-    from ptmcli.tokenization.tokenizer import PtmTokenizer
-    from ptmcli.training.checkpoint import load_partial_weights, read_config, resolve_checkpoint
-
-    ckpt = resolve_checkpoint(path)
-    config = read_config(ckpt)
-    arch = get_architecture(config["arch"])
-    model_config = arch.config_class.from_dict(config["model"])
-    tokenizer = PtmTokenizer.load(ckpt)
+def check_vocabulary(ckpt: Path, tokenizer, model_config) -> None:
     if tokenizer.vocab_size > model_config.vocab_size:  # fewer is fine: embedding tables are often padded
         raise PtmError(
             f"{ckpt}: the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary has {model_config.vocab_size}"
         )
-    model = arch.model_class(model_config)
-    # A converted encoder may lack pretraining heads (a BertModel has no MLM or NSP head): those
-    # start at their initialisation and are listed; a task head is not part of the pretraining model.
-    optional = {part: prefix for part, prefix in HEAD_PARTS.get(config["arch"], {}).items() if part != "classifier"}
-    ignored = {"classifier": "classifier.", "scalar_mix": "scalar_mix."}
-    initialised, _ = load_partial_weights(ckpt, model, model.tied_weights(), optional, ignored)
+
+
+def describe(path: str | Path):
+    """(checkpoint dir, config.json, family, model config, tokenizer) without building the model."""
+    from ptmcli.checkpoint.directory import read_config, resolve_checkpoint
+    from ptmcli.models.registry import get_family
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
+
+    ckpt = resolve_checkpoint(path)
+    config = read_config(ckpt)
+    family = get_family(config["arch"])
+    model_config = family.config_class.from_dict(config["model"])
+    tokenizer = PtmTokenizer.load(ckpt)
+    check_vocabulary(ckpt, tokenizer, model_config)
+    return ckpt, config, family, model_config, tokenizer
+
+
+def load_checkpoint(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model a checkpoint describes and load its weights and tokenizer, strictly.
+
+    A converted encoder may lack pretraining heads (a BertModel has no MLM or NSP head): those
+    start at their initialisation and are listed; a task head is not part of the pretraining model.
+    """
+    import torch
+
+    from ptmcli.checkpoint.weights import load_partial_weights
+
+    ckpt, config, family, model_config, tokenizer = describe(path)
+    model = family.build(model_config)
+    initialised, _ = load_partial_weights(ckpt, model, model.tied_weights(), family.head_parts, TASK_PARTS)
     if initialised:
         print(f"ptm: note: {ckpt} has no {', '.join(initialised)} weights; initialised at random", file=sys.stderr)
     model.to(torch.device(device) if isinstance(device, str) else device)
     model.eval()
-    return LoadedCheckpoint(ckpt, config, config["arch"], model, model_config, tokenizer, initialised)
+    return LoadedCheckpoint(ckpt, config, config["arch"], model, model_config, tokenizer, initialised, family)
+
+
+def load_encoder(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
+    """Only the encoder's tensors (strictly: each present with its shape), for features.
+
+    Pretraining heads, task heads and a learned scalar mix may be present or not; the
+    mix, when present, is returned as ``scalar_mix``. Other weights stay uninitialised.
+    """
+    import torch
+
+    from ptmcli.checkpoint.directory import WEIGHTS
+    from ptmcli.checkpoint.weights import check_shapes, read_weights
+    from ptmcli.models.unfilled import without_random_init
+
+    ckpt, config, family, model_config, tokenizer = describe(path)
+    with without_random_init():
+        model = family.build(model_config)
+    state = read_weights(ckpt)
+    encoder, prefix = family.encoder(model), family.encoder_prefix
+    unused = family.unused_by_features(set(state))
+    expected = {k: v for k, v in encoder.state_dict().items() if not k.startswith(unused)}
+    file = ckpt / WEIGHTS
+    tensors = {}
+    for key in expected:
+        stored = state.get(prefix + key)
+        if stored is None:
+            raise PtmError(f"{file}: the encoder tensor {prefix + key!r} is missing")
+        tensors[key] = stored
+    check_shapes(file, {prefix + k: v for k, v in tensors.items()}, {prefix + k: v for k, v in expected.items()})
+    encoder.load_state_dict(tensors, strict=False)
+    mix = {}
+    for name, key in (("weights", SCALAR_MIX_WEIGHTS), ("gamma", SCALAR_MIX_GAMMA)):
+        if key in state:
+            mix[name] = state[key].float().reshape(-1)
+    model.to(torch.device(device) if isinstance(device, str) else device)
+    model.eval()
+    return LoadedCheckpoint(ckpt, config, config["arch"], model, model_config, tokenizer, None, family, mix)
+
+
+def saved_normed_top(task: dict | None) -> bool:
+    """Whether a saved task's GPT mix reads the top layer after the final LayerNorm; checkpoints
+    written before ``normed_top_layer`` was recorded read the block's own output."""
+    return bool((task or {}).get("normed_top_layer", False))

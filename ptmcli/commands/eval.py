@@ -17,9 +17,9 @@ def run(cfg: EvalConfig) -> dict | None:
     """Carry out ``cfg``; returns the metrics of a ``--data`` evaluation (None for ``--sample``)."""
     import torch
 
+    from ptmcli.checkpoint import read_config
     from ptmcli.convert.open import open_checkpoint
-    from ptmcli.training.checkpoint import read_config
-    from ptmcli.training.device import check_precision, resolve_device
+    from ptmcli.runtime.device import check_precision, resolve_device
 
     if not cfg.checkpoint:
         raise PtmError("--checkpoint is required: a checkpoint directory or a run directory")
@@ -47,7 +47,7 @@ def run(cfg: EvalConfig) -> dict | None:
                            f"ptm predict -c {cfg.checkpoint} {cfg.data}") from None
         return _report(metrics, cfg)
 
-    from ptmcli.models.loading import load_checkpoint
+    from ptmcli.checkpoint.loading import load_checkpoint
 
     loaded = load_checkpoint(checkpoint, device)
     if cfg.sample:

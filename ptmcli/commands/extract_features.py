@@ -21,8 +21,8 @@ def _model_defaults(cfg: ExtractConfig) -> tuple[ExtractConfig, str | None]:
     and a line saying so (None when nothing was taken from it)."""
     from dataclasses import replace
 
+    from ptmcli.checkpoint import read_config
     from ptmcli.convert.sentence_transformers import check_embedding, describe
-    from ptmcli.training.checkpoint import read_config
 
     checkpoint = Path(cfg.checkpoint)
     embedding = check_embedding(read_config(checkpoint).get("sentence_embedding"), str(checkpoint / "config.json"))
@@ -117,7 +117,7 @@ def run(cfg: ExtractConfig):
     from ptmcli.features.model import load_feature_model
     from ptmcli.features.output import open_writer
     from ptmcli.features.readers import iter_records
-    from ptmcli.training.device import check_precision, resolve_device
+    from ptmcli.runtime.device import check_precision, resolve_device
 
     if not cfg.checkpoint:
         raise PtmError("--checkpoint is required: a checkpoint directory or a run directory")
@@ -140,7 +140,7 @@ def run(cfg: ExtractConfig):
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     model = load_feature_model(cfg.checkpoint, device)
-    plan = build_plan(cfg.layers, model.num_layers, cfg.combine, model.arch, cfg.mix_weights, cfg.mix_gamma,
+    plan = build_plan(cfg.layers, model.num_layers, cfg.combine, model.family.features_all_layers, cfg.mix_weights, cfg.mix_gamma,
                       model.scalar_mix, str(model.path))
     extractor = FeatureExtractor(model, plan, pool=cfg.pool, normalize=cfg.normalize, words=cfg.words, max_length=cfg.max_seq_length,
                                  batch_size=cfg.batch_size, chunk_size=cfg.chunk_size, precision=cfg.precision, device=device,

@@ -55,7 +55,7 @@ def _validate(cfg: FinetuneConfig) -> None:
 
 
 def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
-    from ptmcli.training.checkpoint import read_trainer, resolve_checkpoint
+    from ptmcli.checkpoint import read_trainer, resolve_checkpoint
 
     ckpt = resolve_checkpoint(cfg.resume)
     _tensors, state = read_trainer(ckpt)
@@ -74,8 +74,8 @@ def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
 
 def _keep_tokenizer(source: Path, target: Path) -> None:
     """The source checkpoint's tokenizer files, copied once into the run directory."""
+    from ptmcli.checkpoint import TOKENIZER_FILES, copy_tokenizer_files
     from ptmcli.textio.atomic import atomic_directory
-    from ptmcli.training.checkpoint import TOKENIZER_FILES, copy_tokenizer_files
 
     if target.is_dir() and any((target / name).exists() for name in TOKENIZER_FILES):
         return
@@ -110,26 +110,24 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         stored, cfg = open_stored(cfg, explicit)
 
     import torch
-    from safetensors.torch import load_file
 
+    from ptmcli import checkpoint as ckpt_io
+    from ptmcli.checkpoint.loading import load_checkpoint, saved_normed_top
     from ptmcli.convert.open import open_checkpoint
     from ptmcli.finetuning.config import default_lr
     from ptmcli.finetuning.evaluate import DEFAULT_METRIC, predict, scalar_metrics, score
     from ptmcli.finetuning.methods import discriminative_groups
     from ptmcli.finetuning.task import FinetuneTask, steps_per_epoch
-    from ptmcli.finetuning.task_model import TaskModel, checkpoint_pool, saved_normed_top
-    from ptmcli.models.loading import load_checkpoint
-    from ptmcli.models.registry import get_architecture
+    from ptmcli.finetuning.task_model import TaskModel, checkpoint_pool
+    from ptmcli.runtime.device import (
+        check_precision,
+        resolve_device,
+    )
     from ptmcli.tasks.collate import collate
     from ptmcli.tasks.labeled_shards import prepare_labeled
     from ptmcli.tasks.labels import output_size
     from ptmcli.tasks.readers import read_labeled
-    from ptmcli.training import checkpoint as ckpt_io
     from ptmcli.training import distributed
-    from ptmcli.training.device import (
-        check_precision,
-        resolve_device,
-    )
     from ptmcli.training.loop import LoopSettings, exit_after_signal, separate_rank_rng, train
 
     if cfg.threads is not None:
@@ -144,13 +142,12 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     lr = cfg.lr if cfg.lr is not None else default_lr(cfg.mode, getattr(source.model_config, "hidden_size", None))
     if source.config.get("task"):
         raise PtmError(f"--checkpoint {cfg.checkpoint}: already finetuned for {source.config['task'].get('type')}; start from a pretrained checkpoint")
-    arch, tokenizer = source.arch, source.tokenizer
+    arch, family, tokenizer = source.arch, source.family, source.tokenizer
     if stored is not None:
         from ptmcli.finetuning.stored_features import check_model
-        from ptmcli.finetuning.task_model import feature_size
 
-        check_model(stored, arch, source.model_config.num_layers, feature_size(arch, source.model), source.path)
-    positions = getattr(source.model_config, "max_position_embeddings", None)
+        check_model(stored, arch, family.num_layers(source.model_config), family.feature_size(source.model_config), source.path)
+    positions = family.position_limit(source.model_config)
     if positions is not None and cfg.max_len > positions:
         raise PtmError(f"--max-len {cfg.max_len} exceeds the model's {positions} positions")
     run_dir = check_run_dir(cfg.out, cfg.overwrite, resuming=ckpt_to_resume is not None)
@@ -175,9 +172,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     lm = source.model
     if cfg.from_scratch:
-        lm = get_architecture(arch).model_class(source.model_config)
-        if hasattr(lm, "set_char_table"):
-            lm.set_char_table(source.model.char_table)
+        lm = family.build(source.model_config, tokenizer)
     pool = cfg.pool
     if stored is not None:
         if pool is not None and pool != stored.layout.pool:
@@ -187,7 +182,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         # The pooling the run started with, whatever the default for its checkpoint is now.
         pool = (ckpt_io.read_config(ckpt_to_resume).get("task") or {}).get("pool")
     elif pool is None:
-        pool, why = checkpoint_pool(arch, cfg.task, cfg.mode, source.config, source.initialised, str(source.path / "config.json"))
+        pool, why = checkpoint_pool(family, cfg.task, cfg.mode, source.config, source.initialised, str(source.path / "config.json"))
         if why and main:
             print(f"ptm: pooling {pool}, {why} (--pool to change)", file=sys.stderr)
     # GPT's top layer enters a mix after its final LayerNorm, as in extract-features and HF's hidden_states;
@@ -195,13 +190,13 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     normed_top = True if ckpt_to_resume is None else saved_normed_top(ckpt_io.read_config(ckpt_to_resume).get("task"))
     model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode, pool=pool, normed_top=normed_top)
     model.set_mask_id(tokenizer.mask_id)
-    if cfg.aux_lm_weight > 0 and arch == "bert" and tokenizer.mask_id is None:
-        raise PtmError("--aux-lm-weight with BERT needs a tokenizer with a [MASK] token")
+    if cfg.aux_lm_weight > 0 and family.lm_needs_mask_token() and tokenizer.mask_id is None:
+        raise PtmError(f"--aux-lm-weight with {family.title} needs a tokenizer with a [MASK] token")
     model.to(device)
     model.train()
     separate_rank_rng(dist_info, cfg.seed)
 
-    num_layers = source.model_config.num_layers
+    num_layers = family.num_layers(source.model_config)
     train_data, dev_data = train_rows, None
     if stored is not None:
         from ptmcli.finetuning import stored_features as sf
@@ -274,7 +269,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     shared_task = distributed.GlobalBatchShare(task, dist_info) if dist_info.enabled else task
     resume_state = None
     if ckpt_to_resume is not None:
-        model.load_checkpoint_state(load_file(str(ckpt_to_resume / ckpt_io.WEIGHTS)), str(ckpt_to_resume))
+        model.load_checkpoint_state(ckpt_io.read_weights(ckpt_to_resume), str(ckpt_to_resume))
         resume_state = ckpt_io.read_trainer(ckpt_to_resume)
 
     settings = LoopSettings(

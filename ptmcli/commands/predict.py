@@ -30,13 +30,13 @@ def run(cfg: PredictConfig) -> int:
     """Carry out ``cfg``; returns the number of examples predicted."""
     import torch
 
+    from ptmcli.checkpoint import read_config
     from ptmcli.convert.open import open_checkpoint
     from ptmcli.evaluation.prediction import TaskPredictor
     from ptmcli.evaluation.prediction_output import PredictionWriter
     from ptmcli.finetuning.task_model import load_task_model
+    from ptmcli.runtime.device import check_precision, resolve_device
     from ptmcli.tasks.readers import open_labeled
-    from ptmcli.training.checkpoint import read_config
-    from ptmcli.training.device import check_precision, resolve_device
 
     started = time.perf_counter()
     if not cfg.checkpoint:

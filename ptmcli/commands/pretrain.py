@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ptmcli.errors import PtmError
-from ptmcli.pretraining.config import DEFAULT_PRESETS, MODEL_FIELDS, OBJECTIVES, PretrainConfig
+from ptmcli.pretraining.config import MODEL_FIELDS, PretrainConfig
+from ptmcli.pretraining.objective_table import default_objective, get_objective
 from ptmcli.training.launch import resume_batch_size
 from ptmcli.training.run_dir import check_run_dir, create_run_dir
 
@@ -21,14 +22,14 @@ RESUMABLE_OVERRIDES = {"compile", "fsdp", "max_steps", "max_time", "save_every",
 
 def _with_arch_defaults(cfg: PretrainConfig) -> PretrainConfig:
     """Fill the objective and preset the user left out with the family's defaults."""
-    if cfg.arch not in OBJECTIVES:
-        raise PtmError(f"--arch {cfg.arch!r}: unknown architecture (choose from {', '.join(OBJECTIVES)})")
-    return replace(cfg, objective=cfg.objective or OBJECTIVES[cfg.arch][0], preset=cfg.preset or DEFAULT_PRESETS[cfg.arch])
+    from ptmcli.models.registry import get_family
+
+    objective = cfg.objective or default_objective(cfg.arch)
+    return replace(cfg, objective=objective, preset=cfg.preset or get_family(cfg.arch).default_preset)
 
 
 def _validate(cfg: PretrainConfig) -> None:
-    if cfg.objective not in OBJECTIVES.get(cfg.arch, ()):
-        raise PtmError(f"--objective {cfg.objective!r} is not available for --arch {cfg.arch} (choose from {', '.join(OBJECTIVES[cfg.arch])})")
+    get_objective(cfg.objective, cfg.arch)
     positive = {"seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_steps": cfg.max_steps, "log_every": cfg.log_every, "eval_batches": cfg.eval_batches}
     for name, value in positive.items():
         if value <= 0:
@@ -52,8 +53,8 @@ def _validate(cfg: PretrainConfig) -> None:
 
 def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, Path]:
     """The saved run config, with only the flags that may change on resume applied."""
+    from ptmcli.checkpoint import read_trainer, resolve_checkpoint
     from ptmcli.config_fields import parse_duration
-    from ptmcli.training.checkpoint import read_trainer, resolve_checkpoint
 
     ckpt = resolve_checkpoint(cfg.resume)
     _tensors, state = read_trainer(ckpt)
@@ -149,7 +150,7 @@ def _absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
 
 def _check_same_data(ckpt: Path, dataset, tokenizer, given: set[str]) -> None:
     """On resume: the shards and tokenizer are the ones the run trained on, wherever they now live."""
-    from ptmcli.training.checkpoint import read_config
+    from ptmcli.checkpoint import read_config
 
     config = read_config(ckpt)
     recorded = (config.get("training") or {}).get("data_sha256")
@@ -162,23 +163,8 @@ def _check_same_data(ckpt: Path, dataset, tokenizer, given: set[str]) -> None:
         raise PtmError(f"--tokenizer: it differs from the tokenizer the run trained with ({ckpt / 'config.json'})")
 
 
-def _predicted_fraction(cfg: PretrainConfig) -> float:
-    return cfg.mask_prob if cfg.arch == "bert" else 1.0
-
-
-def _check_tokenizer_roles(arch: str, tokenizer, tokenizer_dir: str) -> None:
-    if arch == "bert":
-        for role in ("cls", "sep", "pad", "mask"):
-            if getattr(tokenizer, f"{role}_id") is None:
-                raise PtmError(f"{tokenizer_dir}: tokenizer has no {role} token, which BERT pretraining needs (train one with --special-tokens bert)")
-    elif tokenizer.eos_id is None and tokenizer.sep_id is None:
-        raise PtmError(f"{tokenizer_dir}: tokenizer has neither an end-of-text nor a [SEP] token to put between documents")
-    if arch == "elmo" and (tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.cls_id) is None:
-        raise PtmError(f"{tokenizer_dir}: tokenizer has neither a begin-of-text nor a [CLS] token to start sentences with")
-
-
-def _build_task(cfg: PretrainConfig, tokenizer, dataset, train_rows, held_rows, world_size: int = 1):
-    """The TrainTask of ``cfg.arch``, with its held-out and --eval-data evaluation sets.
+def _build_task(cfg: PretrainConfig, objective, family, tokenizer, dataset, train_rows, held_rows, world_size: int = 1):
+    """The objective's training task, with its held-out and --eval-data evaluation sets.
 
     Under torchrun the task hands out global micro-batches (per-device batch x
     world size), of which each rank keeps its share (``GlobalBatchShare``).
@@ -186,6 +172,7 @@ def _build_task(cfg: PretrainConfig, tokenizer, dataset, train_rows, held_rows, 
     import numpy as np
 
     from ptmcli.data.shards import ShardDataset
+    from ptmcli.pretraining.objective_context import ObjectiveContext
 
     eval_sets = []
     if len(held_rows):
@@ -194,42 +181,22 @@ def _build_task(cfg: PretrainConfig, tokenizer, dataset, train_rows, held_rows, 
         extra = ShardDataset.open(cfg.eval_data, verify=True)
         extra.check_tokenizer(tokenizer)
         eval_sets.append(("evaldata", extra, np.arange(len(extra))))
-    end_id = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.sep_id
-    cfg = replace(cfg, batch_size=cfg.batch_size * world_size)
+    context = ObjectiveContext(replace(cfg, batch_size=cfg.batch_size * world_size), tokenizer, dataset, train_rows, eval_sets, family)
+    return objective.build(context)
 
-    if cfg.arch == "gpt":
-        from ptmcli.pretraining.clm_task import BlockStream, CausalLMTask
 
-        make = lambda ds, rows, seed, shuffle=True: BlockStream(ds, rows, cfg.seq_len, seed, eos_id=end_id, shuffle=shuffle)  # noqa: E731
-        return CausalLMTask(
-            make(dataset, train_rows, cfg.seed), batch_size=cfg.batch_size,
-            eval_streams={name: make(ds, rows, 999, False) for name, ds, rows in eval_sets}, eval_batches=cfg.eval_batches,
-        )
-
-    from ptmcli.pretraining.bert_task import BertPretrainTask, ExampleStream, Specials
-
-    separator = tokenizer.sep_id if tokenizer.sep_id is not None else end_id
-    make_stream = lambda ds, rows, seed, shuffle=True: ExampleStream(  # noqa: E731
-        ds, rows, "mlm" if cfg.arch == "elmo" else cfg.objective, cfg.seq_len, seed, separator_id=separator,
-        short_seq_prob=cfg.short_seq_prob, whole_word=cfg.whole_word_mask, shuffle=shuffle,
-    )
-    eval_streams = {name: make_stream(ds, rows, 999, False) for name, ds, rows in eval_sets}
-    if cfg.arch == "elmo":
-        from ptmcli.pretraining.elmo_task import ElmoPretrainTask
-
-        return ElmoPretrainTask(make_stream(dataset, train_rows, cfg.seed), tokenizer, batch_size=cfg.batch_size, seed=cfg.seed,
-                                eval_streams=eval_streams, eval_batches=cfg.eval_batches)
-    specials = Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id, tokenizer.mask_id, tokenizer.vocab_size)
-    return BertPretrainTask(
-        make_stream(dataset, train_rows, cfg.seed), specials, batch_size=cfg.batch_size, mask_prob=cfg.mask_prob,
-        seed=cfg.seed, eval_streams=eval_streams, eval_batches=cfg.eval_batches, pad_to_longest=not cfg.compile,
-    )
+def _check_tokenizer_roles(cfg: PretrainConfig, objective, family, tokenizer, tokenizer_dir: str) -> None:
+    family.check_tokenizer(tokenizer, tokenizer_dir)
+    for role in objective.special_tokens:
+        if getattr(tokenizer, f"{role}_id") is None:
+            raise PtmError(f"{tokenizer_dir}: tokenizer has no {role} token, which --objective {cfg.objective} needs "
+                           "(train one with --special-tokens bert)")
 
 
 def _init_source(cfg: PretrainConfig, explicit: set[str], tokenizer) -> dict:
     """The checkpoint ``--init-from`` names, checked against the run: same family, same tokenizer, no shape flags."""
+    from ptmcli.checkpoint import read_config
     from ptmcli.convert.open import open_checkpoint
-    from ptmcli.training.checkpoint import read_config
 
     path = open_checkpoint(cfg.init_from, "--init-from")
     config = read_config(path)
@@ -265,9 +232,10 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
             print(finished, file=sys.stderr)
             return {}
     if cfg.data is None and ckpt_to_resume is None:
-        from ptmcli.pretraining.sample import SAMPLE_DEFAULTS, SAMPLE_PRESETS
+        from ptmcli.models.registry import get_family
+        from ptmcli.pretraining.sample import SAMPLE_DEFAULTS
 
-        defaults = dict(SAMPLE_DEFAULTS, preset=SAMPLE_PRESETS.get(cfg.arch, SAMPLE_DEFAULTS["preset"]))
+        defaults = dict(SAMPLE_DEFAULTS, preset=get_family(cfg.arch).sample_preset or SAMPLE_DEFAULTS["preset"])
         cfg = replace(cfg, **{k: v for k, v in defaults.items() if k not in explicit})
     cfg = _with_arch_defaults(cfg)
     _validate(cfg)
@@ -277,18 +245,18 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
 
     import torch
 
+    from ptmcli import checkpoint as ckpt_io
     from ptmcli.data.shards import ShardDataset
-    from ptmcli.models.registry import get_architecture
+    from ptmcli.models.registry import get_family
     from ptmcli.pretraining.bert_task import split_rows
-    from ptmcli.tokenization.tokenizer import PtmTokenizer
-    from ptmcli.training import checkpoint as ckpt_io
-    from ptmcli.training import distributed
-    from ptmcli.training.device import (
+    from ptmcli.runtime.device import (
         check_precision,
         measure_matmul_peak,
         peak_flops,
         resolve_device,
     )
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
+    from ptmcli.training import distributed
     from ptmcli.training.loop import LoopSettings, exit_after_signal, train
     from ptmcli.training.optim import build_adamw
 
@@ -300,39 +268,32 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     # Checksums are read once here (about 1 GB/s), so a damaged shard is named before any training.
     dataset = ShardDataset.open(data_dir, verify=True)
     dataset.check_tokenizer(tokenizer)
-    _check_tokenizer_roles(cfg.arch, tokenizer, tokenizer_dir)
+    family, objective = get_family(cfg.arch), get_objective(cfg.objective, cfg.arch)
+    _check_tokenizer_roles(cfg, objective, family, tokenizer, tokenizer_dir)
     if ckpt_to_resume is not None:
         _check_same_data(ckpt_to_resume, dataset, tokenizer, explicit)
     if cfg.whole_word_mask and not dataset.has_word_starts:
         raise PtmError(f"--whole-word-mask: {data_dir} was encoded without word boundaries (re-encode with --word-starts)")
 
     torch.manual_seed(cfg.seed)
-    arch = get_architecture(cfg.arch)
     init = _init_source(cfg, explicit, tokenizer) if cfg.init_from and ckpt_to_resume is None else None
     if init is not None:
-        model_config = arch.config_class.from_dict(init["config"]["model"])
+        model_config = family.config_class.from_dict(init["config"]["model"])
         dropouts = {k: v for k, v in cfg.model_overrides().items() if k in ("hidden_dropout", "attention_dropout") and hasattr(model_config, k)}
         model_config = replace(model_config, **dropouts)
     else:
-        if cfg.preset not in arch.presets:
-            raise PtmError(f"--preset {cfg.preset!r} is not a {cfg.arch} preset; choose one of: {', '.join(arch.presets)}")
-        model_config = arch.preset_config(cfg.preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **cfg.model_overrides())
-    model = arch.model_class(model_config)
-    if hasattr(model, "set_char_table"):
-        from ptmcli.models.elmo import char_table_for_tokenizer
-
-        model.set_char_table(char_table_for_tokenizer(tokenizer, model_config.max_chars_per_token))
+        model_config = family.model_config(cfg.preset, tokenizer, **cfg.model_overrides())
+    model = family.build(model_config, tokenizer)
     if init is not None:
-        from ptmcli.models.heads import HEAD_PARTS
+        from ptmcli.checkpoint.loading import TASK_PARTS
 
-        optional = {part: prefix for part, prefix in HEAD_PARTS.get(cfg.arch, {}).items() if part != "classifier"}
-        fresh, dropped = ckpt_io.load_partial_weights(init["path"], model, model.tied_weights(), optional,
-                                                      {"classifier": "classifier.", "scalar_mix": "scalar_mix."})
+        fresh, dropped = ckpt_io.load_partial_weights(init["path"], model, model.tied_weights(), family.head_parts, TASK_PARTS)
         what = f"; {', '.join(fresh)} initialised at random" if fresh else ""
         if dist_info.is_main:
             print(f"ptm: starting from the weights of {init['path']}{what}{'; ignored its ' + ', '.join(dropped) if dropped else ''}", file=sys.stderr)
-    if cfg.seq_len > getattr(model_config, "max_position_embeddings", cfg.seq_len):
-        raise PtmError(f"--seq-len {cfg.seq_len} exceeds the model's {model_config.max_position_embeddings} positions (raise --max-position-embeddings)")
+    positions = family.position_limit(model_config)
+    if positions is not None and cfg.seq_len > positions:
+        raise PtmError(f"--seq-len {cfg.seq_len} exceeds the model's {positions} positions (raise --max-position-embeddings)")
     model.to(device)
 
     train_rows, held_rows = split_rows(len(dataset), cfg.eval_rows)
@@ -348,7 +309,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
                       f"or {advice}")
         print(f"ptm: warning: no held-out documents ({len(dataset)} in {data_dir}), so no evaluation will run; {advice}",
               file=sys.stderr)
-    task = _build_task(cfg, tokenizer, dataset, train_rows, held_rows, dist_info.world_size)
+    task = _build_task(cfg, objective, family, tokenizer, dataset, train_rows, held_rows, dist_info.world_size)
     if dist_info.enabled:
         task = distributed.GlobalBatchShare(task, dist_info)
 
@@ -358,7 +319,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         resume_state = ckpt_io.read_trainer(ckpt_to_resume)
     if cfg.fsdp:
         # Shard after the whole weights are in place, before the optimizer sees the parameters.
-        distributed.shard_fsdp(model)
+        distributed.shard_fsdp(model, family.fsdp_units(model))
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, cfg.adam_beta2), device=device.type)
 
     peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else peak_flops(device, cfg.precision)
@@ -379,7 +340,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         clip_norm=cfg.clip_norm, precision=cfg.precision, log_every=cfg.log_every, eval_every=cfg.eval_every,
         save_every=cfg.save_every, keep_last=cfg.keep_last,
         max_time_s=parse_duration(cfg.max_time, "--max-time") if cfg.max_time else None,
-        progress=cfg.progress, peak_flops=peak, flops_per_token=model.flops_per_token(cfg.seq_len, _predicted_fraction(cfg)),
+        progress=cfg.progress, peak_flops=peak, flops_per_token=model.flops_per_token(cfg.seq_len, objective.predicted_fraction(cfg)),
     )
     model_dict = model_config.to_dict()
     checkpoint_config = {
@@ -417,7 +378,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
                   if dist_info.enabled else f"batch {cfg.batch_size}x{cfg.grad_accum}")
     if dist_info.is_main:
         print(
-            f"ptm: {what} {cfg.arch} ({cfg.preset}, {n_params / 1e6:.2f}M parameters, {model.flops_per_token(cfg.seq_len, _predicted_fraction(cfg)) / 1e6:.1f} MFLOP/token) "
+            f"ptm: {what} {cfg.arch} ({cfg.preset}, {n_params / 1e6:.2f}M parameters, {model.flops_per_token(cfg.seq_len, objective.predicted_fraction(cfg)) / 1e6:.1f} MFLOP/token) "
             f"on {data_dir} ({len(train_rows):,} train / {len(held_rows):,} held-out documents), objective {cfg.objective}, "
             f"{device.type} {cfg.precision}, {batch_text} ({tokens_per_step:,} tokens/step max), {cfg.max_steps:,} steps -> {run_dir}",
             file=sys.stderr,
@@ -425,13 +386,13 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         if peak:
             print(f"ptm: mfu is measured against {peak / 1e12:.2f} TFLOP/s, {peak_source}", file=sys.stderr)
     started = time.time()
-    if cfg.compile and cfg.arch == "elmo" and dist_info.is_main:
-        print("ptm: --compile is ignored for elmo (its LSTM kernels and per-batch unique tokens do not compile)", file=sys.stderr)
+    if cfg.compile and not family.compiles and dist_info.is_main:
+        print(f"ptm: --compile is ignored for {cfg.arch} (its LSTM kernels and per-batch unique tokens do not compile)", file=sys.stderr)
     elif cfg.compile:
         # Compile the encoder in place: its shapes are fixed (batches padded to --seq-len), while the
         # MLM head sees a different number of masked tokens every step and would recompile. In-place
         # Module.compile() also keeps state_dict keys free of an `_orig_mod.` prefix.
-        getattr(model, cfg.arch, model).compile()
+        family.compile_target(model).compile()
     trained = model
     if dist_info.enabled:
         if resume_state is None:
@@ -439,7 +400,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
 
             separate_rank_rng(dist_info, cfg.seed)
         if not cfg.fsdp:
-            trained = distributed.wrap_ddp(model, device, find_unused=cfg.arch == "bert" and cfg.objective == "mlm")
+            trained = distributed.wrap_ddp(model, device, find_unused=objective.find_unused_parameters)
     try:
         state = train(trained, optimizer, task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state, dist_info=dist_info)
         distributed.barrier(dist_info)
@@ -450,7 +411,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     final = state.last_metrics
     latest = ckpt_io.resolve_checkpoint(run_dir)
     exit_after_signal(state)
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k in ("loss", "mlm_loss", "mlm_acc", "nsp_acc", "lm_ppl", "fwd_ppl", "bwd_ppl", "tokens_per_s"))
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k in (*objective.metrics, "tokens_per_s"))
     print(f"ptm: done: step {state.step}, {summary} in {time.time() - started:.0f}s; checkpoint {latest}", file=sys.stderr)
     if cfg.data is None:
         print(

@@ -39,7 +39,7 @@ def _tokenizer_location(path: str) -> str:
 
     directory = Path(path)
     if (directory / "checkpoints").is_dir() and not (directory / "tokenizer_config.json").is_file():
-        from ptmcli.training.checkpoint import resolve_checkpoint
+        from ptmcli.checkpoint import resolve_checkpoint
 
         return str(resolve_checkpoint(directory))
     return path

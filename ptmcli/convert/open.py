@@ -26,7 +26,7 @@ BEST = "best"
 
 def open_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
     """The ptm checkpoint directory that ``path`` stands for."""
-    from ptmcli.training.checkpoint import CONFIG, resolve_checkpoint
+    from ptmcli.checkpoint import CONFIG, resolve_checkpoint
 
     given = Path(path)
     if not given.exists():

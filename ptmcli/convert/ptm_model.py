@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from ptmcli.convert.sources import Model
-from ptmcli.models.heads import HEAD_PARTS, build_task_model
+from ptmcli.models.heads import build_task_model, head_parts
 
 
 def build_module(model: Model) -> tuple[nn.Module, list[str]]:
@@ -28,7 +28,7 @@ def build_module(model: Model) -> tuple[nn.Module, list[str]]:
     module.load_state_dict({k: v for k, v in model.state.items() if k in have}, strict=False)
     if hasattr(module, "tie_weights"):
         module.tie_weights()
-    parts = HEAD_PARTS.get(spec.arch, {})
+    parts = head_parts(spec.arch)
     initialised = sorted(p for p, prefix in parts.items() if p not in model.parts and any(k.startswith(prefix) for k in have))
     return module.eval(), initialised
 
@@ -40,14 +40,14 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
     model, a task head it may hold being skipped. Missing whole heads are
     initialised; anything else missing or mismatched is a PtmError.
     """
+    from ptmcli.checkpoint import load_partial_weights, read_config, resolve_checkpoint
     from ptmcli.convert.archs import spec_for_arch
-    from ptmcli.training.checkpoint import load_partial_weights, read_config, resolve_checkpoint
 
     checkpoint = resolve_checkpoint(path)
     config = read_config(checkpoint)
     spec = spec_for_arch(config["arch"])
     model_config = spec.config_class(config["model"])
-    parts = dict(HEAD_PARTS.get(spec.arch, {}))
+    parts = dict(head_parts(spec.arch))
     task = config.get("task")
     if task is not None:
         module = build_task_model(spec.arch, model_config, task)

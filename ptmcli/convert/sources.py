@@ -15,7 +15,7 @@ import torch
 from ptmcli.convert import hf_files
 from ptmcli.convert.archs import ArchSpec, HFClass, spec_for_arch, spec_for_hf, spec_for_model_type
 from ptmcli.errors import PtmError
-from ptmcli.models.heads import HEAD_PARTS, build_task_model, check_task, part_of
+from ptmcli.models.heads import build_task_model, check_task, head_parts, part_of
 from ptmcli.models.unfilled import without_random_init
 from ptmcli.tokenization.tokenizer import PtmTokenizer
 
@@ -134,7 +134,7 @@ def read_hf(directory: str | Path) -> Model:
     tokenizer = read_hf_tokenizer(directory)
     notes: list[str] = []
     check_vocab(tokenizer, model, str(directory), notes)
-    absent = sorted(set(HEAD_PARTS[spec.arch]) - parts - {"classifier"})
+    absent = sorted(set(head_parts(spec.arch)) - parts - {"classifier"})
     if absent and task is None:
         notes.append(f"{cls.name} has no {', '.join(absent)} weights: the checkpoint holds none "
                      f"(objective {cls.objective or 'null'}); ptm initialises them if a command needs them")
@@ -200,10 +200,10 @@ def _task_from_hf(hf_config: dict, cls: HFClass, directory: Path) -> dict | None
 
 def read_ptm(path: str | Path) -> Model:
     """A ptm checkpoint (or a run directory: its latest checkpoint), checked."""
+    from ptmcli.checkpoint import WEIGHTS, read_config
     from ptmcli.convert.open import open_checkpoint
     from ptmcli.convert.sentence_transformers import check_embedding
     from ptmcli.convert.tokenizer_files import read_ptm_tokenizer
-    from ptmcli.training.checkpoint import WEIGHTS, read_config
 
     checkpoint = open_checkpoint(path, "source")
     config = read_config(checkpoint)

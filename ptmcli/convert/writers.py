@@ -29,7 +29,7 @@ def _write_json(path: Path, value: dict) -> None:
 
 def write_ptm(model: Model, target: str | Path, overwrite: bool) -> Path:
     """A ptm checkpoint directory: config.json, model.safetensors and the tokenizer files."""
-    from ptmcli.training.checkpoint import CONFIG, FORMAT, VERSION, WEIGHTS
+    from ptmcli.checkpoint import CONFIG, FORMAT, VERSION, WEIGHTS
 
     config = {"format": FORMAT, "version": VERSION, "arch": model.spec.arch, "model": model.model,
               "objective": model.objective, "task": model.task}

@@ -254,25 +254,48 @@ def _mark_rank_failed(staging: str, rank: int) -> None:
         pass
 
 
+# How long rank 0 waits without any sign of progress from the other ranks: a rank killed
+# outright (OOM killer, lost node) leaves no failure marker, and waiting on it would hang.
+RANK_STALL_SECONDS = 600.0
+
+
+def _staging_activity(staging: str) -> tuple:
+    """What changes while ranks make progress: the staging directory's files, their sizes and times."""
+    try:
+        with os.scandir(staging) as entries:
+            return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries))
+    except OSError:  # a file went between listing and stat; the next poll sees the change
+        return ()
+
+
 def merge_rank_manifests(out_dir: str, world_size: int, overwrite: bool = False,
-                         poll_seconds: float = 0.5, timeout: float | None = None) -> dict:
+                         poll_seconds: float = 0.5, timeout: float | None = RANK_STALL_SECONDS) -> dict:
     """Rank 0's last step: wait for every rank's partial manifest, write manifest.json, publish.
 
     Raises PtmError if a rank failed (its ``rank-<r>.failed`` marker appears)
-    or ``timeout`` seconds pass; the shared temporary directory is then removed.
+    or ``timeout`` seconds pass with no sign of progress (no file of the
+    shared temporary directory appearing, growing or changing), naming the
+    ranks whose manifests are missing; the shared temporary directory is
+    then removed. ``timeout=None`` waits for ever.
     """
     target = os.path.abspath(out_dir)
     staging = _staging_dir(target, world_size)
     partial_paths = [os.path.join(staging, f"rank-{r}.json") for r in range(world_size)]
-    started = time.monotonic()
+    activity = _staging_activity(staging)
+    last_progress = time.monotonic()
     try:
         while not all(os.path.exists(p) for p in partial_paths):
             failed = [r for r in range(world_size) if os.path.exists(os.path.join(staging, f"rank-{r}.failed"))]
             if failed:
                 raise PtmError(f"rank {failed[0]} failed while encoding; no output was written to {target}")
-            if timeout is not None and time.monotonic() - started > timeout:
+            now_activity = _staging_activity(staging)
+            if now_activity != activity:
+                activity, last_progress = now_activity, time.monotonic()
+            elif timeout is not None and time.monotonic() - last_progress > timeout:
                 missing = [r for r, p in enumerate(partial_paths) if not os.path.exists(p)]
-                raise PtmError(f"ranks {missing} did not finish encoding within {timeout:.0f} s")
+                raise PtmError(f"rank{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} wrote no "
+                               f"partial manifest and showed no progress for {timeout:g} s (did the process die?); "
+                               f"no output was written to {target}")
             time.sleep(poll_seconds)
         partials = []
         for path in partial_paths:

@@ -133,7 +133,7 @@ def _open_shard(directory: str, entry: dict, verify: bool) -> list[pa.RecordBatc
 
 
 class ShardDataset:
-    """Random access to the rows of a ``ptm-shards`` directory (see DESIGN.md)."""
+    """Random access to the rows of a ``ptm-shards`` directory (docs/formats.md, docs/shards.md)."""
 
     def __init__(self, path: str, manifest: dict, batches: list[pa.RecordBatch]) -> None:
         self.path = path

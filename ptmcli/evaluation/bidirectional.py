@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
-from ptmcli.training.device import autocast
+from ptmcli.runtime.device import autocast
 
 
 def has_scoring(model) -> bool:

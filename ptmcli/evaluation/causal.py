@@ -17,7 +17,7 @@ import torch
 from ptmcli.evaluation.corpus import CorpusStats, Sentence
 from ptmcli.evaluation.windows import IGNORE_INDEX, Window, sliding_windows
 from ptmcli.models.layers import linear_cross_entropy
-from ptmcli.training.device import autocast
+from ptmcli.runtime.device import autocast
 
 
 def token_stream(sentences: Iterable[Sentence], end_id: int | None, stats: CorpusStats) -> Iterator[np.ndarray]:

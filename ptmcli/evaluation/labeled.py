@@ -20,9 +20,9 @@ def evaluate_labeled(checkpoint, config: dict, cfg) -> dict[str, Any]:
     """Task metrics of a finetuned checkpoint on ``cfg.data``."""
     from ptmcli.finetuning.evaluate import predict, score
     from ptmcli.finetuning.task_model import load_task_model
+    from ptmcli.runtime.device import resolve_device
     from ptmcli.tasks.labeled_shards import prepare_labeled
     from ptmcli.tasks.readers import read_labeled
-    from ptmcli.training.device import resolve_device
 
     if cfg.sample:
         raise PtmError(f"{checkpoint}: --sample needs a language model; this checkpoint is finetuned for {config['task'].get('type')}")

@@ -33,7 +33,7 @@ def model_positions(loaded) -> int | None:
 def resolve_context(loaded, requested: int | None) -> int:
     """``--context``, else the sequence length the checkpoint was trained with, else its positions."""
     positions = model_positions(loaded)
-    minimum = 1 if loaded.arch == "gpt" else 3  # room for one token between the special ones
+    minimum = loaded.family.min_context
     if requested is not None:
         if requested < minimum:
             raise PtmError(f"--context {requested}: must be at least {minimum} for a {loaded.arch} model")
@@ -67,11 +67,12 @@ def evaluate_language_model(loaded, cfg: EvalConfig, device: torch.device) -> di
     from ptmcli.textio.inputs import expand_inputs, total_input_bytes
 
     arch = loaded.arch
-    if arch not in _SCORERS:
+    scorer = _SCORERS.get(loaded.family.scorer)
+    if scorer is None:
         raise PtmError(f"`ptm eval` cannot score {arch} checkpoints on text yet")
     context = resolve_context(loaded, cfg.context)
-    if cfg.stride is not None and arch != "gpt":
-        raise PtmError("--stride applies to GPT checkpoints (sliding-window perplexity); "
+    if cfg.stride is not None and not loaded.family.generates:
+        raise PtmError("--stride applies to causal LMs such as GPT (sliding-window perplexity); "
                        f"a {arch} checkpoint scores sequences of --context tokens")
     if cfg.batch_size < 1:
         raise PtmError(f"--batch-size {cfg.batch_size}: must be positive")
@@ -88,7 +89,7 @@ def evaluate_language_model(loaded, cfg: EvalConfig, device: torch.device) -> di
     started = time.perf_counter()
     try:
         run = _Run(loaded, cfg, device, context, stats, show)
-        name, scored, headline, extra = _SCORERS[arch](run, sentences)
+        name, scored, headline, extra = scorer(run, sentences)
     finally:
         progress.close()
     seconds = time.perf_counter() - started
@@ -172,4 +173,5 @@ def _bidirectional(run: _Run, sentences) -> tuple[str, int, dict, dict]:
 
 
 # Each returns (what was measured, tokens scored, headline metrics, family-specific metrics).
-_SCORERS = {"gpt": _causal, "bert": _masked, "elmo": _bidirectional}
+# By the family's ``scorer``: how its kind of language model scores text.
+_SCORERS = {"causal": _causal, "masked": _masked, "bidirectional": _bidirectional}

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ptmcli.objectives.collate import collate_blocks
 from ptmcli.objectives.mlm import mask_tokens
-from ptmcli.training.device import autocast
+from ptmcli.runtime.device import autocast
 
 MASK_PROB = 0.15
 

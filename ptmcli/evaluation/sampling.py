@@ -59,9 +59,9 @@ def run_samples(loaded, cfg: EvalConfig, device: torch.device) -> None:
     """Generate ``cfg.num_samples`` continuations of every prompt and print them as they come."""
     from ptmcli.evaluation.language_model import resolve_context
     from ptmcli.models.generation import generate
-    from ptmcli.training.device import autocast
+    from ptmcli.runtime.device import autocast
 
-    if loaded.arch != "gpt":
+    if not loaded.family.generates:
         raise PtmError(f"--sample needs a causal language model (gpt); this checkpoint is {loaded.arch}, "
                        "which does not generate text: score it with --data instead")
     check_sampling_flags(cfg)

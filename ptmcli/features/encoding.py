@@ -19,46 +19,7 @@ from dataclasses import dataclass
 
 from ptmcli.errors import PtmError
 from ptmcli.features.readers import TextRecord
-
-
-@dataclass(frozen=True)
-class Framing:
-    """Where a family puts its special tokens, and which positions are features."""
-
-    prefix: tuple[int, ...]
-    middle: tuple[int, ...]
-    suffix: tuple[int, ...]
-    skip_start: int
-    """Leading positions that are context, not output."""
-    skip_end: int
-    """Trailing positions that are context, not output."""
-    segments: bool
-    """Whether the model takes segment (token type) ids."""
-    pairs: bool
-    pad_id: int
-
-    def specials(self, paired: bool) -> int:
-        return len(self.prefix) + len(self.suffix) + (len(self.middle) if paired else 0)
-
-
-def framing_for(arch: str, tokenizer) -> Framing:
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    if arch == "bert":
-        cls, sep = tokenizer.cls_id, tokenizer.sep_id
-        if cls is None or sep is None:
-            raise PtmError("the checkpoint's tokenizer has no [CLS]/[SEP] tokens, which BERT inputs need")
-        return Framing((cls,), (sep,), (sep,), 0, 0, True, True, pad)
-    if arch == "gpt":
-        end = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.sep_id
-        if end is None:
-            return Framing((), (), (), 0, 0, False, False, pad)
-        return Framing((end,), (end,), (), 1, 0, False, True, pad)
-    if arch == "elmo":
-        from ptmcli.models.elmo import sentence_boundary_ids
-
-        begin, end = sentence_boundary_ids(tokenizer)
-        return Framing((begin,), (), (end,), 1, 1, False, False, tokenizer.pad_id if tokenizer.pad_id is not None else end)
-    raise PtmError(f"ptm extract-features does not know how to frame {arch!r} inputs")
+from ptmcli.models.framing import Framing
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ptmcli.errors import PtmError
-from ptmcli.features.encoding import EncodedText, encode_records, framing_for
+from ptmcli.features.encoding import EncodedText, encode_records
 from ptmcli.features.layers import LayerPlan, gather_words, pool
 from ptmcli.features.model import FeatureModel
 from ptmcli.features.readers import TextRecord
@@ -101,8 +101,8 @@ class FeatureExtractor:
             raise PtmError("--pool and --words exclude each other: one vector per text, or one per word")
         if normalize and pool == "none":
             raise PtmError("--normalize scales pooled vectors: add --pool cls|mean|max|last")
-        if pool == "cls" and model.arch != "bert":
-            raise PtmError(f"--pool cls reads BERT's [CLS] token; a {model.arch} model has none (use mean, max or last)")
+        if pool == "cls" and not model.family.first_position_is_summary:
+            raise PtmError(f"--pool cls reads a summary token like BERT's [CLS]; a {model.arch} model has none (use mean, max or last)")
         if task is not None:
             from ptmcli.features.labeled_input import check_task
 
@@ -122,7 +122,7 @@ class FeatureExtractor:
         self.precision = precision
         self.device = device or next(model.model.parameters()).device
         self.buffer_bytes = buffer_bytes
-        self.framing = framing_for(model.arch, model.tokenizer)
+        self.framing = model.family.framing(model.tokenizer)
         self.stats = ExtractStats()
         granularity = "text" if pool != "none" else "word" if words != "none" else "token"
         mix_weights, mix_gamma = None, None
@@ -207,12 +207,12 @@ class FeatureExtractor:
         length = torch.tensor(lengths)
         mask = (torch.arange(width)[None, :] < length[:, None]).long()
         # No padding in the batch: no mask, so attention takes its unmasked fast path.
-        attention = None if min(lengths) == width and self.model.arch != "elmo" else mask
+        attention = None if min(lengths) == width and not self.model.family.needs_mask_without_padding else mask
         move = lambda t: None if t is None else t.to(self.device, non_blocking=True)  # noqa: E731
         return move(ids), move(types), move(attention), width
 
     def _batch_rows(self, batch: list[EncodedText]) -> list[FeatureRow]:
-        from ptmcli.training.device import autocast
+        from ptmcli.runtime.device import autocast
 
         ids, types, attention, width = self._batch_tensors(batch)
         with torch.inference_mode():

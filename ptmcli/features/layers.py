@@ -79,10 +79,10 @@ def parse_weights(text: str) -> tuple[float, ...]:
         raise PtmError(f"--mix-weights {text!r}: expected comma-separated numbers") from None
 
 
-def build_plan(spec: str | None, num_layers: int, combine: str, arch: str, mix_weights: str | None,
+def build_plan(spec: str | None, num_layers: int, combine: str, all_by_default: bool, mix_weights: str | None,
                mix_gamma: float | None, learned: dict[str, torch.Tensor], checkpoint: str) -> LayerPlan:
     """The layer plan of the command-line options (and of a learned mix, for scalar-mix)."""
-    indices, labels = parse_layers(spec, num_layers, default_all=arch == "elmo" or combine == "scalar-mix")
+    indices, labels = parse_layers(spec, num_layers, default_all=all_by_default or combine == "scalar-mix")
     if combine != "scalar-mix":
         if mix_weights is not None or mix_gamma is not None:
             raise PtmError("--mix-weights and --mix-gamma apply only with --combine scalar-mix")

@@ -21,7 +21,7 @@ DEFAULT_METRIC = {
 def predict(model, rows: Any, *, batch_size: int, device: torch.device, precision: str, pad_id: int,
             max_length: int | None = None) -> list[np.ndarray]:
     """The model's logits for every row, in row order (rows sorted by length inside, for speed)."""
-    from ptmcli.training.device import autocast
+    from ptmcli.runtime.device import autocast
 
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]) if rows[i]["input_ids"].ndim == 1 else rows[i]["input_ids"].shape[-1])
     out: list[np.ndarray | None] = [None] * len(rows)

@@ -17,15 +17,14 @@ from torch import nn
 from ptmcli.training.optim import _no_decay
 
 _LAYER = re.compile(r"(?:^|\.)(?:layers|forward_layers|backward_layers)\.(\d+)\.")
-_BOTTOM = ("lm.bert.embeddings.", "lm.gpt.word_embeddings.", "lm.gpt.position_embeddings.", "lm.token_encoder.", "lm.char_table")
 
 
-def layer_group(name: str, num_layers: int) -> int:
-    """0 for the embeddings, 1..L for layer i-1, L+1 for everything task-side."""
+def layer_group(name: str, num_layers: int, bottom: tuple[str, ...]) -> int:
+    """0 for the embeddings (keys under ``bottom``, the family's), 1..L for layer i-1, L+1 for everything task-side."""
     match = _LAYER.search(name)
     if match and name.startswith("lm."):
         return int(match.group(1)) + 1
-    if name.startswith(_BOTTOM):
+    if name.startswith(bottom):
         return 0
     return num_layers + 1
 
@@ -42,7 +41,7 @@ def discriminative_groups(model: nn.Module, lr: float, weight_decay: float, fact
     for name, param in model.named_parameters():
         if not param.requires_grad and not name.startswith("lm."):
             continue
-        buckets.setdefault((layer_group(name, num_layers), _no_decay(param)), []).append((name, param))
+        buckets.setdefault((layer_group(name, num_layers, model.bottom_prefixes), _no_decay(param)), []).append((name, param))
     groups = []
     for (group, no_decay), members in sorted(buckets.items()):
         groups.append({
@@ -63,5 +62,5 @@ def unfreeze_for_epoch(model: nn.Module, epoch: int, num_layers: int, frozen_enc
         if frozen_encoder and name.startswith("lm."):
             param.requires_grad_(False)
             continue
-        param.requires_grad_(layer_group(name, num_layers) >= lowest)
+        param.requires_grad_(layer_group(name, num_layers, model.bottom_prefixes) >= lowest)
     return lowest

@@ -320,7 +320,7 @@ def predict_stored(model, data: StoredRows, *, batch_size: int, device, precisio
     Tagging: per sub-token position, each word's logits at its first sub-token
     (the position ``word_index`` names); other positions are never read.
     """
-    from ptmcli.training.device import autocast
+    from ptmcli.runtime.device import autocast
 
     out: list[np.ndarray] = []
     was_training = model.training

@@ -16,7 +16,7 @@ import torch
 
 from ptmcli.data.order import ShuffledOrder
 from ptmcli.finetuning.methods import unfreeze_for_epoch
-from ptmcli.training.loop import rng_state_from_text, rng_state_to_text
+from ptmcli.runtime.rng import rng_state_from_text, rng_state_to_text
 
 
 class FinetuneTask:
@@ -162,7 +162,7 @@ def steps_per_epoch(num_rows: int, batch_size: int, grad_accum: int) -> int:
 
 def predictions(model, batches, device: torch.device, precision: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(logits, labels) per batch as numpy, for metrics."""
-    from ptmcli.training.device import autocast
+    from ptmcli.runtime.device import autocast
 
     logits, labels = [], []
     for batch in batches:

@@ -40,24 +40,13 @@ from torch import nn
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.config import MODES, POOLS  # noqa: E402
-from ptmcli.models.layers import Dropout, linear_cross_entropy
+from ptmcli.models.layers import Dropout
 from ptmcli.models.scalar_mix import ScalarMix
 from ptmcli.tasks import TASKS as TASK_TYPES  # noqa: E402
 
 LM_PREFIX = "lm."
 # A scalar-mix weight whose softmax is exactly 0 in float32 and float64: layers a model never read.
 UNUSED_LAYER = -1e4
-
-
-def feature_size(arch: str, lm: nn.Module) -> int:
-    """Width of every layer the scalar mix reads."""
-    if arch == "elmo":
-        return 2 * lm.config.projection_dim
-    return lm.config.hidden_size
-
-
-def _dropout_p(arch: str, lm: nn.Module) -> float:
-    return lm.config.dropout if arch == "elmo" else lm.config.hidden_dropout
 
 
 class TaskModel(nn.Module):
@@ -76,28 +65,29 @@ class TaskModel(nn.Module):
             raise PtmError(f"--task {task_type!r}: choose one of {', '.join(TASK_TYPES)}")
         if mode not in MODES:
             raise PtmError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
-        if arch not in ("bert", "gpt", "elmo"):
-            raise PtmError(f"finetuning is not available for arch {arch!r} (bert, gpt, elmo)")
-        self.arch, self.task_type, self.mode = arch, task_type, mode
+        from ptmcli.models.registry import get_family
+
+        family = get_family(arch)
+        self.arch, self.family, self.task_type, self.mode = arch, family, task_type, mode
         self.lm = lm
-        self.uses_mix = mode == "features" or arch == "elmo"
+        self.uses_mix = mode == "features" or family.always_mixes
         if pool == "pooler":
-            if arch != "bert" or self.uses_mix:
-                raise PtmError("--pool pooler reads BERT's pooler, which only a BERT in --mode finetune has")
+            if family.sentence_pool != "pooler" or self.uses_mix:
+                raise PtmError(f"--pool pooler reads BERT's pooler, which a {family.title} model has not (only a family with a pooler, in --mode finetune)")
             pool = None
-        if pool is None and (self.uses_mix or arch == "gpt"):
-            pool = "mean" if self.uses_mix else "last"  # GPT: the paper's "extract" position
-        self.pool, self.normed_top = pool, normed_top  # pool None: BERT's pooler on [CLS]
+        if pool is None and (self.uses_mix or family.sentence_pool != "pooler"):
+            pool = "mean" if self.uses_mix else family.sentence_pool
+        self.pool, self.normed_top = pool, normed_top  # pool None: the family's pooler
         self.stored_layers: tuple[int, ...] | None = None
         self._mask_id: int | None = None
         self._last_hidden: torch.Tensor | None = None
-        size = feature_size(arch, lm)
+        size = family.feature_size(lm.config)
         if self.uses_mix:
             self.scalar_mix = ScalarMix(self._num_layer_outputs())
         outputs = 1 if task_type in ("regression", "multiple-choice") else num_labels
-        self.dropout = Dropout(_dropout_p(arch, lm))
+        self.dropout = Dropout(family.head_dropout(lm.config))
         if mode == "features":
-            self.classifier = nn.Sequential(nn.Linear(size, size), nn.GELU(), Dropout(_dropout_p(arch, lm)), nn.Linear(size, outputs))
+            self.classifier = nn.Sequential(nn.Linear(size, size), nn.GELU(), Dropout(family.head_dropout(lm.config)), nn.Linear(size, outputs))
         else:
             self.classifier = nn.Linear(size, outputs)
         for module in self.classifier.modules():
@@ -109,21 +99,18 @@ class TaskModel(nn.Module):
                 param.requires_grad_(False)
 
     def _num_layer_outputs(self) -> int:
-        return self.lm.config.num_layers + 1
+        return self.family.num_layers(self.lm.config) + 1
+
+    @property
+    def bottom_prefixes(self) -> tuple[str, ...]:
+        """Key prefixes of layer group 0 (embeddings or token encoder), for ULMFiT's methods."""
+        return tuple(LM_PREFIX + prefix for prefix in self.family.bottom_prefixes)
 
     # -- the pretrained model's outputs ----------------------------------------------------------
 
     def encoder_layers(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(top output, every layer's output) of the pretrained model."""
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        if self.arch == "bert":
-            last, states = self.lm.bert(ids, batch.get("token_type_ids"), mask, output_hidden_states=True)
-            return last, list(states)
-        if self.arch == "gpt":
-            last, states = self.lm.gpt(ids, output_hidden_states=True)
-            return last, [*states[:-1], last] if self.normed_top else list(states)
-        states = self.lm.representations(ids, mask)
-        return states[-1], states
+        return self.family.stack(self.lm, batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"], self.normed_top)
 
     def _top(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features for the head: ``[B, T, D]`` per token, and ``[B, D]`` per sequence (None for tagging)."""
@@ -131,10 +118,8 @@ class TaskModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             if self.uses_mix:
                 last, states = self.encoder_layers(batch)
-            elif self.arch == "bert":
-                last = self.lm.bert(batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"])
             else:
-                last = self.lm.gpt(batch["input_ids"])
+                last = self.family.top(self.lm, batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"])
         self._last_hidden = last
         mask = batch["attention_mask"]
         if self.uses_mix:
@@ -143,7 +128,7 @@ class TaskModel(nn.Module):
             tokens = last
         if self.task_type == "token-classification":
             return tokens, None
-        pooled = self.lm.bert.pool(tokens) if self.pool is None else self.pool_tokens(tokens, mask)
+        pooled = self.family.pool(self.lm, tokens) if self.pool is None else self.pool_tokens(tokens, mask)
         return tokens, pooled
 
     def pool_tokens(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -215,34 +200,30 @@ class TaskModel(nn.Module):
     def aux_lm_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed LM loss, predicted tokens) on the task's own inputs, as GPT's auxiliary objective.
 
-        GPT reuses the forward pass's last hidden state (call after ``forward``);
-        ELMo runs its biLM; BERT masks 15% of the tokens and runs its MLM head.
+        A causal LM reuses the forward pass's last hidden state; ELMo runs its biLM; a masked LM
+        (``lm_needs_mask_token``) has 15% of the tokens masked here and predicts them.
         """
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if ids.dim() == 3:
             ids, mask = ids.flatten(0, 1), mask.flatten(0, 1)
-        if self.arch == "gpt":
-            hidden = self._last_hidden[:, :-1]
-            targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-            loss, _ = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), self.lm.output_weight, None, targets.reshape(-1))
-            return loss, (targets != -100).sum()
-        if self.arch == "elmo":
-            out = self.lm(ids, mask)
-            return out["fwd_loss_sum"] + out["bwd_loss_sum"], out["fwd_count"] + out["bwd_count"]
-        from ptmcli.objectives.mlm import mask_tokens
+        inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": batch.get("token_type_ids")}
+        if inputs["token_type_ids"] is not None and inputs["token_type_ids"].dim() == 3:
+            inputs["token_type_ids"] = inputs["token_type_ids"].flatten(0, 1)
+        if self.family.lm_needs_mask_token():
+            from ptmcli.objectives.mlm import mask_tokens
 
-        special = batch.get("special_tokens_mask")
-        if special is None:
-            special = mask == 0
-        if special.dim() == 3:
-            special = special.flatten(0, 1)
-        masked, labels = mask_tokens(ids.cpu(), special.cpu().bool() | (mask.cpu() == 0), self.lm.config.vocab_size,
-                                     self._mask_id, generator or torch.Generator().manual_seed(0))
-        out = self.lm(masked.to(ids.device), batch.get("token_type_ids"), mask, mlm_labels=labels.to(ids.device))
-        return out["mlm_loss_sum"], out["mlm_count"]
+            special = batch.get("special_tokens_mask")
+            if special is None:
+                special = mask == 0
+            if special.dim() == 3:
+                special = special.flatten(0, 1)
+            masked, labels = mask_tokens(ids.cpu(), special.cpu().bool() | (mask.cpu() == 0), self.lm.config.vocab_size,
+                                         self._mask_id, generator or torch.Generator().manual_seed(0))
+            inputs.update(mlm_input_ids=masked.to(ids.device), mlm_labels=labels.to(ids.device))
+        return self.family.lm_loss(self.lm, inputs, self._last_hidden, self._mask_id, generator)
 
     def set_mask_id(self, mask_id: int | None) -> None:
-        """The [MASK] id BERT's auxiliary MLM needs (from the tokenizer)."""
+        """The [MASK] id a masked LM's auxiliary loss needs (from the tokenizer)."""
         self._mask_id = mask_id
 
     # -- saving under the pretraining names ------------------------------------------------------
@@ -284,7 +265,7 @@ class TaskModel(nn.Module):
 POOLED_TASKS = ("classification", "pair-classification", "regression", "multiple-choice")  # one vector per text or choice
 
 
-def checkpoint_pool(arch: str, task_type: str, mode: str, config: dict, initialised: list[str] | None,
+def checkpoint_pool(family, task_type: str, mode: str, config: dict, initialised: list[str] | None,
                     where: str) -> tuple[str | None, str | None]:
     """(pool, why) when a pretrained checkpoint says how its sentences should be read, else (None, None),
     which leaves the architecture's own default (see ``TaskModel``).
@@ -297,51 +278,37 @@ def checkpoint_pool(arch: str, task_type: str, mode: str, config: dict, initiali
     if task_type not in POOLED_TASKS:
         return None, None
     from ptmcli.convert.sentence_transformers import check_embedding
-    from ptmcli.models.heads import objective_parts
 
     embedding = check_embedding(config.get("sentence_embedding"), where)
     if embedding is not None:
         return embedding["pool"], "as the sentence-transformers model was trained"
-    if arch != "bert" or mode != "finetune":
+    if family.sentence_pool != "pooler" or mode != "finetune":
         return None, None
     objective = config.get("objective")
+    if family.pooler_trained(objective, initialised):
+        return None, None
     if "pooler" in (initialised or []):
-        return "mean", "since the checkpoint has no weights for BERT's pooler"
-    if objective and "nsp" not in objective_parts(objective):
-        return "mean", f"since {objective} pretraining left BERT's pooler untrained"
-    return None, None
-
-
-def saved_normed_top(task: dict | None) -> bool:
-    """Whether a saved task's GPT mix reads the top layer after the final LayerNorm; checkpoints
-    written before ``normed_top_layer`` was recorded read the block's own output."""
-    return bool((task or {}).get("normed_top_layer", False))
+        return "mean", f"since the checkpoint has no weights for {family.title}'s pooler"
+    return "mean", f"since {objective} pretraining left {family.title}'s pooler untrained"
 
 
 def load_task_model(path, device: torch.device | str = "cpu"):
     """(TaskModel with its weights, config.json, tokenizer) of a finetuned checkpoint directory."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from ptmcli.models.registry import get_architecture
+    from ptmcli.checkpoint import WEIGHTS, read_config, read_weights
+    from ptmcli.checkpoint.loading import saved_normed_top
+    from ptmcli.models.registry import get_family
     from ptmcli.tasks.labels import output_size
     from ptmcli.tokenization.tokenizer import PtmTokenizer
-    from ptmcli.training.checkpoint import WEIGHTS, read_config
 
     config = read_config(path)
     task = config.get("task")
     if not isinstance(task, dict) or task.get("type") not in TASK_TYPES:
         raise PtmError(f"{path}: config.json has no usable task (type one of {', '.join(TASK_TYPES)})")
-    arch = get_architecture(config["arch"])
-    model_config = arch.config_class.from_dict(config["model"])
-    lm = arch.model_class(model_config)
+    family = get_family(config["arch"])
+    lm = family.build(family.config_class.from_dict(config["model"]))
     model = TaskModel(config["arch"], lm, task["type"], output_size(task["type"], task.get("labels") or []), task.get("mode", "finetune"),
                       pool=task.get("pool"), normed_top=saved_normed_top(task))
-    try:
-        state = load_file(str(path / WEIGHTS))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise PtmError(f"{path / WEIGHTS}: unreadable safetensors file ({err})") from None
-    model.load_checkpoint_state(state, str(path / WEIGHTS))
+    model.load_checkpoint_state(read_weights(path), str(path / WEIGHTS))
     model.to(device)
     model.eval()
     return model, config, PtmTokenizer.load(path)

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptmcli.errors import PtmError
+from ptmcli.models.family import Family
+from ptmcli.models.framing import Framing
 from ptmcli.models.layers import (
     Dropout,
     PostNormBlock,
@@ -399,3 +401,63 @@ def state_dict_to_hf(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             for mine, theirs in _HF_LAYER_KEYS.items():
                 out[f"{dst}{theirs}.{kind}"] = ours[f"{src}{mine}.{kind}"]
     return out
+
+
+class BertFamily(Family):
+    """BERT: ``[CLS] a [SEP] b [SEP]`` with segment ids; the stack is the embedding output and each block's."""
+
+    name, title = "bert", "BERT"
+    config_class, model_class, presets = BertConfig, BertForPreTraining, PRESETS
+    preset_config = staticmethod(preset_config)
+    default_preset, sample_preset = "bert-mini", "bert-tiny"
+    head_parts = {"pooler": "bert.pooler.", "mlm": "mlm.", "nsp": "nsp."}
+    encoder_prefix = "bert."
+    bottom_prefixes = ("bert.embeddings.",)
+    sentence_pool = "pooler"
+    first_position_is_summary = True
+    scorer = "masked"
+    task_tokens = (("cls",), ("sep",), ("sep",))
+
+    def unused_by_features(self, stored_keys: set[str]) -> tuple[str, ...]:
+        # The pooler reads [CLS] for NSP and classification, never a layer; a model converted from
+        # BertForMaskedLM or a sentence-transformers directory has none.
+        return () if any(k.startswith("bert.pooler.") for k in stored_keys) else ("pooler.",)
+
+    def stack(self, model, input_ids, type_ids, attention_mask, normed_top=True):
+        last, states = model.bert(input_ids, type_ids, attention_mask, output_hidden_states=True)
+        return last, list(states)
+
+    def top(self, model, input_ids, type_ids, attention_mask):
+        return model.bert(input_ids, type_ids, attention_mask)
+
+    def pool(self, model, tokens):
+        return model.bert.pool(tokens)
+
+    def pooler_trained(self, objective, initialised):
+        # Only next-sentence prediction trains the pooler; after MLM alone it was never asked to summarise.
+        if "pooler" in (initialised or []):
+            return False
+        return not objective or "nsp" in objective.split("+")
+
+    def framing(self, tokenizer) -> Framing:
+        cls, sep = tokenizer.cls_id, tokenizer.sep_id
+        if cls is None or sep is None:
+            raise PtmError("the checkpoint's tokenizer has no [CLS]/[SEP] tokens, which BERT inputs need")
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        return Framing((cls,), (sep,), (sep,), 0, 0, True, True, pad)
+
+    def check_tokenizer(self, tokenizer, where):
+        for role in ("cls", "sep", "pad", "mask"):
+            if getattr(tokenizer, f"{role}_id") is None:
+                raise PtmError(f"{where}: tokenizer has no {role} token, which BERT pretraining needs (train one with --special-tokens bert)")
+
+    def lm_needs_mask_token(self) -> bool:
+        return True
+
+    def lm_loss(self, model, batch, last_hidden, mask_id, generator):
+        # The caller masked the inputs (``mlm_input_ids``/``mlm_labels``), as pretraining does.
+        out = model(batch["mlm_input_ids"], batch.get("token_type_ids"), batch["attention_mask"], mlm_labels=batch["mlm_labels"])
+        return out["mlm_loss_sum"], out["mlm_count"]
+
+
+FAMILY = BertFamily()

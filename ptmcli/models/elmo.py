@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptmcli.errors import PtmError
+from ptmcli.models.family import Family
+from ptmcli.models.framing import Framing
 from ptmcli.models.layers import Dropout, linear_cross_entropy
 
 IGNORE_INDEX = -100
@@ -540,3 +542,66 @@ class ElmoBiLM(nn.Module):
                 full[:, slot][predicting] = torch.cat(nll)
             result[f"{name}_nll"] = full
         return result
+
+
+class ElmoFamily(Family):
+    """ELMo: ``<begin> text <end>``, the boundaries context only; the stack is the token encoding and each biLSTM layer."""
+
+    name, title = "elmo", "ELMo"
+    config_class, model_class, presets = ElmoConfig, ElmoBiLM, PRESETS
+    preset_config = staticmethod(preset_config)
+    default_preset, sample_preset = "elmo-mini", "elmo-small"
+    bottom_prefixes = ("token_encoder.", "char_table")
+    always_mixes = True
+    features_all_layers = True
+    needs_mask_without_padding = True  # the backward LSTM starts at each row's own last token
+    scorer = "bidirectional"
+    compiles = False
+
+    def feature_size(self, config):
+        return 2 * config.projection_dim
+
+    def position_limit(self, config):
+        return None
+
+    def head_dropout(self, config):
+        return config.dropout
+
+    def build(self, config, tokenizer=None):
+        model = ElmoBiLM(config)
+        if tokenizer is not None:
+            self.prepare(model, tokenizer)
+        return model
+
+    def unused_by_features(self, stored_keys):
+        return ("softmax.",)  # the softmax predicts words; features never use it
+
+    def stack(self, model, input_ids, type_ids, attention_mask, normed_top=True):
+        states = model.representations(input_ids, attention_mask)
+        return states[-1], states
+
+    def framing(self, tokenizer) -> Framing:
+        begin, end = sentence_boundary_ids(tokenizer)
+        return Framing((begin,), (), (end,), 1, 1, False, False, tokenizer.pad_id if tokenizer.pad_id is not None else end)
+
+    def check_tokenizer(self, tokenizer, where):
+        if tokenizer.eos_id is None and tokenizer.sep_id is None:
+            raise PtmError(f"{where}: tokenizer has neither an end-of-text nor a [SEP] token to put between documents")
+        if (tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.cls_id) is None:
+            raise PtmError(f"{where}: tokenizer has neither a begin-of-text nor a [CLS] token to start sentences with")
+
+    def prepare(self, model, tokenizer):
+        model.set_char_table(char_table_for_tokenizer(tokenizer, model.config.max_chars_per_token))
+
+    def fsdp_units(self, model):
+        return []
+
+    def compile_target(self, model):
+        return model
+
+    def lm_loss(self, model, batch, last_hidden, mask_id, generator):
+        out = model(batch["input_ids"], batch["attention_mask"])
+        return out["fwd_loss_sum"] + out["bwd_loss_sum"], out["fwd_count"] + out["bwd_count"]
+
+
+FAMILY = ElmoFamily()

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptmcli.errors import PtmError
+from ptmcli.models.family import Family
+from ptmcli.models.framing import Framing
 from ptmcli.models.layers import Dropout, PostNormBlock, PreNormBlock, linear_cross_entropy
 
 IGNORE_INDEX = -100
@@ -281,3 +283,50 @@ def state_dict_to_hf(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 tensor = ours[f"gpt.layers.{i}.{mine}.{kind}"]
                 out[f"transformer.h.{i}.{theirs}.{kind}"] = tensor.t().contiguous() if conv and kind == "weight" else tensor
     return out
+
+
+class GPTFamily(Family):
+    """GPT: the end-of-text token, then the text (``a <end> b`` for a pair); the leading token is context only."""
+
+    name, title = "gpt", "GPT"
+    config_class, model_class, presets = GPTConfig, GPTForCausalLM, PRESETS
+    preset_config = staticmethod(preset_config)
+    default_preset, sample_preset = "gpt-mini", "gpt-tiny"
+    encoder_prefix = "gpt."
+    bottom_prefixes = ("gpt.word_embeddings.", "gpt.position_embeddings.")
+    sentence_pool = "last"  # the paper's "extract" position
+    scorer = "causal"
+    task_tokens = (("bos", "cls"), ("sep", "eos"), ("eos", "sep"))
+    min_context = 1
+    generates = True
+
+    def stack(self, model, input_ids, type_ids, attention_mask, normed_top=True):
+        # Causal attention: right padding never reaches a real token, so no mask is needed. The top entry
+        # is after the final LayerNorm (Hugging Face's hidden_states[-1]) unless a mix learned on the
+        # block's own output asks for that (``normed_top`` False).
+        last, states = model.gpt(input_ids, output_hidden_states=True)
+        return last, [*states[:-1], last] if normed_top else list(states)
+
+    def top(self, model, input_ids, type_ids, attention_mask):
+        return model.gpt(input_ids)
+
+    def framing(self, tokenizer) -> Framing:
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        end = tokenizer.eos_id if tokenizer.eos_id is not None else tokenizer.sep_id
+        if end is None:
+            return Framing((), (), (), 0, 0, False, False, pad)
+        return Framing((end,), (end,), (), 1, 0, False, True, pad)
+
+    def check_tokenizer(self, tokenizer, where):
+        if tokenizer.eos_id is None and tokenizer.sep_id is None:
+            raise PtmError(f"{where}: tokenizer has neither an end-of-text nor a [SEP] token to put between documents")
+
+    def lm_loss(self, model, batch, last_hidden, mask_id, generator):
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        hidden = last_hidden[:, :-1]
+        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        loss, _ = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), model.output_weight, None, targets.reshape(-1))
+        return loss, (targets != -100).sum()
+
+
+FAMILY = GPTFamily()

@@ -30,7 +30,7 @@ GPT (``arch: "gpt"``): the trunk ``gpt.*``; the output projection is the token
 embedding itself, so a ``clm`` checkpoint has no separate head weight.
 
 A part that a checkpoint lacks is initialised when a model that has it is
-built from the checkpoint (:func:`ptmcli.training.checkpoint.load_partial_weights`),
+built from the checkpoint (:func:`ptmcli.checkpoint.load_partial_weights`),
 and the loader says which parts it initialised.
 """
 
@@ -43,23 +43,22 @@ from ptmcli.errors import PtmError
 
 TASK_TYPES = ("classification", "token-classification")
 
-# The parts of each architecture that a checkpoint may lack, by state-dict prefix.
-HEAD_PARTS: dict[str, dict[str, str]] = {
-    "bert": {"pooler": "bert.pooler.", "mlm": "mlm.", "nsp": "nsp.", "classifier": "classifier."},
-    "gpt": {},
-}
+def head_parts(arch: str) -> dict[str, str]:
+    """The parts of ``arch`` that a checkpoint may lack, by state-dict prefix: its pretraining
+    heads (from the family) and, where ptm has a task model for it, the task ``classifier``."""
+    from ptmcli.models.registry import (
+        get_family,  # registry imports the families, which import nothing here
+    )
 
-
-def objective_parts(objective: str | None) -> set[str]:
-    """The pretraining heads an objective trains: ``"mlm+nsp"`` -> {"mlm", "nsp"}; None -> set()."""
-    if not objective:
-        return set()
-    return {part for part in objective.split("+") if part in ("mlm", "nsp")}
+    parts = dict(get_family(arch).head_parts)
+    if any(a == arch for a, _ in TASK_MODELS):
+        parts["classifier"] = "classifier."
+    return parts
 
 
 def part_of(arch: str, key: str) -> str | None:
     """The head part a state-dict key belongs to, or None for the encoder/trunk."""
-    for part, prefix in HEAD_PARTS.get(arch, {}).items():
+    for part, prefix in head_parts(arch).items():
         if key.startswith(prefix):
             return part
     return None

@@ -1,46 +1,33 @@
-"""The architectures ptm knows, by the name stored as ``arch`` in a checkpoint's config.json.
+"""The model families ptm knows, by the name stored as ``arch`` in a checkpoint's config.json.
 
-An explicit table: adding a family means adding a line here, not importing a
-module for its side effects.
+An explicit table: adding a family means one model file defining its
+:class:`~ptmcli.models.family.Family` and one line here (docs/extending.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
-
 from ptmcli.errors import PtmError
 from ptmcli.models import bert, elmo, gpt
+from ptmcli.models.family import Family
 
-
-class Architecture(NamedTuple):
-    """What ``arch`` names: its config dataclass, its pretraining model class, its presets."""
-
-    config_class: type
-    model_class: type
-    presets: dict[str, dict[str, Any]]
-    preset_config: Callable[..., Any]
-    """``preset_config(preset_name, **overrides)`` -> a config instance."""
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    "bert": Architecture(bert.BertConfig, bert.BertForPreTraining, bert.PRESETS, bert.preset_config),
-    "gpt": Architecture(gpt.GPTConfig, gpt.GPTForCausalLM, gpt.PRESETS, gpt.preset_config),
-    "elmo": Architecture(elmo.ElmoConfig, elmo.ElmoBiLM, elmo.PRESETS, elmo.preset_config),
+FAMILIES: dict[str, Family] = {
+    "bert": bert.FAMILY,
+    "gpt": gpt.FAMILY,
+    "elmo": elmo.FAMILY,
 }
 
 
-def get_architecture(name: str) -> Architecture:
-    """The entry for ``name``, or a PtmError listing the known names."""
-    if name not in ARCHITECTURES:
-        raise PtmError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[name]
+def get_family(name: str) -> Family:
+    """The family called ``name``, or a PtmError listing the known names."""
+    if name not in FAMILIES:
+        raise PtmError(f"unknown architecture {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
 
 
-def find_preset(preset: str) -> tuple[str, Architecture]:
-    """``(arch name, entry)`` of the architecture that has a preset called ``preset``."""
-    for name, entry in ARCHITECTURES.items():
-        if preset in entry.presets:
-            return name, entry
-    known = sorted(p for entry in ARCHITECTURES.values() for p in entry.presets)
+def find_preset(preset: str) -> Family:
+    """The family that has a preset called ``preset``."""
+    for family in FAMILIES.values():
+        if preset in family.presets:
+            return family
+    known = sorted(p for family in FAMILIES.values() for p in family.presets)
     raise PtmError(f"unknown model preset {preset!r}; choose one of: {', '.join(known)}")

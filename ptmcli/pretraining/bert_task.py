@@ -21,7 +21,7 @@ from ptmcli.objectives.collate import collate_blocks, collate_pairs
 from ptmcli.objectives.mlm import mask_tokens
 from ptmcli.objectives.nsp import PairExample, nsp_examples
 from ptmcli.objectives.packing import Block, SentencePacker
-from ptmcli.training.loop import rng_state_from_text, rng_state_to_text
+from ptmcli.runtime.rng import rng_state_from_text, rng_state_to_text
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ class BertPretrainTask:
         return int(batch["attention_mask"].sum())
 
     def evaluate(self, model, precision: str, device: torch.device) -> dict[str, float]:
-        from ptmcli.training.device import autocast
+        from ptmcli.runtime.device import autocast
 
         results = {}
         for name, batches in self.eval_sets.items():

@@ -98,7 +98,7 @@ class CausalLMTask:
         return int(batch["input_ids"].numel())
 
     def evaluate(self, model, precision: str, device: torch.device) -> dict[str, float]:
-        from ptmcli.training.device import autocast
+        from ptmcli.runtime.device import autocast
 
         results = {}
         for name, batches in self.eval_sets.items():

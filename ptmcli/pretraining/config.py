@@ -9,18 +9,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ptmcli.config_fields import option
+from ptmcli.pretraining.objective_table import families, help_text
 
-ARCHS = ("bert", "gpt", "elmo")
-# The first objective of each family is its default.
-OBJECTIVES = {"bert": ("mlm+nsp", "mlm"), "gpt": ("clm",), "elmo": ("bilm",)}
-DEFAULT_PRESETS = {"bert": "bert-mini", "gpt": "gpt-mini", "elmo": "elmo-mini"}
 MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "hidden_dropout", "attention_dropout")
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    arch: str = option("bert", "Model family to pretrain.", choices=ARCHS)
-    objective: str | None = option(None, "Pretraining objective: mlm+nsp or mlm (RoBERTa-style full-sentence packing, no NSP) for bert; clm (next token) for gpt; bilm (forward + backward LM) for elmo [default: the first of these for --arch].", choices=("mlm+nsp", "mlm", "clm", "bilm"))
+    arch: str = option("bert", "Model family to pretrain.", choices=families())
+    objective: str | None = option(None, help_text())
     data: str | None = option(None, "Shard directory from `ptm tokenize encode`. Omit to use the sample corpus bundled with ptm.")
     tokenizer: str | None = option(None, "Tokenizer directory the shards were encoded with (default: the one recorded in the shard manifest).")
     out: str | None = option(None, "Run directory: checkpoints/, metrics.jsonl, run.json.", flag="--out", short="-o", required="unless --resume")

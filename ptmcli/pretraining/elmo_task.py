@@ -106,7 +106,7 @@ class ElmoPretrainTask:
         return int(batch["attention_mask"].sum())
 
     def evaluate(self, model, precision: str, device: torch.device) -> dict[str, float]:
-        from ptmcli.training.device import autocast
+        from ptmcli.runtime.device import autocast
 
         results = {}
         for name, batches in self.eval_sets.items():

@@ -13,4 +13,3 @@ See docs/tasks-data.md for the formats and rules.
 from __future__ import annotations
 
 TASKS = ("classification", "pair-classification", "regression", "token-classification", "multiple-choice")
-STYLES = ("bert", "gpt", "elmo")

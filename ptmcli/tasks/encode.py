@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ptmcli.errors import PtmError
-from ptmcli.tasks import STYLES, TASKS
+from ptmcli.tasks import TASKS
 from ptmcli.tasks.labels import has_label_list, label_index, unknown_label
 from ptmcli.tasks.readers import LabeledExample
 
@@ -71,8 +71,10 @@ class StyleTokens:
 
 def style_tokens(tokenizer, style: str) -> StyleTokens:
     """The ids of ``style`` from ``tokenizer`` (see the module docstring), or a PtmError naming what is missing."""
-    if style not in STYLES:
-        raise PtmError(f"unknown input style {style!r}; choose one of {', '.join(STYLES)}")
+    from ptmcli.models.registry import FAMILIES
+
+    if style not in FAMILIES:
+        raise PtmError(f"unknown input style {style!r}; choose one of {', '.join(FAMILIES)}")
 
     def first(*roles: str) -> int:
         for role in roles:
@@ -83,13 +85,8 @@ def style_tokens(tokenizer, style: str) -> StyleTokens:
         raise PtmError(f"input style {style} needs a {' or '.join(roles)} token, but the tokenizer has none "
                        f"(its special tokens: {have})")
 
-    if style == "bert":
-        start, delimiter, end = first("cls"), first("sep"), first("sep")
-    elif style == "gpt":
-        start, delimiter, end = first("bos", "cls"), first("sep", "eos"), first("eos", "sep")
-    else:
-        start, end = first("bos", "cls"), first("eos", "sep")
-        delimiter = end
+    start_roles, delimiter_roles, end_roles = FAMILIES[style].task_tokens
+    start, delimiter, end = first(*start_roles), first(*delimiter_roles), first(*end_roles)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else end  # padding is masked, never read
     return StyleTokens(style, start, delimiter, end, int(pad))
 

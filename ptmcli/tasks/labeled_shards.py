@@ -32,7 +32,7 @@ from ptmcli import __version__
 from ptmcli.data.shard_writer import FORMAT, VERSION, HashingFile
 from ptmcli.data.shards import MANIFEST, file_sha256
 from ptmcli.errors import PtmError
-from ptmcli.tasks import STYLES, TASKS
+from ptmcli.tasks import TASKS
 from ptmcli.tasks.encode import EncodeReport, encode_examples, style_tokens
 from ptmcli.tasks.labels import build_label_list, check_label_list, has_label_list
 from ptmcli.tasks.lines import STDIN, read_bytes
@@ -48,7 +48,7 @@ _NESTED = ("input_ids", "token_type_ids")
 
 def cache_directory() -> Path:
     """Where prepared labeled data is cached: ``<ptm cache>/labeled``."""
-    from ptmcli.pretraining.sample import cache_root
+    from ptmcli.runtime.cache import cache_root
 
     return cache_root() / "labeled"
 
@@ -75,8 +75,6 @@ def prepare_labeled(path: str, tokenizer, task: str, style: str, max_len: int, l
     """
     if task not in TASKS:
         raise PtmError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if style not in STYLES:
-        raise PtmError(f"unknown input style {style!r}; choose one of {', '.join(STYLES)}")
     if max_len < 1:
         raise PtmError(f"max length must be at least 1, got {max_len}")
     style_tokens(tokenizer, style)  # fail on a tokenizer without the style's tokens before reading anything

@@ -1,6 +1,6 @@
 """Parsers that turn decoded lines of one input into documents, one per format.
 
-Each parser takes ``(line number, text)`` pairs from ``inputs._decoded_lines``
+Each parser takes ``(line number, text)`` pairs from ``lines.TextLines``
 and yields ``Document``s; it never sees raw bytes, so encoding problems are
 handled in one place. Documents without any text are not yielded.
 """

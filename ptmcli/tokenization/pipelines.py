@@ -82,7 +82,9 @@ def add_post_processor(tokenizer: Tokenizer, roles: dict[str, str], special: str
     ids = [(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))]
     if any(i is None for _, i in ids):
         return
-    if special == "roberta":
+    from ptmcli.tokenization.specials import DOUBLE_SEPARATOR_PAIRS
+
+    if special in DOUBLE_SEPARATOR_PAIRS:
         pair = f"{cls} $A {sep} {sep} $B:1 {sep}:1"
     else:
         pair = f"{cls} $A {sep} $B:1 {sep}:1"

@@ -23,6 +23,11 @@ SPECIAL_SETS: dict[str, list[tuple[str, str]]] = {
                 ("unk", "<unk>"), ("mask", "<mask>")],
 }
 
+# Sets whose single end-of-text token cannot stand for "unknown" outside a byte-level model.
+UNK_OUTSIDE_BYTE_LEVEL = {"gpt": "<unk>"}
+# Sets whose pairs are framed <s> A </s></s> B </s>, as RoBERTa's tokenizer does.
+DOUBLE_SEPARATOR_PAIRS = {"roberta"}
+
 
 @dataclass(frozen=True)
 class ModelDefaults:
@@ -45,8 +50,8 @@ def special_roles(special: str, model: str) -> dict[str, str]:
     if special not in SPECIAL_SETS:
         raise PtmError(f"unknown --special-tokens {special!r}; choose one of {', '.join(SPECIAL_SETS)}")
     roles = dict(SPECIAL_SETS[special])
-    if special == "gpt" and model != "bytelevel":
-        roles["unk"] = "<unk>"
+    if special in UNK_OUTSIDE_BYTE_LEVEL and model != "bytelevel":
+        roles["unk"] = UNK_OUTSIDE_BYTE_LEVEL[special]
     return roles
 
 

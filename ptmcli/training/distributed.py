@@ -68,8 +68,8 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, find_unused: bool = F
     return DistributedDataParallel(model, **options)
 
 
-def shard_fsdp(model: torch.nn.Module) -> torch.nn.Module:
-    """FSDP (``fully_shard``) each Transformer block, then the rest as one unit.
+def shard_fsdp(model: torch.nn.Module, units: list[torch.nn.Module]) -> torch.nn.Module:
+    """FSDP (``fully_shard``) each of ``units`` (the family's blocks), then the rest as one unit.
 
     Parameters become DTensors sharded across the ranks; the model object and
     its parameter names stay the same, so the optimizer and the checkpoint
@@ -78,11 +78,8 @@ def shard_fsdp(model: torch.nn.Module) -> torch.nn.Module:
     """
     from torch.distributed.fsdp import fully_shard
 
-    from ptmcli.models.layers import PostNormBlock, PreNormBlock
-
-    for module in list(model.modules()):
-        if isinstance(module, (PreNormBlock, PostNormBlock)):
-            fully_shard(module)
+    for module in units:
+        fully_shard(module)
     fully_shard(model)
     return model
 

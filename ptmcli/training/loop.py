@@ -8,7 +8,6 @@ clipping, the schedule, logging, checkpoints, resuming and signals.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import math
@@ -24,7 +23,8 @@ from typing import Any, Protocol
 import torch
 
 from ptmcli.errors import PtmError
-from ptmcli.training.device import autocast
+from ptmcli.runtime.device import autocast
+from ptmcli.runtime.rng import rng_state_from_text, rng_state_to_text
 from ptmcli.training.distributed import SINGLE, Distributed, all_reduce_values
 from ptmcli.training.distributed import average_gradients as average_rank_gradients
 from ptmcli.training.optim import load_optimizer_state, optimizer_state_tensors
@@ -69,15 +69,6 @@ class LoopState:
     elapsed_s: float = 0.0
     skipped_steps: int = 0
     last_metrics: dict = field(default_factory=dict)
-
-
-def rng_state_to_text(state: torch.Tensor) -> str:
-    """A generator's uint8 state tensor as base64, so it fits in state.json."""
-    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
-
-
-def rng_state_from_text(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
 
 
 def capture_rng(device: torch.device, dist_info: Distributed = SINGLE) -> dict:

@@ -1,0 +1,147 @@
+"""What the rest of ptm asks of a model family, answered once per family.
+
+finetuning/, features/, evaluation/, tasks/ and training/ hold a
+:class:`Family` (from :func:`ptmcli.models.registry.get_family`) and ask it;
+they never compare family names. A new family is one model file defining a
+subclass, one row in ``models/registry.py`` and its conversion key map
+(docs/extending.md).
+
+The *stack* is what ``--layers all`` means: L + 1 tensors ``[B, T, D]``, every
+one of width :meth:`Family.feature_size`. The *encoder* is the part of the
+pretraining model that computes the stack; it sits under
+:attr:`Family.encoder_prefix` in a checkpoint's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ptmcli.errors import PtmError
+from ptmcli.models.framing import Framing
+
+
+class Family:
+    name: str = ""
+    title: str = ""
+    """The name as the literature writes it (messages)."""
+    config_class: type = object
+    model_class: type = nn.Module
+    presets: dict[str, dict[str, Any]] = {}
+    preset_config: Callable[..., Any]
+    default_preset: str = ""
+    sample_preset: str = ""
+    """The preset ``ptm pretrain`` uses on the bundled sample (minutes on a laptop CPU)."""
+    head_parts: dict[str, str] = {}
+    """Parts of the pretraining model a checkpoint may lack, by key prefix (``{"nsp": "nsp."}``)."""
+    encoder_prefix: str = ""
+    bottom_prefixes: tuple[str, ...] = ()
+    """Key prefixes (in the pretraining model) of layer group 0: embeddings or token encoder."""
+    sentence_pool: str = "mean"
+    """Where a finetuned sentence task reads its vector: ``pooler`` (the family's own pooler),
+    ``last`` (the last real token), ``mean``."""
+    always_mixes: bool = False
+    """Whether finetuning always reads a scalar mix of the stack (ELMo's recipe) rather than the top layer."""
+    features_all_layers: bool = False
+    """Whether ``extract-features`` writes every layer by default."""
+    first_position_is_summary: bool = False
+    """Whether position 0 is a summary token ([CLS]), which ``--pool cls`` reads."""
+    needs_mask_without_padding: bool = False
+    """Whether the encoder needs the attention mask even when nothing is padded."""
+    task_tokens: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (("bos", "cls"), ("eos", "sep"), ("eos", "sep"))
+    """Labeled tasks lay a sequence out as ``start A end`` or ``start A delimiter B end``: the tokenizer
+    roles (first one present wins) that fill the three places."""
+    scorer: str | None = None
+    """How ``ptm eval`` scores text: ``masked`` (pseudo-perplexity), ``causal``, ``bidirectional``."""
+    min_context: int = 3
+    """Shortest evaluation window: room for one token between the special ones."""
+    generates: bool = False
+    """Whether the family continues text (``ptm eval --sample``, sliding-window ``--stride``)."""
+    compiles: bool = True
+    """Whether ``--compile`` applies (an LSTM with per-batch unique tokens does not compile)."""
+
+    # -- shapes --------------------------------------------------------------------------------
+
+    def num_layers(self, config: Any) -> int:
+        return config.num_layers
+
+    def feature_size(self, config: Any) -> int:
+        return config.hidden_size
+
+    def position_limit(self, config: Any) -> int | None:
+        """Most positions the model takes (learned positions), or None (no limit)."""
+        return getattr(config, "max_position_embeddings", None)
+
+    def head_dropout(self, config: Any) -> float:
+        return config.hidden_dropout
+
+    def build(self, config: Any, tokenizer: Any = None) -> nn.Module:
+        """The pretraining model of ``config``; ``tokenizer`` for families that read its vocabulary's spelling."""
+        return self.model_class(config)
+
+    def model_config(self, preset: str, tokenizer: Any, **overrides: Any) -> Any:
+        if preset not in self.presets:
+            raise PtmError(f"--preset {preset!r} is not a {self.name} preset; choose one of: {', '.join(self.presets)}")
+        return self.preset_config(preset, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_id, **overrides)
+
+    # -- the encoder and its stack ---------------------------------------------------------------
+
+    def encoder(self, model: nn.Module) -> nn.Module:
+        return getattr(model, self.encoder_prefix.rstrip(".")) if self.encoder_prefix else model
+
+    def unused_by_features(self, stored_keys: set[str]) -> tuple[str, ...]:
+        """Encoder key prefixes (relative to the encoder) that features never read and a checkpoint may lack."""
+        return ()
+
+    def stack(self, model: nn.Module, input_ids: torch.Tensor, type_ids: torch.Tensor | None,
+              attention_mask: torch.Tensor | None, normed_top: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(top output, the L + 1 layers) for a right-padded batch; ``attention_mask`` None: no padding."""
+        raise NotImplementedError
+
+    def top(self, model: nn.Module, input_ids: torch.Tensor, type_ids: torch.Tensor | None,
+            attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The last layer ``[B, T, D]``."""
+        return self.stack(model, input_ids, type_ids, attention_mask)[0]
+
+    def pool(self, model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """The family's own pooler (``sentence_pool == "pooler"``)."""
+        raise PtmError(f"{self.name} has no pooler")
+
+    def pooler_trained(self, objective: str | None, initialised: list[str] | None) -> bool | None:
+        """Whether the checkpoint's pooler learned to summarise a sentence (None: the family has none)."""
+        return None
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def framing(self, tokenizer: Any) -> Framing:
+        raise NotImplementedError
+
+    def check_tokenizer(self, tokenizer: Any, where: str) -> None:
+        """Refuse a tokenizer that lacks the special tokens pretraining this family needs."""
+
+    def prepare(self, model: nn.Module, tokenizer: Any) -> None:
+        """Fill in what a fresh model takes from its tokenizer (ELMo's character spellings)."""
+
+    # -- training --------------------------------------------------------------------------------
+
+    def fsdp_units(self, model: nn.Module) -> list[nn.Module]:
+        """The modules FSDP shards one by one (each block), before the root."""
+        return list(self.encoder(model).layers)
+
+    def compile_target(self, model: nn.Module) -> nn.Module:
+        """The module ``--compile`` compiles in place: fixed shapes, unlike a head over masked rows."""
+        return self.encoder(model)
+
+    def lm_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], last_hidden: torch.Tensor | None,
+                mask_id: int | None, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed LM loss, predicted tokens) on a batch's own inputs: the auxiliary LM of finetuning.
+
+        ``last_hidden`` is the top layer the task's forward pass computed, when it did.
+        """
+        raise PtmError(f"{self.name} has no language-model loss")
+
+    def lm_needs_mask_token(self) -> bool:
+        return False
