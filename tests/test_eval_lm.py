@@ -386,3 +386,15 @@ def test_elmo_through_the_cli(tok_dir, tmp_path, capsys):
     assert result["loss"] == pytest.approx((result["fwd_loss"] + result["bwd_loss"]) / 2, rel=1e-6)
     assert result["word_ppl"] == pytest.approx(math.exp(result["loss"] * result["tokens_scored"] / result["words"]), rel=1e-6)
     assert "--sample" in _one_line_error(capsys, "-c", ckpt, "--sample", "hello")
+
+
+def test_invalid_utf8_stops_eval_unless_errors_says_otherwise(gpt_ckpt, tmp_path, capsys):
+    ckpt, _ = gpt_ckpt
+    data = tmp_path / "bad.txt"
+    data.write_bytes(TEXT.encode("utf-8") + b"\nsome \xff\xfe bytes here\n")
+    code, _, err = ptm(capsys, "eval", "--checkpoint", ckpt, "--data", data, "--no-progress")
+    assert code == 2 and str(data) in err and "--errors" in err
+    skipped = eval_json(capsys, "--checkpoint", ckpt, "--data", data, "--errors", "skip")
+    replaced = eval_json(capsys, "--checkpoint", ckpt, "--data", data, "--errors", "replace")
+    assert skipped["skipped_lines"] == 1 and "replaced_lines" not in skipped
+    assert replaced["replaced_lines"] == 1 and replaced["text_tokens"] > skipped["text_tokens"]

@@ -12,6 +12,7 @@ from ptmcli.config_fields import option
 FORMATS = ("auto", "text", "jsonl", "wikiextractor", "wikitext", "tsv", "csv")
 SEQUENCE_MODES = ("packed", "sentence", "line")
 PRECISIONS = ("fp32", "bf16", "fp16")
+ERROR_MODES = ("strict", "replace", "skip")
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class EvalConfig:
     data: str | None = option(None, "Text to score: a file, glob, directory or - for stdin (gzip or not). Perplexity for GPT and ELMo; MLM loss and pseudo-perplexity for BERT.")
     format: str = option("auto", "Input format. wikitext: WikiText's raw files, one document per ' = Title = ' article (auto-detected from a first line of that shape).", choices=FORMATS)
     text_field: str = option("text", "JSON field (jsonl) or column name (tsv/csv) holding the text.")
+    errors: str = option("strict", "Invalid UTF-8 or unparsable lines in --data: stop (strict), replace bad bytes, or skip the line.", choices=ERROR_MODES)
     split_sentences: bool = option(True, "Split lines into sentences before encoding, as `ptm tokenize encode` does; without it each line is encoded whole.")
     context: int | None = option(None, "Longest sequence the model is given, special tokens included (default: the sequence length the checkpoint was trained with, else its number of positions).")
     stride: int | None = option(None, "GPT: tokens the sliding window moves each step; every token is scored once, with at least context - stride tokens of left context (default: context / 2).")

@@ -98,10 +98,10 @@ def group_wikitext(documents: Iterable[Document], always: bool) -> Iterator[Docu
         yield current
 
 
-def read_documents(data: str, fmt: str, text_field: str, stats: ReadStats) -> Iterator[Document]:
+def read_documents(data: str, fmt: str, text_field: str, stats: ReadStats, errors: str = "strict") -> Iterator[Document]:
     """Documents of ``data`` (a path, glob, directory or -) in ``fmt`` (``wikitext`` included)."""
     base = "text" if fmt == "wikitext" else fmt
-    documents = iter_documents([data], fmt=base, text_field=text_field, stats=stats)
+    documents = iter_documents([data], fmt=base, text_field=text_field, errors=errors, stats=stats)
     if fmt in ("wikitext", "auto"):
         return group_wikitext(documents, always=fmt == "wikitext")
     return documents

@@ -78,7 +78,7 @@ def evaluate_language_model(loaded, cfg: EvalConfig, device: torch.device) -> di
         raise PtmError(f"--batch-size {cfg.batch_size}: must be positive")
 
     stats = CorpusStats()
-    documents = read_documents(cfg.data, cfg.format, cfg.text_field, stats.read)
+    documents = read_documents(cfg.data, cfg.format, cfg.text_field, stats.read, cfg.errors)
     sentences = iter_sentences(documents, loaded.tokenizer, split=cfg.split_sentences, max_tokens=cfg.max_tokens, stats=stats)
     total_bytes = total_input_bytes(expand_inputs([cfg.data])) if cfg.data != "-" else None
     progress = Progress(cfg.progress, total_bytes, cfg.max_tokens)
@@ -98,7 +98,10 @@ def evaluate_language_model(loaded, cfg: EvalConfig, device: torch.device) -> di
     return {
         "checkpoint": str(loaded.path), "arch": arch, "data": cfg.data, "metric": name,
         "documents": stats.documents, "words": stats.words, "text_tokens": stats.tokens, "tokens_scored": scored,
-        **headline, **extra, "truncated": stats.truncated, "precision": cfg.precision, "device": str(device),
+        **headline, **extra, "truncated": stats.truncated,
+        **({"skipped_lines": stats.read.skipped_lines} if stats.read.skipped_lines else {}),
+        **({"replaced_lines": stats.read.replaced_lines} if stats.read.replaced_lines else {}),
+        "precision": cfg.precision, "device": str(device),
         "seconds": round(seconds, 3), "tokens_per_s": round(scored / seconds, 1) if seconds > 0 else None,
     }
 

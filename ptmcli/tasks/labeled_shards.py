@@ -35,7 +35,7 @@ from ptmcli.errors import PtmError
 from ptmcli.tasks import TASKS
 from ptmcli.tasks.encode import EncodeReport, encode_examples, style_tokens
 from ptmcli.tasks.labels import build_label_list, check_label_list, has_label_list
-from ptmcli.tasks.lines import STDIN, read_bytes
+from ptmcli.tasks.lines import STDIN, content_sha256, read_bytes
 from ptmcli.tasks.readers import read_labeled
 
 KIND = "labeled"
@@ -53,9 +53,9 @@ def cache_directory() -> Path:
     return cache_root() / "labeled"
 
 
-def cache_key(data: bytes, tokenizer_sha256: str, task: str, style: str, max_len: int, options: dict) -> str:
+def cache_key(file_sha256: str, tokenizer_sha256: str, task: str, style: str, max_len: int, options: dict) -> str:
     """sha256 of everything the encoded rows depend on."""
-    described = json.dumps({"encoding": ENCODING_VERSION, "file": hashlib.sha256(data).hexdigest(),
+    described = json.dumps({"encoding": ENCODING_VERSION, "file": file_sha256,
                             "tokenizer": tokenizer_sha256, "task": task, "style": style, "max_len": max_len,
                             **options}, sort_keys=True)
     return hashlib.sha256(described.encode("utf-8")).hexdigest()
@@ -79,11 +79,13 @@ def prepare_labeled(path: str, tokenizer, task: str, style: str, max_len: int, l
         raise PtmError(f"max length must be at least 1, got {max_len}")
     style_tokens(tokenizer, style)  # fail on a tokenizer without the style's tokens before reading anything
     given = None if labels is None else check_label_list(labels, task)
-    data = read_bytes(path)
+    # Only stdin is held in memory (it can be read once); a file is hashed in chunks and then streamed.
+    data = read_bytes(path) if path == STDIN else None
     options = {"labels": given, "text_columns": None if text_columns is None else list(text_columns),
                "label_column": label_column, "choice_columns": None if choice_columns is None else list(choice_columns),
                "fmt": fmt, "conll_label_index": conll_label_index, "require_labels": require_labels}
-    key = cache_key(data, tokenizer.sha256, task, style, max_len, options)
+    source_sha256 = content_sha256(path, data)
+    key = cache_key(source_sha256, tokenizer.sha256, task, style, max_len, options)
     target = Path(cache_dir) / key if cache_dir is not None else cache_directory() / key
     if cache and (target / MANIFEST).is_file():
         try:
@@ -110,7 +112,7 @@ def prepare_labeled(path: str, tokenizer, task: str, style: str, max_len: int, l
         "special_ids": {"start": tokens.start, "delimiter": tokens.delimiter, "end": tokens.end, "pad": tokens.pad},
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
         "source": [os.path.abspath(path) if path != STDIN else name], "source_format": found.format,
-        "source_sha256": hashlib.sha256(data).hexdigest(), "columns": found.columns(),
+        "source_sha256": source_sha256, "columns": found.columns(),
         "has_labels": found.has_labels, "truncated": report.truncated, "empty_words": report.empty_words,
         "cache_key": key, "created_by": f"ptm {__version__}",
     }

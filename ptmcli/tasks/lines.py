@@ -8,11 +8,12 @@ and line. Labeled data has no ``--errors`` option: invalid UTF-8 is an error.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 
 from ptmcli.textio.lines import STDIN, TextLines, open_file
 
-__all__ = ["STDIN", "UTF8_ADVICE", "labeled_lines", "read_bytes"]
+__all__ = ["STDIN", "UTF8_ADVICE", "content_sha256", "labeled_lines", "read_bytes"]
 
 # What a UTF-8 error in labeled data suggests.
 UTF8_ADVICE = "convert the file to UTF-8"
@@ -24,8 +25,19 @@ def labeled_lines(path: str, data: bytes | None = None) -> TextLines:
 
 
 def read_bytes(path: str) -> bytes:
-    """The whole content of ``path`` or stdin, as stored (for a cache key over the file's bytes)."""
+    """The whole content of ``path`` or stdin, as stored (stdin can be read only once, so it is kept)."""
     if path == STDIN:
         return sys.stdin.buffer.read()
     with open_file(path) as handle:
         return handle.read()
+
+
+def content_sha256(path: str, data: bytes | None = None) -> str:
+    """sha256 of the file's bytes as stored, read in chunks (``data``: the content already in memory)."""
+    if data is not None:
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with open_file(path) as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
