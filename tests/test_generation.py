@@ -1,4 +1,5 @@
-"""GPT generation: the KV cache against full recomputation, the sampling filters, and `ptm eval --sample`."""
+"""Generation: GPT's cached decoding against full recomputation, the family-free decoding loop, the
+sampling filters, and `ptm eval --sample`."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from conftest import run_cli as ptm
 from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
 from ptmcli.models import gpt
 from ptmcli.models.generation import (
-    KVCache,
-    cached_logits,
     filter_top_k,
     filter_top_p,
     generate,
@@ -42,22 +41,22 @@ def full_logits(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("norm", ["pre", "post"])
-def test_cached_decoding_equals_full_recomputation(norm):
+def test_cached_decoding_equals_a_full_forward_at_every_step(norm):
     model = tiny_gpt(norm)
+    decoder = model.incremental_decoder()
     prompt = torch.randint(0, VOCAB, (3, 5), generator=torch.Generator().manual_seed(1))
-    cache = KVCache(len(model.gpt.layers), 48)
     sequence = prompt
-    with torch.no_grad():
-        logits = cached_logits(model, prompt, cache)
-        for _ in range(20):
-            torch.testing.assert_close(logits, full_logits(model, sequence), rtol=0, atol=1e-5)
-            token = logits.argmax(dim=-1)
-            sequence = torch.cat([sequence, token[:, None]], dim=1)
-            logits = cached_logits(model, token[:, None], cache)
-        # Several new tokens after a cached prefix see the prefix and each other causally.
-        extra = torch.randint(0, VOCAB, (3, 4), generator=torch.Generator().manual_seed(2))
-        logits = cached_logits(model, extra, cache)
-        torch.testing.assert_close(logits, full_logits(model, torch.cat([sequence, extra], dim=1)), rtol=0, atol=1e-5)
+    logits, state = decoder.start(prompt)
+    for _ in range(20):
+        torch.testing.assert_close(logits, full_logits(model, sequence), rtol=0, atol=1e-5)
+        token = logits.argmax(dim=-1)
+        sequence = torch.cat([sequence, token[:, None]], dim=1)
+        logits, state = decoder.step(state, token[:, None])
+    # Several new tokens after a cached prefix see the prefix and each other causally.
+    extra = torch.randint(0, VOCAB, (3, 4), generator=torch.Generator().manual_seed(2))
+    logits, state = decoder.step(state, extra)
+    torch.testing.assert_close(logits, full_logits(model, torch.cat([sequence, extra], dim=1)), rtol=0, atol=1e-5)
+    assert state.cache.length == sequence.shape[1] + 4
     # generate() greedy: the same tokens as argmax over full recomputation, one step at a time.
     out = generate(model, prompt[0].tolist(), num_samples=2, max_new_tokens=15, temperature=0.0)
     naive = prompt[:1]
@@ -65,6 +64,42 @@ def test_cached_decoding_equals_full_recomputation(norm):
         naive = torch.cat([naive, full_logits(model, naive).argmax(dim=-1, keepdim=True)], dim=1)
     for continuation in out:
         assert continuation.ids == naive[0, 5:].tolist() and continuation.stopped == "length"
+
+
+def test_a_full_cache_goes_on_from_its_recent_half():
+    model = tiny_gpt()
+    decoder = model.incremental_decoder(context=8)
+    sequence = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(3))
+    logits, state = decoder.start(sequence)
+    window = sequence[:, -7:]  # a prompt keeps its last context - 1 tokens
+    for _ in range(12):
+        torch.testing.assert_close(logits, full_logits(model, window), rtol=0, atol=1e-5)
+        token = logits.argmax(dim=-1, keepdim=True)
+        # Out of positions, the window restarts from the last half of what was seen.
+        window = torch.cat([window if window.shape[1] < 8 else window[:, -3:], token], dim=1)
+        logits, state = decoder.step(state, token)
+        assert torch.equal(state.tokens, window)
+
+
+def test_the_decoding_loop_needs_only_the_decoder_interface():
+    class CountingDecoder:
+        """Always predicts the last token + 1: a stand-in for any family's decoder."""
+
+        device = torch.device("cpu")
+
+        def start(self, prompt_ids):
+            return self.step(prompt_ids[:, :0], prompt_ids)
+
+        def step(self, state, next_ids):
+            return torch.nn.functional.one_hot(next_ids[:, -1] + 1, VOCAB).float(), next_ids
+
+    class Model:
+        def incremental_decoder(self, context):
+            return CountingDecoder()
+
+    out = generate(Model(), [3, 4], num_samples=2, max_new_tokens=6, temperature=0.0, stop_ids=[9])
+    assert [(c.ids, c.stopped) for c in out] == [([5, 6, 7, 8], "eos")] * 2
+    assert generate(Model(), [3], max_new_tokens=3, temperature=0.0)[0].ids == [4, 5, 6]
 
 
 def test_generation_goes_past_the_context_by_reencoding():

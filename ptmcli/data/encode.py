@@ -7,6 +7,10 @@ main process writes the chunks, in input order, as Arrow record batches
 (``shard_writer``). Only a few chunks per worker are in flight, so memory
 stays flat however large the corpus is. The output directory is built under a
 temporary name and renamed into place when complete.
+
+With ``pairs`` the inputs are source/target pairs (``data.pairs``) and the
+output is ``kind: "pairs"`` shards; they are encoded in this process, each
+side of a batch of pairs in one call on the tokenizer's own threads.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ptmcli.data.encode_workers import ChunkEncoder, chunk_documents
 from ptmcli.errors import PtmError
 
 MANIFEST = "manifest.json"
+PAIRS_PER_BATCH = 1024
 
 
 def encode_to_shards(
@@ -41,8 +46,15 @@ def encode_to_shards(
     progress: bool | None = None,
     rank: int = 0,
     world_size: int = 1,
+    pairs: bool = False,
+    pair_fields: tuple[str, str] = ("source", "target"),
 ) -> dict:
     """Encode text inputs into a ``ptm-shards`` directory and return its manifest.
+
+    ``pairs``: the inputs hold source/target pairs (``fmt`` auto, tsv or
+    jsonl; ``pair_fields`` are the JSON keys), written as ``kind: "pairs"``
+    shards; the options of documents (sentences, word starts, ``text_field``,
+    ``tsv_column``, ``document_boundary``, ``workers``) do not apply.
 
     The directory is built under ``<out_dir>.tmp-<pid>`` and renamed into place
     when complete; on any error (or Ctrl-C) nothing is left behind and an
@@ -69,17 +81,26 @@ def encode_to_shards(
         raise PtmError("stdin ('-') cannot be split across ranks; pass input files when running under torchrun")
     target = os.path.abspath(out_dir)
     _check_target(target, overwrite)
+    if pairs:
+        from ptmcli.data.pairs import PAIR_FORMATS
+
+        if fmt not in PAIR_FORMATS:
+            raise PtmError(f"--format {fmt!r}: pairs are read as {', '.join(PAIR_FORMATS)}")
     tokenizer = PtmTokenizer.load(tokenizer_dir)
-    options = {
-        "split_sentences": split_sentences,
-        "word_starts": word_starts,
-        "format": fmt,
-        "text_field": text_field,
-        "tsv_column": tsv_column,
-        "errors": errors,
-        "shard_size_bytes": shard_size_bytes,
-        "document_boundary": document_boundary,
-    }
+    if pairs:
+        options = {"pairs": True, "format": fmt, "fields": list(pair_fields), "errors": errors,
+                   "shard_size_bytes": shard_size_bytes}
+    else:
+        options = {
+            "split_sentences": split_sentences,
+            "word_starts": word_starts,
+            "format": fmt,
+            "text_field": text_field,
+            "tsv_column": tsv_column,
+            "errors": errors,
+            "shard_size_bytes": shard_size_bytes,
+            "document_boundary": document_boundary,
+        }
     staging = _staging_dir(target, world_size)
     if world_size > 1:
         try:
@@ -103,7 +124,7 @@ def encode_to_shards(
         os.makedirs(staging)
         manifest = _encode_share(paths, tokenizer, tokenizer_dir, staging, 0, 1, workers, progress, options)
         if manifest["rows"] == 0:
-            raise PtmError(f"no tokens: every document of {', '.join(paths[:3])} encoded to nothing")
+            raise PtmError(_nothing_encoded(manifest))
         _write_json(os.path.join(staging, MANIFEST), manifest)
         _publish(staging, target, overwrite)
         return manifest
@@ -112,9 +133,22 @@ def encode_to_shards(
         raise
 
 
+def _nothing_encoded(manifest: dict) -> str:
+    what = "pair" if manifest.get("kind") == "pairs" else "document"
+    return f"no tokens: every {what} of {', '.join(manifest['source'][:3])} encoded to nothing"
+
+
+def _tokenizer_info(tokenizer, tokenizer_dir: str) -> dict:
+    # The path lets later commands find the tokenizer without being told; the sha256 is what binds.
+    return {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind,
+            "path": os.path.abspath(tokenizer_dir)}
+
+
 def _encode_share(paths: list[str], tokenizer, tokenizer_dir: str, staging: str, rank: int, world_size: int,
                   workers: int, progress: bool | None, options: dict) -> dict:
     """Encode this rank's share of ``paths`` into ``staging``; the manifest of what was written."""
+    if options.get("pairs"):
+        return _encode_pairs_share(paths, tokenizer, tokenizer_dir, staging, rank, world_size, progress, options)
     encoder = ChunkEncoder(tokenizer, tokenizer_dir, workers, options["split_sentences"], options["word_starts"])
     with encoder:
         # Imported once the workers are starting: their start-up overlaps with this.
@@ -150,16 +184,54 @@ def _encode_share(paths: list[str], tokenizer, tokenizer_dir: str, staging: str,
             raise
         finally:
             bar.close()
-    # The path lets later commands find the tokenizer without being told; the sha256 is what binds.
-    tokenizer_info = {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind,
-                      "path": os.path.abspath(tokenizer_dir)}
-    return writer.manifest(tokenizer_info, paths, options=options, input={
+    return writer.manifest(_tokenizer_info(tokenizer, tokenizer_dir), paths, options=options, input={
         "bytes": stats.bytes_read,
         "documents": counts["documents"],
         "empty_documents": counts["empty_documents"],
         "skipped_lines": stats.skipped_lines,
         "replaced_lines": stats.replaced_lines,
         "unbroken_files": [{"file": name, "lines": lines} for name, lines in stats.unbroken_files],
+    })
+
+
+def _encode_pairs_share(paths: list[str], tokenizer, tokenizer_dir: str, staging: str, rank: int, world_size: int,
+                        progress: bool | None, options: dict) -> dict:
+    """Encode this rank's share of the pairs in ``paths`` into ``staging``; the manifest of what was written."""
+    from itertools import islice
+
+    from ptmcli.data.pairs import encode_pairs, iter_pairs
+    from ptmcli.data.shard_writer import PAIRS, ShardWriter
+    from ptmcli.textio.inputs import ReadStats, total_input_bytes
+
+    by_file = len(paths) >= world_size
+    own_paths = paths[rank::world_size] if by_file else paths
+    writer = ShardWriter(staging, prefix=f"part-r{rank}-" if world_size > 1 else "part-",
+                         shard_size_bytes=options["shard_size_bytes"], kind=PAIRS)
+    stats = ReadStats()
+    counts = {"pairs": 0, "empty_pairs": 0}
+    pairs = iter_pairs(own_paths, options["format"], tuple(options["fields"]), options["errors"], stats)
+    if not by_file:
+        pairs = (pair for i, pair in enumerate(pairs) if i % world_size == rank)
+    bar = progress_bar(progress, total_input_bytes(own_paths))
+    try:
+        while batch := list(islice(pairs, PAIRS_PER_BATCH)):
+            chunk = encode_pairs(tokenizer, [p.source for p in batch], [p.target for p in batch])
+            writer.add(chunk)
+            counts["pairs"] += len(batch)
+            counts["empty_pairs"] += chunk.empty_pairs
+            bar.update(stats.bytes_read - bar.n)
+            bar.set_postfix_str(f"{counts['pairs']:,} pairs", refresh=False)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    return writer.manifest(_tokenizer_info(tokenizer, tokenizer_dir), paths, options=options, input={
+        "bytes": stats.bytes_read,
+        **counts,
+        "skipped_lines": stats.skipped_lines,
+        "replaced_lines": stats.replaced_lines,
     })
 
 
@@ -305,11 +377,13 @@ def merge_rank_manifests(out_dir: str, world_size: int, overwrite: bool = False,
         manifest["shards"] = [s for p in partials for s in p["shards"]]
         manifest["rows"] = sum(p["rows"] for p in partials)
         manifest["tokens"] = sum(p["tokens"] for p in partials)
+        if "target_tokens" in manifest:
+            manifest["target_tokens"] = sum(p["target_tokens"] for p in partials)
         manifest["input"] = {k: sum((p["input"][k] for p in partials), [] if isinstance(partials[0]["input"][k], list) else 0)
                              for k in partials[0]["input"]}
         manifest["world_size"] = world_size
         if manifest["rows"] == 0:
-            raise PtmError(f"no tokens: every document of {', '.join(manifest['source'][:3])} encoded to nothing")
+            raise PtmError(_nothing_encoded(manifest))
         _write_json(os.path.join(staging, MANIFEST), manifest)
         for path in partial_paths:
             os.remove(path)
@@ -337,12 +411,18 @@ def summary_line(manifest: dict, seconds: float) -> str:
     """The one line printed when encoding finishes."""
     read = manifest.get("input", {})
     megabytes = read.get("bytes", 0) / 1e6
+    if manifest.get("kind") == "pairs":
+        encoded = (f"encoded {manifest['rows']:,} pairs ({manifest['tokens']:,} source and "
+                   f"{manifest['target_tokens']:,} target tokens)")
+    else:
+        encoded = f"encoded {manifest['rows']:,} documents ({manifest['tokens']:,} tokens)"
     parts = [
-        f"encoded {manifest['rows']:,} documents ({manifest['tokens']:,} tokens)",
+        encoded,
         f"{megabytes:,.1f} MB in {seconds:.1f} s ({megabytes / max(seconds, 1e-9):.2f} MB/s)",
         f"{len(manifest['shards'])} shard file(s)",
     ]
-    for key, what in (("empty_documents", "empty documents dropped"), ("skipped_lines", "bad lines skipped"),
+    for key, what in (("empty_documents", "empty documents dropped"), ("empty_pairs", "pairs with an empty side dropped"),
+                      ("skipped_lines", "bad lines skipped"),
                       ("replaced_lines", "lines with bad UTF-8 repaired")):
         if read.get(key):
             parts.append(f"{read[key]:,} {what}")

@@ -1,18 +1,24 @@
-"""Writing language-model rows into Arrow IPC stream shards.
+"""Writing encoded rows into Arrow IPC stream shards: language-model documents or source/target pairs.
 
 The writer receives already-encoded chunks as flat numpy buffers (tokens of
-many documents back to back, plus per-document lengths) and turns them into
-Arrow list arrays by offsets, with no Python list per row: that conversion is
-what would otherwise dominate encoding time. Rows are grouped into record
-batches of about ``batch_rows`` rows (fewer when documents are long, so one
-batch stays small in memory), and a shard file is closed before it would grow
-past ``shard_size_bytes``.
+many rows back to back, plus per-row lengths) and turns them into Arrow list
+arrays by offsets, with no Python list per row: that conversion is what would
+otherwise dominate encoding time. Rows are grouped into record batches of
+about ``batch_rows`` rows (fewer when rows are long, so one batch stays small
+in memory), and a shard file is closed before it would grow past
+``shard_size_bytes``.
+
+``kind="lm"`` shards take ``EncodedChunk``s (documents with sentence ends and
+word starts); ``kind="pairs"`` shards take ``PairChunk``s (a source and a
+target sequence per row). Inside, both are a few ragged columns, each a flat
+value buffer with a length per row, cut into batches the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +29,14 @@ from ptmcli.errors import PtmError
 
 FORMAT = "ptm-shards"
 VERSION = 1
+LM = "lm"
+PAIRS = "pairs"
 INPUT_IDS = "input_ids"
 SENTENCE_ENDS = "sentence_ends"
 WORD_STARTS = "word_starts"
+TARGET_IDS = "target_ids"
+TOKEN_COLUMNS = {INPUT_IDS: "tokens", TARGET_IDS: "target_tokens"}
+"""Columns of token ids, and the manifest key (per shard and in total) that counts each one's tokens."""
 
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -36,6 +47,60 @@ def lm_schema(word_starts: bool) -> pa.Schema:
     if word_starts:
         fields.append(pa.field(WORD_STARTS, pa.list_(pa.bool_())))
     return pa.schema(fields)
+
+
+def pairs_schema() -> pa.Schema:
+    """Schema of ``kind: "pairs"`` shards: the source sequence in ``input_ids``, the target in ``target_ids``."""
+    return pa.schema([pa.field(INPUT_IDS, pa.list_(pa.int32())), pa.field(TARGET_IDS, pa.list_(pa.int32()))])
+
+
+@dataclass
+class PairChunk:
+    """Encoded source/target pairs, flattened: what the writer takes for ``kind: "pairs"`` shards."""
+
+    source_ids: np.ndarray  # int32: every pair's source tokens, back to back
+    source_lengths: np.ndarray  # int64: source tokens per pair
+    target_ids: np.ndarray  # int32: every pair's target tokens, back to back
+    target_lengths: np.ndarray  # int64: target tokens per pair
+    empty_pairs: int = 0  # pairs dropped because a side encoded to no tokens
+
+    @property
+    def rows(self) -> int:
+        return len(self.source_lengths)
+
+
+@dataclass
+class _Ragged:
+    """One list column of a run of rows: the values back to back and each row's length."""
+
+    values: np.ndarray
+    lengths: np.ndarray
+
+    def offsets(self) -> np.ndarray:
+        return _offsets(self.lengths)
+
+
+def _lm_columns(chunk: EncodedChunk, word_starts: bool) -> dict[str, _Ragged]:
+    if not isinstance(chunk, EncodedChunk):
+        raise TypeError(f"kind 'lm' shards take EncodedChunk, not {type(chunk).__name__}")
+    columns = {
+        INPUT_IDS: _Ragged(chunk.token_ids.astype(np.int32, copy=False), chunk.doc_lengths),
+        SENTENCE_ENDS: _Ragged(chunk.sentence_ends.astype(np.int32, copy=False), chunk.doc_sentences),
+    }
+    if word_starts:
+        if chunk.word_starts is None:
+            raise ValueError("word_starts were requested but a chunk has none")
+        columns[WORD_STARTS] = _Ragged(chunk.word_starts, chunk.doc_lengths)
+    return columns
+
+
+def _pair_columns(chunk: PairChunk) -> dict[str, _Ragged]:
+    if not isinstance(chunk, PairChunk):
+        raise TypeError(f"kind 'pairs' shards take PairChunk, not {type(chunk).__name__}")
+    return {
+        INPUT_IDS: _Ragged(chunk.source_ids.astype(np.int32, copy=False), chunk.source_lengths),
+        TARGET_IDS: _Ragged(chunk.target_ids.astype(np.int32, copy=False), chunk.target_lengths),
+    }
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
@@ -94,33 +159,44 @@ class ShardWriter:
         word_starts: bool = True,
         batch_rows: int = 2048,
         batch_tokens: int = 1 << 20,
+        kind: str = LM,
     ) -> None:
+        if kind not in (LM, PAIRS):
+            raise ValueError(f"unknown shard kind {kind!r}; the writer makes {LM!r} and {PAIRS!r} shards")
         self.directory = directory
         self.prefix = prefix
         self.shard_size_bytes = shard_size_bytes
-        self.word_starts = word_starts
+        self.kind = kind
+        self.word_starts = word_starts and kind == LM
         self.batch_rows = batch_rows
         # At least ~8 batches per shard (a token takes a little over 4 bytes), so small
         # --shard-size values still roll over near their limit.
         self.batch_tokens = max(1024, min(batch_tokens, shard_size_bytes // 32))
-        self.schema = lm_schema(word_starts)
+        self.schema = lm_schema(self.word_starts) if kind == LM else pairs_schema()
+        self.token_columns = [name for name in TOKEN_COLUMNS if name in self.schema.names]
         self.shards: list[dict] = []
         self.rows = 0
-        self.tokens = 0
-        self._pending: list[EncodedChunk] = []
+        # Tokens written, by manifest key: "tokens" (input_ids) and, for pairs, "target_tokens".
+        self.totals = {TOKEN_COLUMNS[name]: 0 for name in self.token_columns}
+        self._pending: list[dict[str, _Ragged]] = []
         self._pending_rows = 0
         self._pending_tokens = 0
         self._file: HashingFile | None = None
         self._stream: pa.ipc.RecordBatchStreamWriter | None = None
         self._shard_rows = 0
-        self._shard_tokens = 0
+        self._shard_totals = dict.fromkeys(self.totals, 0)
 
-    def add(self, chunk: EncodedChunk) -> None:
+    @property
+    def tokens(self) -> int:
+        return self.totals["tokens"]
+
+    def add(self, chunk: EncodedChunk | PairChunk) -> None:
         if chunk.rows == 0:
             return
-        self._pending.append(chunk)
+        columns = _lm_columns(chunk, self.word_starts) if self.kind == LM else _pair_columns(chunk)
+        self._pending.append(columns)
         self._pending_rows += chunk.rows
-        self._pending_tokens += len(chunk.token_ids)
+        self._pending_tokens += sum(len(columns[name].values) for name in self.token_columns)
         if self._pending_rows >= self.batch_rows or self._pending_tokens >= self.batch_tokens:
             self._write_pending(final=False)
 
@@ -135,11 +211,11 @@ class ShardWriter:
         return {
             "format": FORMAT,
             "version": VERSION,
-            "kind": "lm",
+            "kind": self.kind,
             "tokenizer": tokenizer,
             "shards": self.shards,
             "rows": self.rows,
-            "tokens": self.tokens,
+            **self.totals,
             "source": list(source),
             "created_by": f"ptm {__version__}",
             **extra,
@@ -161,58 +237,43 @@ class ShardWriter:
         """Write full batches of what is pending; the rest too when ``final``."""
         if not self._pending:
             return
-        chunks, self._pending = self._pending, []
+        parts, self._pending = self._pending, []
         self._pending_rows = self._pending_tokens = 0
-        if self.word_starts and any(c.word_starts is None for c in chunks):
-            raise ValueError("word_starts were requested but a chunk has none")
 
-        def joined(name: str) -> np.ndarray:
-            parts = [getattr(c, name) for c in chunks]
-            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        def joined(arrays: list[np.ndarray]) -> np.ndarray:
+            return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
-        pending = EncodedChunk(
-            token_ids=joined("token_ids").astype(np.int32, copy=False),
-            doc_lengths=joined("doc_lengths"),
-            sentence_ends=joined("sentence_ends").astype(np.int32, copy=False),
-            doc_sentences=joined("doc_sentences"),
-            word_starts=joined("word_starts") if self.word_starts else None,
-        )
-        token_offsets = _offsets(pending.doc_lengths)
-        sentence_offsets = _offsets(pending.doc_sentences)
-        rows = pending.rows
+        columns = {name: _Ragged(joined([p[name].values for p in parts]), joined([p[name].lengths for p in parts]))
+                   for name in self.schema.names}
+        offsets = {name: column.offsets() for name, column in columns.items()}
+        # Batches are bounded by the tokens of all token columns together.
+        sizes = sum(offsets[name] for name in self.token_columns)
+        rows = len(columns[INPUT_IDS].lengths)
         start = 0
         while start < rows:
-            # Up to batch_rows rows and batch_tokens tokens (a longer document goes alone).
-            by_tokens = int(np.searchsorted(token_offsets, token_offsets[start] + self.batch_tokens, side="right")) - 1
+            # Up to batch_rows rows and batch_tokens tokens (a longer row goes alone).
+            by_tokens = int(np.searchsorted(sizes, sizes[start] + self.batch_tokens, side="right")) - 1
             end = min(max(start + 1, by_tokens), start + self.batch_rows, rows)
-            first, last = int(token_offsets[start]), int(token_offsets[end])
-            if end == rows and not final and end - start < self.batch_rows and last - first < self.batch_tokens:
-                self._keep_pending(pending, start, first, int(sentence_offsets[start]))
+            if end == rows and not final and end - start < self.batch_rows and sizes[end] - sizes[start] < self.batch_tokens:
+                self._keep_pending(columns, offsets, start)
                 return
-            columns = [
-                _list_array(token_offsets[start : end + 1] - first, pending.token_ids[first:last]),
-                _list_array(sentence_offsets[start : end + 1] - sentence_offsets[start],
-                            pending.sentence_ends[sentence_offsets[start] : sentence_offsets[end]]),
-            ]
-            if pending.word_starts is not None:
-                columns.append(_list_array(token_offsets[start : end + 1] - first, pending.word_starts[first:last]))
-            self._write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema), last - first)
+            arrays = []
+            for name in self.schema.names:
+                first, last = int(offsets[name][start]), int(offsets[name][end])
+                arrays.append(_list_array(offsets[name][start : end + 1] - first, columns[name].values[first:last]))
+            counts = {TOKEN_COLUMNS[name]: int(offsets[name][end] - offsets[name][start]) for name in self.token_columns}
+            self._write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema), counts)
             start = end
 
-    def _keep_pending(self, pending: EncodedChunk, row: int, token: int, sentence: int) -> None:
+    def _keep_pending(self, columns: dict[str, _Ragged], offsets: dict[str, np.ndarray], row: int) -> None:
         """Hold rows from ``row`` on for the next batch."""
-        rest = EncodedChunk(
-            token_ids=pending.token_ids[token:],
-            doc_lengths=pending.doc_lengths[row:],
-            sentence_ends=pending.sentence_ends[sentence:],
-            doc_sentences=pending.doc_sentences[row:],
-            word_starts=None if pending.word_starts is None else pending.word_starts[token:],
-        )
+        rest = {name: _Ragged(column.values[int(offsets[name][row]):], column.lengths[row:])
+                for name, column in columns.items()}
         self._pending = [rest]
-        self._pending_rows = rest.rows
-        self._pending_tokens = len(rest.token_ids)
+        self._pending_rows = len(rest[INPUT_IDS].lengths)
+        self._pending_tokens = sum(len(rest[name].values) for name in self.token_columns)
 
-    def _write_batch(self, batch: pa.RecordBatch, tokens: int) -> None:
+    def _write_batch(self, batch: pa.RecordBatch, counts: dict[str, int]) -> None:
         # The exact size of the batch's message, plus the 8-byte end-of-stream marker.
         size = pa.ipc.get_record_batch_size(batch) + 8
         if self._stream is not None and self._file.size + size > self.shard_size_bytes:
@@ -221,13 +282,15 @@ class ShardWriter:
             self._open_shard()
         self._stream.write_batch(batch)
         self._shard_rows += batch.num_rows
-        self._shard_tokens += tokens
+        for key, count in counts.items():
+            self._shard_totals[key] += count
 
     def _open_shard(self) -> None:
         name = f"{self.prefix}{len(self.shards):05d}.arrow"
         self._file = HashingFile(os.path.join(self.directory, name))
         self._stream = pa.ipc.new_stream(pa.PythonFile(self._file, mode="w"), self.schema)
-        self._shard_rows = self._shard_tokens = 0
+        self._shard_rows = 0
+        self._shard_totals = dict.fromkeys(self.totals, 0)
         self.shards.append({"file": name})
 
     def _close_shard(self) -> None:
@@ -237,11 +300,12 @@ class ShardWriter:
         self._file.close()
         self.shards[-1].update(
             rows=self._shard_rows,
-            tokens=self._shard_tokens,
+            **self._shard_totals,
             bytes=self._file.size,
             sha256=self._file.sha256.hexdigest(),
         )
         self.rows += self._shard_rows
-        self.tokens += self._shard_tokens
+        for key, count in self._shard_totals.items():
+            self.totals[key] += count
         self._stream = None
         self._file = None

@@ -1,4 +1,4 @@
-"""Reading a ``ptm-shards`` directory: random access to language-model rows.
+"""Reading a ``ptm-shards`` directory: random access to language-model rows or source/target pairs.
 
 Shard files are memory-mapped and their record batches kept as zero-copy
 views, so opening a corpus costs a pass over batch headers, not its size in
@@ -7,7 +7,9 @@ loader workers included). A global row index maps to (batch, row in batch)
 by a binary search over cumulative row counts.
 
 Rows are numpy views into the mapped files and therefore read-only: copy a
-row's arrays before changing them.
+row's arrays before changing them. A directory is opened for one kind:
+``kind: "lm"`` gives :class:`LMRow` documents, ``kind: "pairs"`` gives
+:class:`PairRow` source/target pairs.
 """
 
 from __future__ import annotations
@@ -16,11 +18,22 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
-from ptmcli.data.shard_writer import FORMAT, INPUT_IDS, SENTENCE_ENDS, VERSION, WORD_STARTS
+from ptmcli.data.shard_writer import (
+    FORMAT,
+    INPUT_IDS,
+    LM,
+    PAIRS,
+    SENTENCE_ENDS,
+    TARGET_IDS,
+    TOKEN_COLUMNS,
+    VERSION,
+    WORD_STARTS,
+)
 from ptmcli.errors import PtmError
 
 MANIFEST = "manifest.json"
@@ -35,8 +48,19 @@ class LMRow:
     word_starts: np.ndarray | None  # bool per token, None when the shards were written without them
 
 
+class PairRow(NamedTuple):
+    """One source/target pair (unpacks as ``source, target``); no special tokens added."""
+
+    source_ids: np.ndarray  # int32
+    target_ids: np.ndarray  # int32
+
+
+_KIND_NAMES = {LM: "language-model shards", PAIRS: "source/target pair shards"}
+_KIND_COLUMNS = {LM: (INPUT_IDS, SENTENCE_ENDS), PAIRS: (INPUT_IDS, TARGET_IDS)}
+
+
 class _Batch:
-    """Flat numpy views of one record batch's list columns."""
+    """Flat numpy views of one ``lm`` record batch's list columns."""
 
     __slots__ = ("ids", "id_offsets", "ends", "end_offsets", "word_bits", "word_bit_offset")
 
@@ -70,11 +94,29 @@ class _Batch:
         )
 
 
+class _PairBatch:
+    """Flat numpy views of one ``pairs`` record batch's two token columns."""
+
+    __slots__ = ("sources", "source_offsets", "targets", "target_offsets")
+    word_bits = None
+
+    def __init__(self, batch: pa.RecordBatch) -> None:
+        sources, targets = batch.column(INPUT_IDS), batch.column(TARGET_IDS)
+        self.sources = sources.values.to_numpy()
+        self.source_offsets = sources.offsets.to_numpy()
+        self.targets = targets.values.to_numpy()
+        self.target_offsets = targets.offsets.to_numpy()
+
+    def row(self, j: int) -> PairRow:
+        return PairRow(self.sources[self.source_offsets[j] : self.source_offsets[j + 1]],
+                       self.targets[self.target_offsets[j] : self.target_offsets[j + 1]])
+
+
 def _fail(path: str, problem: str) -> PtmError:
     return PtmError(f"{path}: {problem}")
 
 
-def _read_manifest(directory: str) -> dict:
+def _read_manifest(directory: str, kind: str) -> dict:
     if not os.path.isdir(directory):
         raise PtmError(f"shard directory {directory} does not exist")
     path = os.path.join(directory, MANIFEST)
@@ -91,9 +133,9 @@ def _read_manifest(directory: str) -> dict:
         raise _fail(path, f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:
         raise _fail(path, f"unsupported {FORMAT} version {manifest.get('version')!r}; this ptm reads version {VERSION}")
-    if manifest.get("kind") != "lm":
-        raise _fail(path, f"kind is {manifest.get('kind')!r}; only language-model shards (kind 'lm') hold LM rows")
-    for key in ("shards", "rows", "tokens", "tokenizer"):
+    if manifest.get("kind") != kind:
+        raise _fail(path, f"kind is {manifest.get('kind')!r}; {_KIND_NAMES[kind]} (kind {kind!r}) are needed here")
+    for key in ("shards", "rows", *(TOKEN_COLUMNS[c] for c in _KIND_COLUMNS[kind] if c in TOKEN_COLUMNS), "tokenizer"):
         if key not in manifest:
             raise _fail(path, f"the shard manifest has no {key!r}")
     return manifest
@@ -107,7 +149,7 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _open_shard(directory: str, entry: dict, verify: bool) -> list[pa.RecordBatch]:
+def _open_shard(directory: str, entry: dict, verify: bool, kind: str) -> list[pa.RecordBatch]:
     path = os.path.join(directory, entry["file"])
     if not os.path.isfile(path):
         raise _fail(path, "shard file listed in manifest.json is missing")
@@ -121,7 +163,7 @@ def _open_shard(directory: str, entry: dict, verify: bool) -> list[pa.RecordBatc
     except (pa.ArrowInvalid, OSError) as err:
         raise _fail(path, f"not a readable Arrow IPC stream: {err}") from None
     names = reader.schema.names
-    for column in (INPUT_IDS, SENTENCE_ENDS):
+    for column in _KIND_COLUMNS[kind]:
         if column not in names or reader.schema.field(column).type != pa.list_(pa.int32()):
             raise _fail(path, f"shard has no {column}: list<int32> column")
     if WORD_STARTS in names and reader.schema.field(WORD_STARTS).type != pa.list_(pa.bool_()):
@@ -138,33 +180,41 @@ class ShardDataset:
     def __init__(self, path: str, manifest: dict, batches: list[pa.RecordBatch]) -> None:
         self.path = path
         self.manifest = manifest
+        self.kind = str(manifest["kind"])
         self.num_rows = int(manifest["rows"])
-        self.num_tokens = int(manifest["tokens"])
+        self.num_tokens = int(manifest["tokens"])  # of input_ids: for pairs, the sources
+        self.num_target_tokens = int(manifest.get("target_tokens", 0))  # of target_ids (pairs; 0 for lm)
         self.vocab_size = int(manifest["tokenizer"].get("vocab_size", 0))
         self.tokenizer_sha256 = str(manifest["tokenizer"].get("sha256", ""))
-        self._batches = [_Batch(b) for b in batches]
+        batch_class = _PairBatch if self.kind == PAIRS else _Batch
+        self._batches = [batch_class(b) for b in batches]
         self._batch_ends = np.cumsum([b.num_rows for b in batches], dtype=np.int64)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, verify: bool = False) -> ShardDataset:
-        """Open a shard directory; ``verify`` also checks the sha256 of every shard file."""
+    def open(cls, path: str | os.PathLike, verify: bool = False, kind: str = LM) -> ShardDataset:
+        """Open a shard directory of ``kind`` (``lm`` or ``pairs``); ``verify`` also checks every file's sha256."""
+        if kind not in _KIND_COLUMNS:
+            raise ValueError(f"unknown shard kind {kind!r}; choose one of {', '.join(_KIND_COLUMNS)}")
         directory = os.fspath(path)
-        manifest = _read_manifest(directory)
+        manifest = _read_manifest(directory, kind)
+        counted = [(column, TOKEN_COLUMNS[column]) for column in _KIND_COLUMNS[kind] if column in TOKEN_COLUMNS]
         batches: list[pa.RecordBatch] = []
-        tokens = 0
+        totals = dict.fromkeys((key for _, key in counted), 0)
         for entry in manifest["shards"]:
-            shard_batches = _open_shard(directory, entry, verify)
+            shard_batches = _open_shard(directory, entry, verify, kind)
             batches.extend(shard_batches)
-            shard_tokens = sum(_token_count(b) for b in shard_batches)
-            if "tokens" in entry and shard_tokens != entry["tokens"]:
-                raise _fail(os.path.join(directory, entry["file"]),
-                            f"shard holds {shard_tokens} tokens, manifest.json says {entry['tokens']}")
-            tokens += shard_tokens
+            for column, key in counted:
+                held = sum(_token_count(b, column) for b in shard_batches)
+                if key in entry and held != entry[key]:
+                    raise _fail(os.path.join(directory, entry["file"]),
+                                f"shard holds {held} {key.replace('_', ' ')}, manifest.json says {entry[key]}")
+                totals[key] += held
         rows = sum(b.num_rows for b in batches)
         manifest_path = os.path.join(directory, MANIFEST)
-        if rows != manifest["rows"] or tokens != manifest["tokens"]:
-            raise _fail(manifest_path, f"totals say {manifest['rows']} rows / {manifest['tokens']} tokens, "
-                                       f"the shards hold {rows} / {tokens}")
+        if rows != manifest["rows"] or any(totals[key] != manifest[key] for key in totals):
+            said = " / ".join(f"{manifest[key]} {key.replace('_', ' ')}" for key in totals)
+            held = " / ".join(str(totals[key]) for key in totals)
+            raise _fail(manifest_path, f"totals say {manifest['rows']} rows / {said}, the shards hold {rows} / {held}")
         return cls(directory, manifest, batches)
 
     @property
@@ -176,7 +226,7 @@ class ShardDataset:
     def __len__(self) -> int:
         return self.num_rows
 
-    def __getitem__(self, index: int) -> LMRow:
+    def __getitem__(self, index: int) -> LMRow | PairRow:
         i = int(index)
         if i < 0:
             i += self.num_rows
@@ -193,7 +243,7 @@ class ShardDataset:
     def __reduce__(self):
         # Data loader workers started with "spawn" get the dataset by value: reopen
         # the memory maps there rather than copy every record batch.
-        return (ShardDataset.open, (self.path,))
+        return (ShardDataset.open, (self.path, False, self.kind))
 
     @property
     def has_word_starts(self) -> bool:
@@ -210,6 +260,6 @@ class ShardDataset:
                            "with this tokenizer")
 
 
-def _token_count(batch: pa.RecordBatch) -> int:
-    offsets = batch.column(INPUT_IDS).offsets
+def _token_count(batch: pa.RecordBatch, column: str) -> int:
+    offsets = batch.column(column).offsets
     return int(offsets[-1].as_py() - offsets[0].as_py()) if len(offsets) else 0

@@ -1,15 +1,14 @@
-"""Text generation for ``GPTForCausalLM``: a key/value cache, sampling filters, the decoding loop.
+"""Text generation for any model that decodes incrementally: the decoding interface, sampling, the loop.
 
-The cached forward runs the model's own modules (embeddings, each block's
-attention projections, norms and feed-forward network, the tied output
-projection) so it stays in step with ``ptmcli.models.gpt``: the prompt is
-encoded in one pass with causal scaled-dot-product attention, its keys and
-values kept per layer; then each new token attends to the cache and adds its
-own. A step costs one token's work instead of the whole sequence's.
-
-When the cache reaches the context length, the last half of the sequence is
-encoded again (positions restart from 0) and decoding goes on, so a learned
-position table never runs out.
+A model whose family generates (``Family.generates``) has an
+``incremental_decoder(context)`` method returning a :class:`Decoder`: ``start``
+takes the prompt (a decoder-only model's context; an encoder-decoder's source,
+which it encodes) and gives the logits of the first token to generate and a
+decoding state holding the key/value cache; ``step`` feeds the chosen tokens
+and gives the next logits. The model runs its own training modules on the
+cache (``ptmcli.models.gpt.GPTDecoder``), so this file holds no forward pass:
+only what is the same for every family, choosing tokens and knowing when to
+stop.
 
 Sampling: temperature, then top-k (the k most likely tokens), then top-p (the
 smallest set of most likely tokens whose probability reaches p), then a draw
@@ -20,77 +19,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
-
-from ptmcli.models.layers import PreNormBlock
 
 
-class KVCache:
-    """Keys and values of every layer, ``[B, heads, capacity, head_dim]``, filled up to ``length``."""
+class Decoder(Protocol):
+    """Incremental decoding of one model; the state it hands back is opaque to the caller."""
 
-    def __init__(self, num_layers: int, capacity: int) -> None:
-        self.capacity = capacity
-        self.keys: list[torch.Tensor | None] = [None] * num_layers
-        self.values: list[torch.Tensor | None] = [None] * num_layers
-        self.length = 0
+    device: torch.device
 
-    def store(self, layer: int, start: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the new ``[B, h, T, d]`` key/value at ``start``; return everything up to ``start + T``."""
-        if self.keys[layer] is None:
-            batch, heads, _, dim = key.shape
-            shape = (batch, heads, self.capacity, dim)
-            self.keys[layer] = key.new_empty(shape)
-            self.values[layer] = value.new_empty(shape)
-        stop = start + key.shape[2]
-        if stop > self.capacity:
-            raise ValueError(f"cache of {self.capacity} positions cannot hold {stop}")
-        self.keys[layer][:, :, start:stop] = key
-        self.values[layer][:, :, start:stop] = value
-        return self.keys[layer][:, :, :stop], self.values[layer][:, :, :stop]
+    def start(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """``[B, T]`` prompts -> (logits ``[B, vocab]`` of the first token to generate, state)."""
+        ...
 
-
-def _attend(attention, x: torch.Tensor, cache: KVCache, layer: int, start: int) -> torch.Tensor:
-    batch, length, hidden = x.shape
-    qkv = attention.qkv(x).view(batch, length, 3, attention.num_heads, attention.head_dim)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    keys, values = cache.store(layer, start, k, v)
-    if start == 0:
-        context = F.scaled_dot_product_attention(q, keys, values, is_causal=True)
-    elif length == 1:
-        context = F.scaled_dot_product_attention(q, keys, values)  # one new token sees everything before it
-    else:
-        # Several new tokens after a cached prefix: each sees the prefix and the new tokens up to itself.
-        visible = torch.arange(start + length, device=x.device)[None, :] <= torch.arange(start, start + length, device=x.device)[:, None]
-        context = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
-    return attention.out(context.transpose(1, 2).reshape(batch, length, hidden))
-
-
-def _block(block, x: torch.Tensor, cache: KVCache, layer: int, start: int) -> torch.Tensor:
-    """One Transformer block in eval mode (no dropout), with cached attention."""
-    if isinstance(block, PreNormBlock):
-        x = x + _attend(block.attention, block.attention_norm(x), cache, layer, start)
-        return x + block.ffn(block.ffn_norm(x))
-    x = block.attention_norm(x + _attend(block.attention, x, cache, layer, start))
-    return block.ffn_norm(x + block.ffn(x))
-
-
-def cached_logits(model, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Feed ``[B, T]`` new tokens after the cached ones; the next-token logits ``[B, vocab]`` after the last.
-
-    An empty cache makes this the prefill; one token at a time is a decoding step.
-    """
-    gpt = model.gpt
-    start = cache.length
-    x = gpt.embed(input_ids, start)
-    for i, block in enumerate(gpt.layers):
-        x = _block(block, x, cache, i, start)
-    cache.length = start + input_ids.shape[1]
-    last = x[:, -1]
-    if gpt.final_norm is not None:
-        last = gpt.final_norm(last)
-    return model.logits(last)
+    def step(self, state: Any, next_ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """``[B, n]`` tokens after the state's -> (logits ``[B, vocab]`` after the last of them, state)."""
+        ...
 
 
 def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -150,25 +95,22 @@ def generate(
     generator: torch.Generator | None = None,
     context: int | None = None,
 ) -> list[Continuation]:
-    """``num_samples`` continuations of one prompt, decoded together with a KV cache.
+    """``num_samples`` continuations of one prompt, decoded together by the model's :class:`Decoder`.
 
-    ``context`` bounds the positions used (default: the model's); a prompt
-    longer than it keeps its last ``context - 1`` tokens. Call in eval mode.
+    ``context`` bounds the positions used (default: the model's); what a
+    prompt longer than that keeps is the decoder's choice (GPT: its last
+    ``context - 1`` tokens). Call in eval mode.
     """
     if not prompt_ids:
         raise ValueError("generation needs at least one prompt token")
-    limit = context or model.config.max_position_embeddings
-    limit = min(limit, model.config.max_position_embeddings)
-    if limit < 2:
-        raise ValueError(f"a context of {limit} positions leaves no room to generate")
-    device = model.output_weight.device
+    decoder: Decoder = model.incremental_decoder(context)
+    device = decoder.device
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
-    sequence = torch.tensor(prompt_ids[-(limit - 1):], dtype=torch.long, device=device).repeat(num_samples, 1)
+    prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device).repeat(num_samples, 1)
     generated = torch.zeros(num_samples, 0, dtype=torch.long, device=device)
     done = torch.zeros(num_samples, dtype=torch.bool, device=device)
     stopped_at = torch.full((num_samples,), -1, dtype=torch.long, device=device)
-    cache = KVCache(len(model.gpt.layers), limit)
-    logits = cached_logits(model, sequence, cache)
+    logits, state = decoder.start(prompt)
     for step in range(max_new_tokens):
         token = next_tokens(logits, temperature, top_k, top_p, generator)
         hit = torch.isin(token, stops) & ~done
@@ -177,13 +119,7 @@ def generate(
         generated = torch.cat([generated, token[:, None]], dim=1)
         if bool(done.all()) or step == max_new_tokens - 1:
             break
-        if cache.length == limit:
-            # Out of positions: re-encode the recent half and continue from there.
-            keep = torch.cat([sequence, generated], dim=1)[:, -(limit // 2):]
-            cache = KVCache(len(model.gpt.layers), limit)
-            logits = cached_logits(model, keep, cache)
-            continue
-        logits = cached_logits(model, token[:, None], cache)
+        logits, state = decoder.step(state, token[:, None])
     results = []
     for row in range(num_samples):
         end = int(stopped_at[row])

@@ -1,7 +1,8 @@
 """GPT (Radford et al., 2018, 2019): a left-to-right Transformer language model.
 
 Read top to bottom: the config and presets, the decoder trunk, the causal LM with
-its fused next-token loss, then the key map to Hugging Face ``GPT2LMHeadModel``.
+its fused next-token loss, incremental decoding with a key/value cache, then the
+key map to Hugging Face ``GPT2LMHeadModel``.
 
 GPT-2 is the default shape: learned positions, pre-LN blocks, a final LayerNorm,
 tanh-approximated GELU, and the output projection tied to the token embeddings
@@ -23,6 +24,7 @@ from torch import nn
 from ptmcli.errors import PtmError
 from ptmcli.models.family import Family
 from ptmcli.models.framing import Framing
+from ptmcli.models.kv_cache import KVCache
 from ptmcli.models.layers import Dropout, PostNormBlock, PreNormBlock, linear_cross_entropy
 
 IGNORE_INDEX = -100
@@ -152,7 +154,7 @@ class GPTModel(nn.Module):
         return self.dropout(self.word_embeddings(input_ids) + self.position_embeddings.weight[start : start + length])
 
     def forward(
-        self, input_ids: torch.Tensor, output_hidden_states: bool = False
+        self, input_ids: torch.Tensor, output_hidden_states: bool = False, cache: KVCache | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """``[B, T]`` ids -> the final hidden state ``[B, T, H]``.
 
@@ -160,11 +162,15 @@ class GPTModel(nn.Module):
         token never attends to the padding after it. With ``output_hidden_states``
         the result is ``(last, all)``, ``all`` being the embedding output and each
         block's output (L + 1 tensors; the last one before the final LayerNorm).
+
+        With a ``cache`` (decoding), ``input_ids`` are the tokens after the ones
+        it holds: they take the next positions, see the cached ones, and are
+        added to it.
         """
-        x = self.embed(input_ids)
+        x = self.embed(input_ids, 0 if cache is None else cache.length)
         states = [x]
-        for layer in self.layers:
-            x = layer(x, None, True)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, None, True, None if cache is None else cache.layers[i])
             if output_hidden_states:
                 states.append(x)
         if self.final_norm is not None:
@@ -194,6 +200,10 @@ class GPTForCausalLM(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits of hidden states (for generation and scoring a few positions)."""
         return F.linear(hidden, self.output_weight)
+
+    def incremental_decoder(self, context: int | None = None) -> GPTDecoder:
+        """This model's decoder for ``models.generation`` (at most ``context`` positions; default all)."""
+        return GPTDecoder(self, context)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Summed next-token loss over positions whose label is not -100.
@@ -231,6 +241,59 @@ class GPTForCausalLM(nn.Module):
         cfg = self.config
         blocks = sum(m.weight.numel() for m in self.gpt.layers.modules() if isinstance(m, nn.Linear))
         return 6.0 * (blocks + cfg.vocab_size * cfg.hidden_size) + 12 * cfg.num_layers * cfg.hidden_size * seq_len
+
+
+@dataclass
+class GPTDecodingState:
+    """Where decoding a batch stands: the cache and the tokens it holds."""
+
+    cache: KVCache
+    tokens: torch.Tensor
+    """``[B, n]``: what the cache holds, kept so that a full cache can be rebuilt from its recent half."""
+
+
+class GPTDecoder:
+    """Incremental decoding (``models.generation.Decoder``): the prompt once, then a few tokens per step.
+
+    Each call runs the training modules with a ``KVCache``, so a step costs its
+    new tokens' work, not the sequence's. When the cache would pass the context,
+    the last half of the sequence is encoded again (positions restart from 0)
+    and decoding goes on, so a learned position table never runs out.
+    """
+
+    def __init__(self, model: GPTForCausalLM, context: int | None = None) -> None:
+        positions = model.config.max_position_embeddings
+        self.model = model
+        self.capacity = min(context or positions, positions)
+        if self.capacity < 2:
+            raise ValueError(f"a context of {self.capacity} positions leaves no room to generate")
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.output_weight.device
+
+    @torch.no_grad()
+    def start(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, GPTDecodingState]:
+        """Encode ``[B, T]`` prompts (a longer one keeps its last ``capacity - 1`` tokens); the next-token logits."""
+        return self._encode(prompt_ids[:, -(self.capacity - 1):])
+
+    @torch.no_grad()
+    def step(self, state: GPTDecodingState, next_ids: torch.Tensor) -> tuple[torch.Tensor, GPTDecodingState]:
+        """Feed ``[B, n]`` tokens after the state's; the logits ``[B, vocab]`` after the last, and the state
+        to go on from (``state`` itself, updated, or a new one when the cache was rebuilt)."""
+        tokens = torch.cat([state.tokens, next_ids], dim=1)
+        if state.cache.length + next_ids.shape[1] > self.capacity:
+            return self._encode(tokens[:, -(self.capacity // 2):])
+        logits = self._last_logits(next_ids, state.cache)
+        state.tokens = tokens
+        return logits, state
+
+    def _encode(self, ids: torch.Tensor) -> tuple[torch.Tensor, GPTDecodingState]:
+        cache = KVCache(len(self.model.gpt.layers), self.capacity)
+        return self._last_logits(ids, cache), GPTDecodingState(cache, ids)
+
+    def _last_logits(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        return self.model.logits(self.model.gpt(ids, cache=cache)[:, -1])
 
 
 # Hugging Face GPT2LMHeadModel keys. Its Conv1D layers store weights as [in, out]:
@@ -309,6 +372,9 @@ class GPTFamily(Family):
 
     def top(self, model, input_ids, type_ids, attention_mask):
         return model.gpt(input_ids)
+
+    def input_embeddings(self, model):
+        return model.gpt.word_embeddings.weight
 
     def framing(self, tokenizer) -> Framing:
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptmcli.models.kv_cache import LayerCache
+
 
 def init_bert_weights(module: nn.Module, std: float) -> None:
     """Initialise one module as BERT does: truncated normal (±2 std) weights, zero bias, LayerNorm 1/0.
@@ -133,12 +135,21 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.out = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        """``causal`` hides later positions (decoders); ``mask`` is a padding mask, not combined with it."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        """``causal`` hides later positions (decoders); ``mask`` is a padding mask, not combined with it.
+
+        ``cache`` (incremental decoding, unpadded): ``x`` holds the new positions only; they attend to
+        the cached ones and to each other causally, and their keys and values join the cache.
+        """
         batch, length, hidden = x.shape
         # [B, T, 3, heads, d] -> three [B, heads, T, d] views without copies.
         qkv = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if cache is not None:
+            if mask is not None:
+                raise ValueError("cached attention takes no padding mask")
+            k, v, mask, causal = cache.extend(k, v)
         p = self.attention_dropout if self.training else 0.0
         if p > 0.0 and x.device.type == "cpu":
             context = attention_with_dropout(q, k, v, mask, p, causal)
@@ -184,8 +195,9 @@ class PostNormBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = Dropout(hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention(x, mask, causal)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask, causal, cache)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
@@ -209,8 +221,9 @@ class PreNormBlock(nn.Module):
         self.ffn = FeedForward(hidden_size, intermediate_size, gelu)
         self.dropout = Dropout(hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.attention_norm(x), mask, causal))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x), mask, causal, cache))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
