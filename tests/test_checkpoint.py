@@ -118,3 +118,43 @@ def test_resolve_and_prune(tmp_path):
     assert [p.name for p in ck.list_step_checkpoints(tmp_path / "run")] == [ck.step_dir_name(2), ck.step_dir_name(3)]
     with pytest.raises(PtmError):
         ck.resolve_checkpoint(tmp_path / "nothing")
+
+
+def test_a_kill_between_the_renames_of_a_replacement_is_undone(tmp_path):
+    from ptmcli.textio.atomic import leftovers, restore_retired
+
+    model = Tied()
+    best = _save(tmp_path / "run" / "best", model)
+    kept = {p.name: p.read_bytes() for p in best.iterdir() if p.is_file()}
+    # What the kill leaves: the old best/ aside, the new one unnamed, and an empty aside of an earlier kill.
+    (tmp_path / "run" / ".best.old-1").mkdir()
+    (tmp_path / "run" / ".best.old-2").mkdir()
+    best.rename(tmp_path / "run" / ".best.old-2" / "best")
+    _save(tmp_path / "run" / ".best.tmp-3", model)
+    assert restore_retired(tmp_path / "run") == [best]
+    assert {p.name: p.read_bytes() for p in best.iterdir() if p.is_file()} == kept
+    assert not (tmp_path / "run" / ".best.old-2").exists()
+    # With best/ in place the rest are ordinary leftovers: nothing to put back, and the next save removes them.
+    assert restore_retired(tmp_path / "run", "best") == []
+    _save(best, model)
+    assert leftovers(tmp_path / "run", name="best") == []
+
+
+def test_a_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from ptmcli.textio import atomic
+
+    target = tmp_path / "run.json"
+    atomic.atomic_write_text(target, "old\n")
+    atomic.atomic_write_text(target, "new\n")
+    assert target.read_text() == "new\n" and os.listdir(tmp_path) == ["run.json"]
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.os, "fsync", disk_full)
+    with pytest.raises(PtmError, match=rf"could not write {target}: disk full \(.*\); {target} was left as it was"):
+        atomic.atomic_write_text(target, "newer\n")
+    assert target.read_text() == "new\n" and os.listdir(tmp_path) == ["run.json"]

@@ -153,6 +153,32 @@ def test_resume_reaches_the_same_weights(pretrained, sentiment, tmp_path, capsys
         assert torch.equal(full[key], resumed[key]), key
 
 
+def test_resume_puts_back_a_best_checkpoint_a_kill_left_retired(pretrained, sentiment, tmp_path, capsys, monkeypatch):
+    # Replacing best/ takes two renames: the old one aside to .best.old-*/best, the new one in from
+    # .best.tmp-*. A kill between them leaves no best/; the resumed run puts the old one back.
+    import os
+    import shutil
+
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert", "--task", "classification", "--train", sentiment / "train.tsv",
+                    "--dev", sentiment / "dev.tsv", "-o", run, "--max-steps", "2", "--eval-every", "2", "--save-every", "2", *FT)
+    assert code == 0, err
+    best = run / "best"
+    kept = {path.relative_to(best): path.read_bytes() for path in best.rglob("*") if path.is_file()}
+    retired = run / ".best.old-k1ll3d00"
+    retired.mkdir()
+    shutil.copytree(best, run / ".best.tmp-k1ll3d00")  # the new copy that never got its name
+    os.rename(best, retired / "best")
+
+    code, err = ptm(capsys, "finetune", "--resume", run)
+    assert code == 0, err
+    assert {path.relative_to(best): path.read_bytes() for path in best.rglob("*") if path.is_file()} == kept
+    assert not retired.exists()
+    results = json.loads((run / "results.json").read_text())
+    assert results["best"] == read_config(best)["best"] and results["best_step"] == 2
+
+
 @pytest.mark.parametrize("task, lines", [
     ("regression", ["sentence1\tsentence2\tscore"] + ["a good city\tthe good river\t4.5", "a bad city\tthe good river\t1.0"] * 6),
     ("token-classification", ["EU B-ORG", "rejects O", "German B-MISC", "call O", "", "Peter B-PER", "Blackburn I-PER", ""] * 6),

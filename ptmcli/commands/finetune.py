@@ -6,14 +6,13 @@ import json
 import math
 import os
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.config import FinetuneConfig
-from ptmcli.training.launch import resume_batch_size
-from ptmcli.training.run_dir import check_run_dir, create_run_dir
+from ptmcli.training import resume
+from ptmcli.training.session import RunSession
 
 RESUMABLE_OVERRIDES = {"max_steps", "epochs", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "out", "resume", "patience"}
 
@@ -55,20 +54,13 @@ def _validate(cfg: FinetuneConfig) -> None:
 
 
 def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
-    from ptmcli.checkpoint import read_trainer, resolve_checkpoint
-
-    ckpt = resolve_checkpoint(cfg.resume)
-    _tensors, state = read_trainer(ckpt)
-    saved = FinetuneConfig(**{k: v for k, v in state["run_config"].items() if k in FinetuneConfig.__dataclass_fields__})
+    ckpt, state, saved = resume.saved_run(FinetuneConfig, cfg.resume)
     conflicts = sorted(n for n in explicit - RESUMABLE_OVERRIDES - {"config"} if getattr(cfg, n) != getattr(saved, n))
     if conflicts:
         raise PtmError(f"{_flag(conflicts[0])} conflicts with the run being resumed; only "
                        f"{', '.join(_flag(n) for n in sorted(RESUMABLE_OVERRIDES - {'resume', 'out'}))} may change on --resume")
     updates = {n: getattr(cfg, n) for n in explicit & RESUMABLE_OVERRIDES}
-    updates.update(resume_batch_size(saved.batch_size, int(state.get("world_size", 1)), ckpt))
-    updates["out"] = cfg.out or (str(ckpt.parent.parent) if ckpt.parent.name == "checkpoints" else None)
-    if updates["out"] is None:
-        raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
+    updates.update(resume.placement(cfg, saved, state, ckpt))
     return replace(saved, **updates), ckpt
 
 
@@ -119,25 +111,17 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli.finetuning.methods import discriminative_groups
     from ptmcli.finetuning.task import FinetuneTask, steps_per_epoch
     from ptmcli.finetuning.task_model import TaskModel, checkpoint_pool
-    from ptmcli.runtime.device import (
-        check_precision,
-        resolve_device,
-    )
     from ptmcli.tasks.collate import collate
     from ptmcli.tasks.labeled_shards import prepare_labeled
     from ptmcli.tasks.labels import output_size
     from ptmcli.tasks.readers import read_labeled
     from ptmcli.training import distributed
-    from ptmcli.training.loop import LoopSettings, exit_after_signal, separate_rank_rng, train
+    from ptmcli.training.loop import separate_rank_rng
+    from ptmcli.training.optim import adamw_for_groups
 
-    if cfg.threads is not None:
-        if cfg.threads <= 0:
-            raise PtmError(f"--threads {cfg.threads}: must be positive")
-        torch.set_num_threads(cfg.threads)
-    dist_info = distributed.from_environment(cfg.device)
-    device = distributed.device_for(dist_info, resolve_device(cfg.device))
-    check_precision(cfg.precision, device)
-    main = dist_info.is_main
+    session = RunSession(cfg, ckpt_to_resume)
+    device = session.start()
+    dist_info, main = session.dist_info, session.is_main
     source = load_checkpoint(open_checkpoint(cfg.checkpoint))
     lr = cfg.lr if cfg.lr is not None else default_lr(cfg.mode, getattr(source.model_config, "hidden_size", None))
     if source.config.get("task"):
@@ -150,7 +134,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     positions = family.position_limit(source.model_config)
     if positions is not None and cfg.max_len > positions:
         raise PtmError(f"--max-len {cfg.max_len} exceeds the model's {positions} positions")
-    run_dir = check_run_dir(cfg.out, cfg.overwrite, resuming=ckpt_to_resume is not None)
+    run_dir = session.check_run_dir()
 
     text_columns, label_column = _columns(cfg.text_columns), cfg.label_column
     if not main:
@@ -183,8 +167,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         pool = (ckpt_io.read_config(ckpt_to_resume).get("task") or {}).get("pool")
     elif pool is None:
         pool, why = checkpoint_pool(family, cfg.task, cfg.mode, source.config, source.initialised, str(source.path / "config.json"))
-        if why and main:
-            print(f"ptm: pooling {pool}, {why} (--pool to change)", file=sys.stderr)
+        if why:
+            session.announce(f"ptm: pooling {pool}, {why} (--pool to change)")
     # GPT's top layer enters a mix after its final LayerNorm, as in extract-features and HF's hidden_states;
     # a run resumed from before that was the rule keeps the layers its mix was learned on.
     normed_top = True if ckpt_to_resume is None else saved_normed_top(ckpt_io.read_config(ckpt_to_resume).get("task"))
@@ -213,10 +197,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
             sf.spot_check(model, stored.dev, dev_rows, stored.layout, device, "--dev", cfg.dev, source.path)
             dev_data = sf.StoredRows(stored.dev, dev_rows)
     groups = discriminative_groups(model, lr, cfg.weight_decay, cfg.discriminative_lr, num_layers)
-    try:
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
+    optimizer = adamw_for_groups(groups, lr, betas=(0.9, 0.999), eps=1e-6, device=device.type)
 
     pad_id = train_rows.pad_id
     batch_of = lambda rows: collate(rows, pad_id, max_length=positions)  # noqa: E731
@@ -259,75 +240,43 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         if not main:
             return
         ckpt_io.save_checkpoint(best_dir, config=dict(checkpoint_config, best={"step": step, **results}),
-                                weights=model.checkpoint_state(), tokenizer_dir=tokenizer_copy, metrics_file=run_dir / "metrics.jsonl")
+                                weights=model.checkpoint_state(), tokenizer_dir=tokenizer_copy, metrics_file=session.metrics_file)
 
     task = FinetuneTask(
         model, train_data, batch_of, batch_size=global_batch, seed=cfg.seed, evaluate_dev=evaluate_dev if dev_rows is not None else None,
         metric=metric, patience=cfg.patience, on_best=save_best, aux_lm_weight=cfg.aux_lm_weight, aux_lm_decay=cfg.aux_lm_decay,
         gradual_unfreeze=cfg.gradual_unfreeze, num_layers=num_layers,
     )
-    shared_task = distributed.GlobalBatchShare(task, dist_info) if dist_info.enabled else task
-    resume_state = None
     if ckpt_to_resume is not None:
         model.load_checkpoint_state(ckpt_io.read_weights(ckpt_to_resume), str(ckpt_to_resume))
-        resume_state = ckpt_io.read_trainer(ckpt_to_resume)
 
-    settings = LoopSettings(
-        max_steps=max_steps, lr=lr, warmup_steps=round(cfg.warmup_ratio * max_steps), schedule=cfg.schedule, grad_accum=cfg.grad_accum,
-        clip_norm=cfg.clip_norm, precision=cfg.precision, log_every=cfg.log_every,
-        eval_every=(cfg.eval_every or per_epoch) if dev_rows is not None else 0, save_every=cfg.save_every, keep_last=cfg.keep_last,
-        progress=cfg.progress,
-    )
-
-    def save(step: int, optimizer_tensors: dict, trainer_state: dict) -> None:
-        if not main:  # one writer; every rank holds the same state
-            return
-        trainer_state = dict(trainer_state, run_config=cfg.to_dict(), world_size=dist_info.world_size)
-        target = run_dir / "checkpoints" / ckpt_io.step_dir_name(step)
-        ckpt_io.save_checkpoint(target, config=checkpoint_config, weights=model.checkpoint_state(), tokenizer_dir=tokenizer_copy,
-                                metrics_file=run_dir / "metrics.jsonl", optimizer_tensors=optimizer_tensors, trainer_state=trainer_state)
-        ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
-
-    if main:
-        create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
-        if ckpt_to_resume is not None:  # leftovers of a run killed while saving or pruning
-            ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
-        _keep_tokenizer(source.path, tokenizer_copy)
-        (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "task": task_config, "source": str(source.path)}, indent=2) + "\n")
-    distributed.barrier(dist_info)
+    settings = session.loop_settings(max_steps=max_steps, lr=lr, warmup_steps=round(cfg.warmup_ratio * max_steps),
+                                     eval_every=(cfg.eval_every or per_epoch) if dev_rows is not None else 0)
+    save = session.save_function(checkpoint_config, tokenizer_copy, model.checkpoint_state)
+    session.open_run_dir({"task": task_config, "source": str(source.path)}, prepare=lambda _: _keep_tokenizer(source.path, tokenizer_copy))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    batch_text = (f"global batch {global_batch * cfg.grad_accum} = {cfg.batch_size} per device x {dist_info.world_size} processes x {cfg.grad_accum} accumulation, "
-                  if dist_info.enabled else "")
-    if main:
-        print(
-            f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
-            f"({len(labels) or 'a score'}{' labels' if labels else ''}), mode {cfg.mode}"
-            f"{f' on stored features ({cfg.train_features})' if stored is not None else ''}, {len(train_rows):,} train"
-            f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} examples, {max_steps:,} steps "
-            f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "
-            f"{trainable / 1e6:.2f}M trainable parameters, {batch_text}{device.type} {cfg.precision} -> {run_dir}",
-            file=sys.stderr,
-        )
-    started = time.time()
-    try:
-        # Not wrapped in DDP: gradual unfreezing changes the trainable set and the auxiliary LM runs
-        # outside forward(), so the loop averages gradients itself.
-        state = train(model, optimizer, shared_task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state,
-                      dist_info=dist_info, average_gradients=dist_info.enabled)
-        distributed.barrier(dist_info)
-    finally:
-        distributed.shutdown(dist_info)
+    batch_text = f"{session.global_batch_text()}, " if dist_info.enabled else ""
+    session.announce(
+        f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
+        f"({len(labels) or 'a score'}{' labels' if labels else ''}), mode {cfg.mode}"
+        f"{f' on stored features ({cfg.train_features})' if stored is not None else ''}, {len(train_rows):,} train"
+        f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} examples, {max_steps:,} steps "
+        f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "
+        f"{trainable / 1e6:.2f}M trainable parameters, {batch_text}{device.type} {cfg.precision} -> {run_dir}"
+    )
+    # Not wrapped in DDP: gradual unfreezing changes the trainable set and the auxiliary LM runs
+    # outside forward(), so the loop averages gradients itself.
+    state = session.train(model, optimizer, task, settings, save, average_gradients=dist_info.enabled)
     if not main:
         return {"step": state.step}
-    exit_after_signal(state)
     results = {"step": state.step, "stop_reason": state.last_metrics.get("stop_reason"), "metric": metric,
-               "best": None, "best_step": task.best_step, "train_seconds": round(time.time() - started, 1)}
+               "best": None, "best_step": task.best_step, "train_seconds": round(session.train_seconds, 1)}
     if task.best is not None:
         results["best"] = json.loads((best_dir / "config.json").read_text())["best"]
     warnings = _result_warnings(results["best"], labels, lr)
     if warnings:
         results["warnings"] = warnings
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    session.write_results(results)
     for warning in warnings:
         print(f"ptm: warning: {warning}", file=sys.stderr)
     if task.best is not None:

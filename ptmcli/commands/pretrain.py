@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.pretraining.config import MODEL_FIELDS, PretrainConfig
 from ptmcli.pretraining.objective_table import default_objective, get_objective
-from ptmcli.training.launch import resume_batch_size
-from ptmcli.training.run_dir import check_run_dir, create_run_dir
+from ptmcli.training import resume
+from ptmcli.training.session import RunSession
 
 # Paths a resumed run may be given again (a moved corpus): accepted when they hold the same data.
 RELOCATABLE = {"data", "tokenizer", "eval_data"}
@@ -53,12 +52,9 @@ def _validate(cfg: PretrainConfig) -> None:
 
 def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, Path]:
     """The saved run config, with only the flags that may change on resume applied."""
-    from ptmcli.checkpoint import read_trainer, resolve_checkpoint
     from ptmcli.config_fields import parse_duration
 
-    ckpt = resolve_checkpoint(cfg.resume)
-    _tensors, state = read_trainer(ckpt)
-    saved = PretrainConfig(**{k: v for k, v in state["run_config"].items() if k in PretrainConfig.__dataclass_fields__})
+    ckpt, state, saved = resume.saved_run(PretrainConfig, cfg.resume)
     conflicts = sorted(name for name in explicit - RESUMABLE_OVERRIDES - RELOCATABLE - {"config"}
                        if getattr(cfg, name) != getattr(saved, name))
     if conflicts:
@@ -76,11 +72,7 @@ def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainCon
             raise PtmError(f"--resume {cfg.resume}: the run's --{name.replace('_', '-')} {recorded} is not found from here "
                            f"(moved, or relative to another directory); give --{name.replace('_', '-')} DIR: "
                            "it is accepted when it holds the same data")
-    updates.update(resume_batch_size(saved.batch_size, int(state.get("world_size", 1)), ckpt))
-    out = cfg.out or (str(ckpt.parent.parent) if ckpt.parent.name == "checkpoints" else None)
-    if out is None:
-        raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
-    updates["out"] = out
+    updates.update(resume.placement(cfg, saved, state, ckpt))
     resumed = replace(saved, **updates)
     loop = state.get("loop") or {}
     step = int(loop.get("step", 0))
@@ -212,15 +204,6 @@ def _init_source(cfg: PretrainConfig, explicit: set[str], tokenizer) -> dict:
     return {"path": path, "config": config}
 
 
-def _threads(cfg: PretrainConfig) -> None:
-    import torch
-
-    if cfg.threads is not None:
-        if cfg.threads <= 0:
-            raise PtmError(f"--threads {cfg.threads}: must be positive")
-        torch.set_num_threads(cfg.threads)
-
-
 def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     """Pretrain per ``cfg``; returns the final logged metrics."""
     explicit = explicit or set()
@@ -240,7 +223,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     cfg = _with_arch_defaults(cfg)
     _validate(cfg)
     cfg = _absolute_paths(cfg)
-    run_dir = check_run_dir(cfg.out, cfg.overwrite, resuming=ckpt_to_resume is not None)
+    session = RunSession(cfg, ckpt_to_resume)
+    run_dir = session.check_run_dir()
     data_dir, tokenizer_dir = _resolve_data(cfg)
 
     import torch
@@ -249,21 +233,13 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli.data.shards import ShardDataset
     from ptmcli.models.registry import get_family
     from ptmcli.pretraining.bert_task import split_rows
-    from ptmcli.runtime.device import (
-        check_precision,
-        measure_matmul_peak,
-        peak_flops,
-        resolve_device,
-    )
+    from ptmcli.runtime.device import measure_matmul_peak, peak_flops
     from ptmcli.tokenization.tokenizer import PtmTokenizer
     from ptmcli.training import distributed
-    from ptmcli.training.loop import LoopSettings, exit_after_signal, train
     from ptmcli.training.optim import build_adamw
 
-    _threads(cfg)
-    dist_info = distributed.from_environment(cfg.device)
-    device = distributed.device_for(dist_info, resolve_device(cfg.device))
-    check_precision(cfg.precision, device)
+    device = session.start()
+    dist_info = session.dist_info
     tokenizer = PtmTokenizer.load(tokenizer_dir)
     # Checksums are read once here (about 1 GB/s), so a damaged shard is named before any training.
     dataset = ShardDataset.open(data_dir, verify=True)
@@ -289,8 +265,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
 
         fresh, dropped = ckpt_io.load_partial_weights(init["path"], model, model.tied_weights(), family.head_parts, TASK_PARTS)
         what = f"; {', '.join(fresh)} initialised at random" if fresh else ""
-        if dist_info.is_main:
-            print(f"ptm: starting from the weights of {init['path']}{what}{'; ignored its ' + ', '.join(dropped) if dropped else ''}", file=sys.stderr)
+        session.announce(f"ptm: starting from the weights of {init['path']}{what}{'; ignored its ' + ', '.join(dropped) if dropped else ''}")
     positions = family.position_limit(model_config)
     if positions is not None and cfg.seq_len > positions:
         raise PtmError(f"--seq-len {cfg.seq_len} exceeds the model's {positions} positions (raise --max-position-embeddings)")
@@ -301,22 +276,17 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         raise PtmError("--fsdp shards the model across processes: launch with torchrun --nproc-per-node N (N > 1)")
     if len(train_rows) == 0:
         raise PtmError(f"--data {data_dir}: no documents to train on")
-    if len(held_rows) == 0 and cfg.eval_rows > 0 and not cfg.eval_data and dist_info.is_main:
+    if len(held_rows) == 0 and cfg.eval_rows > 0 and not cfg.eval_data:
         # A tenth of the documents is held out (at most --eval-rows): fewer than 10 leaves none.
         advice = "give --eval-data SHARDS"
         if len(dataset) < 10:
             advice = ("a text without blank lines becomes one document: re-encode it with --document-boundary line, "
                       f"or {advice}")
-        print(f"ptm: warning: no held-out documents ({len(dataset)} in {data_dir}), so no evaluation will run; {advice}",
-              file=sys.stderr)
+        session.announce(f"ptm: warning: no held-out documents ({len(dataset)} in {data_dir}), so no evaluation will run; {advice}")
     task = _build_task(cfg, objective, family, tokenizer, dataset, train_rows, held_rows, dist_info.world_size)
-    if dist_info.enabled:
-        task = distributed.GlobalBatchShare(task, dist_info)
 
-    resume_state = None
     if ckpt_to_resume is not None:
         ckpt_io.load_weights(ckpt_to_resume, model, model.tied_weights())
-        resume_state = ckpt_io.read_trainer(ckpt_to_resume)
     if cfg.fsdp:
         # Shard after the whole weights are in place, before the optimizer sees the parameters.
         distributed.shard_fsdp(model, family.fsdp_units(model))
@@ -335,12 +305,10 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.max_steps // 20)
     from ptmcli.config_fields import parse_duration
 
-    settings = LoopSettings(
-        max_steps=cfg.max_steps, lr=cfg.lr, warmup_steps=warmup, schedule=cfg.schedule, grad_accum=cfg.grad_accum,
-        clip_norm=cfg.clip_norm, precision=cfg.precision, log_every=cfg.log_every, eval_every=cfg.eval_every,
-        save_every=cfg.save_every, keep_last=cfg.keep_last,
+    settings = session.loop_settings(
+        max_steps=cfg.max_steps, lr=cfg.lr, warmup_steps=warmup, eval_every=cfg.eval_every,
         max_time_s=parse_duration(cfg.max_time, "--max-time") if cfg.max_time else None,
-        progress=cfg.progress, peak_flops=peak, flops_per_token=model.flops_per_token(cfg.seq_len, objective.predicted_fraction(cfg)),
+        peak_flops=peak, flops_per_token=model.flops_per_token(cfg.seq_len, objective.predicted_fraction(cfg)),
     )
     model_dict = model_config.to_dict()
     checkpoint_config = {
@@ -348,46 +316,30 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
         "training": {"data": str(data_dir), "data_sha256": dataset.fingerprint, "seq_len": cfg.seq_len},
     }
-    if dist_info.is_main:
-        create_run_dir(run_dir, resuming=ckpt_to_resume is not None)
-        if ckpt_to_resume is not None:  # leftovers of a run killed while saving or pruning
-            ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
-        (run_dir / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "model": model_dict, "data": str(data_dir), "tokenizer": str(tokenizer_dir)}, indent=2) + "\n")
-    distributed.barrier(dist_info)
+    session.open_run_dir({"model": model_dict, "data": str(data_dir), "tokenizer": str(tokenizer_dir)})
 
-    def save(step: int, optimizer_tensors: dict, trainer_state: dict) -> None:
-        # FSDP: every rank takes part in gathering the weights. Then one writer; the others' state is the same.
-        weights = distributed.gathered_state_dict(model, model.tied_weights()) if cfg.fsdp else None
-        if not dist_info.is_main:
-            return
-        trainer_state = dict(trainer_state, run_config=cfg.to_dict(), world_size=dist_info.world_size)
-        if weights is None:
-            weights = ckpt_io.state_dict_for_saving(model, model.tied_weights())
-        target = run_dir / "checkpoints" / ckpt_io.step_dir_name(step)
-        ckpt_io.save_checkpoint(
-            target, config=checkpoint_config, weights=weights, tokenizer_dir=tokenizer_dir,
-            metrics_file=run_dir / "metrics.jsonl", optimizer_tensors=optimizer_tensors, trainer_state=trainer_state,
-        )
-        ckpt_io.prune_checkpoints(run_dir, cfg.keep_last)
+    def weights() -> dict:
+        # FSDP: every rank takes part in gathering the shards.
+        if cfg.fsdp:
+            return distributed.gathered_state_dict(model, model.tied_weights())
+        return ckpt_io.state_dict_for_saving(model, model.tied_weights())
+
+    save = session.save_function(checkpoint_config, tokenizer_dir, weights, collective=cfg.fsdp)
 
     n_params = model.num_parameters()
     world = dist_info.world_size
     tokens_per_step = cfg.batch_size * world * cfg.grad_accum * cfg.seq_len
-    what = "resuming" if resume_state else "pretraining"
-    batch_text = (f"global batch {cfg.batch_size * world * cfg.grad_accum} = {cfg.batch_size} per device x {world} processes x {cfg.grad_accum} accumulation"
-                  if dist_info.enabled else f"batch {cfg.batch_size}x{cfg.grad_accum}")
-    if dist_info.is_main:
-        print(
-            f"ptm: {what} {cfg.arch} ({cfg.preset}, {n_params / 1e6:.2f}M parameters, {model.flops_per_token(cfg.seq_len, objective.predicted_fraction(cfg)) / 1e6:.1f} MFLOP/token) "
-            f"on {data_dir} ({len(train_rows):,} train / {len(held_rows):,} held-out documents), objective {cfg.objective}, "
-            f"{device.type} {cfg.precision}, {batch_text} ({tokens_per_step:,} tokens/step max), {cfg.max_steps:,} steps -> {run_dir}",
-            file=sys.stderr,
-        )
-        if peak:
-            print(f"ptm: mfu is measured against {peak / 1e12:.2f} TFLOP/s, {peak_source}", file=sys.stderr)
-    started = time.time()
-    if cfg.compile and not family.compiles and dist_info.is_main:
-        print(f"ptm: --compile is ignored for {cfg.arch} (its LSTM kernels and per-batch unique tokens do not compile)", file=sys.stderr)
+    what = "resuming" if session.resuming else "pretraining"
+    batch_text = session.global_batch_text() or f"batch {cfg.batch_size}x{cfg.grad_accum}"
+    session.announce(
+        f"ptm: {what} {cfg.arch} ({cfg.preset}, {n_params / 1e6:.2f}M parameters, {model.flops_per_token(cfg.seq_len, objective.predicted_fraction(cfg)) / 1e6:.1f} MFLOP/token) "
+        f"on {data_dir} ({len(train_rows):,} train / {len(held_rows):,} held-out documents), objective {cfg.objective}, "
+        f"{device.type} {cfg.precision}, {batch_text} ({tokens_per_step:,} tokens/step max), {cfg.max_steps:,} steps -> {run_dir}"
+    )
+    if peak:
+        session.announce(f"ptm: mfu is measured against {peak / 1e12:.2f} TFLOP/s, {peak_source}")
+    if cfg.compile and not family.compiles:
+        session.announce(f"ptm: --compile is ignored for {cfg.arch} (its LSTM kernels and per-batch unique tokens do not compile)")
     elif cfg.compile:
         # Compile the encoder in place: its shapes are fixed (batches padded to --seq-len), while the
         # MLM head sees a different number of masked tokens every step and would recompile. In-place
@@ -395,24 +347,19 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         family.compile_target(model).compile()
     trained = model
     if dist_info.enabled:
-        if resume_state is None:
+        if not session.resuming:
             from ptmcli.training.loop import separate_rank_rng
 
             separate_rank_rng(dist_info, cfg.seed)
         if not cfg.fsdp:
             trained = distributed.wrap_ddp(model, device, find_unused=objective.find_unused_parameters)
-    try:
-        state = train(trained, optimizer, task, settings, device=device, run_dir=run_dir, save=save, resume=resume_state, dist_info=dist_info)
-        distributed.barrier(dist_info)
-    finally:
-        distributed.shutdown(dist_info)
-    if not dist_info.is_main:
+    state = session.train(trained, optimizer, task, settings, save)
+    if not session.is_main:
         return dict(state.last_metrics, step=state.step)
     final = state.last_metrics
     latest = ckpt_io.resolve_checkpoint(run_dir)
-    exit_after_signal(state)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k in (*objective.metrics, "tokens_per_s"))
-    print(f"ptm: done: step {state.step}, {summary} in {time.time() - started:.0f}s; checkpoint {latest}", file=sys.stderr)
+    print(f"ptm: done: step {state.step}, {summary} in {session.train_seconds:.0f}s; checkpoint {latest}", file=sys.stderr)
     if cfg.data is None:
         print(
             "\nNext: pretrain on your own text:\n"

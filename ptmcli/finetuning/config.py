@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ptmcli.config_fields import option
 from ptmcli.tasks import TASKS as TASK_TYPES
+from ptmcli.training import options
+from ptmcli.training.options import TrainingOptions
 
 MODES = ("finetune", "features")
 # Full finetuning's default peak rate by model width: small models need larger steps. Measured for
@@ -27,7 +29,7 @@ POOLS = ("mean", "cls", "last", "max", "pooler")
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(TrainingOptions):
     checkpoint: str | None = option(None, "Pretrained checkpoint to start from; a run directory (its best/ checkpoint, else its newest); or a Hugging Face model directory (converted for the run).", required="unless --train-features or --resume")
     from_scratch: bool = option(False, "Re-initialise the checkpoint's architecture randomly (same shape and tokenizer): the baseline pretraining is measured against.")
     task: str | None = option(None, "What to predict.", choices=TASK_TYPES, required="unless --resume")
@@ -37,8 +39,8 @@ class FinetuneConfig:
     dev_features: str | None = option(None, "Stored features of --dev, as --train-features (without them, --dev runs through the encoder at each evaluation).")
     text_columns: str | None = option(None, "Comma-separated input column/field names [default: recognised GLUE-style names].")
     label_column: str | None = option(None, "Label column/field name [default: label, gold_label, score, ...].")
-    out: str | None = option(None, "Run directory: checkpoints/, best/, metrics.jsonl, results.json.", flag="--out", short="-o", required="unless --resume")
-    overwrite: bool = option(False, "Replace an existing run directory instead of refusing.")
+    out: str | None = options.out("checkpoints/, best/, metrics.jsonl, results.json")
+    overwrite: bool = options.overwrite()
     mode: str = option("finetune", "finetune: every weight trains; features: the pretrained model is frozen and a learned scalar mix of its layers feeds the head (ELMo's recipe).", choices=MODES)
     pool: str | None = option(None, "Where a sentence or choice is read: mean (over its real tokens), max (each feature's largest value over them), last (its last real token), cls (position 0, without BERT's pooler) or pooler (BERT's pooler on [CLS]) [default: a sentence-transformers model's own pooling; for BERT, its pooler on [CLS] when pretraining trained it (NSP), else mean; GPT's last real token; the mean of ELMo and --mode features].", choices=POOLS)
     epochs: float = option(3.0, "Passes over the training data.")
@@ -59,15 +61,12 @@ class FinetuneConfig:
     patience: int = option(0, "Stop after this many evaluations without dev improvement (0: never stop early).")
     eval_every: int = option(0, "Evaluate on --dev every N steps [default: once per epoch].")
     save_every: int = option(0, "Save a resumable checkpoint every N steps (0: at the end only).")
-    keep_last: int = option(1, "Keep only the newest N step checkpoints (0 keeps all).")
+    keep_last: int = options.keep_last(1)
     log_every: int = option(20, "Log training metrics every N steps.")
     seed: int = option(0, "Seed for the head's initialisation, data order and dropout.")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
-    precision: str = option("fp32", "fp32, bf16 or fp16 (CUDA).", choices=("fp32", "bf16", "fp16"))
-    threads: int | None = option(None, "CPU threads for torch [default: all cores].")
+    device: str = options.device()
+    precision: str = options.precision("fp32, bf16 or fp16 (CUDA).")
+    threads: int | None = options.threads()
     resume: str | None = option(None, "Continue an interrupted finetuning run (its run directory or a checkpoint).")
-    progress: bool | None = option(None, "Show a progress bar [default: when stderr is a terminal].")
-    config: str | None = option(None, "JSON or TOML file setting any of these options (flags win).")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    progress: bool | None = options.progress()
+    config: str | None = options.config_file()

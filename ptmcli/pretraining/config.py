@@ -6,22 +6,24 @@ The same fields are command-line flags (``--batch-size``) and config-file keys
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ptmcli.config_fields import option
 from ptmcli.pretraining.objective_table import families, help_text
+from ptmcli.training import options
+from ptmcli.training.options import TrainingOptions
 
 MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "hidden_dropout", "attention_dropout")
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(TrainingOptions):
     arch: str = option("bert", "Model family to pretrain.", choices=families())
     objective: str | None = option(None, help_text())
     data: str | None = option(None, "Shard directory from `ptm tokenize encode`. Omit to use the sample corpus bundled with ptm.")
     tokenizer: str | None = option(None, "Tokenizer directory the shards were encoded with (default: the one recorded in the shard manifest).")
-    out: str | None = option(None, "Run directory: checkpoints/, metrics.jsonl, run.json.", flag="--out", short="-o", required="unless --resume")
-    overwrite: bool = option(False, "Replace an existing run directory instead of refusing.")
+    out: str | None = options.out("checkpoints/, metrics.jsonl, run.json")
+    overwrite: bool = options.overwrite()
     preset: str | None = option(None, "Model size preset: bert-tiny ... bert-large, gpt-tiny, gpt-mini, gpt-small, gpt1, gpt2-124m ... gpt2-1.5b, elmo-small, elmo-mini, elmo-original [default: bert-mini, gpt-mini or elmo-mini].")
     hidden_size: int | None = option(None, "Override the preset's hidden size.")
     num_layers: int | None = option(None, "Override the preset's number of Transformer layers.")
@@ -49,22 +51,19 @@ class PretrainConfig:
     eval_batches: int = option(20, "Batches per evaluation.")
     eval_data: str | None = option(None, "Another shard directory to evaluate on as well (same tokenizer).")
     save_every: int = option(0, "Save a resumable checkpoint every N steps (0: only at the end).")
-    keep_last: int = option(3, "Keep only the newest N step checkpoints (0 keeps all).")
+    keep_last: int = options.keep_last(3)
     log_every: int = option(10, "Log metrics every N steps.")
     seed: int = option(0, "Seed for initialisation, data order, masking and dropout.")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
-    precision: str = option("fp32", "fp32, bf16 (autocast; fast on CPUs with AVX-512 BF16 and on GPUs) or fp16 (CUDA, with loss scaling).", choices=("fp32", "bf16", "fp16"))
+    device: str = options.device()
+    precision: str = options.precision("fp32, bf16 (autocast; fast on CPUs with AVX-512 BF16 and on GPUs) or fp16 (CUDA, with loss scaling).")
     compile: bool = option(False, "torch.compile the encoder (minutes to compile; meant for GPUs, not faster than eager on the CPUs measured). Batches are padded to --seq-len so shapes stay fixed.")
-    threads: int | None = option(None, "CPU threads for torch [default: all cores].")
+    threads: int | None = options.threads()
     fsdp: bool = option(False, "Under torchrun: shard parameters, gradients and optimizer state across the processes (FSDP), for models too big for one device. Checkpoints are gathered into the usual single directory.")
     peak_tflops: float | None = option(None, "Device peak TFLOP/s for the MFU figure [default: known GPUs; measured matmul peak on CPU].")
     init_from: str | None = option(None, "Start from this checkpoint's weights (continued pretraining / domain adaptation, e.g. a converted Hugging Face BERT): its architecture and shape are used, the shards must use its tokenizer; optimizer and data order start fresh.")
     resume: str | None = option(None, "Continue a run: a run directory (its latest checkpoint) or a checkpoint directory.")
-    progress: bool | None = option(None, "Show a progress bar [default: when stderr is a terminal].")
-    config: str | None = option(None, "JSON or TOML file setting any of these options (flags win).")
+    progress: bool | None = options.progress()
+    config: str | None = options.config_file()
 
     def model_overrides(self) -> dict:
         return {name: getattr(self, name) for name in MODEL_FIELDS if getattr(self, name) is not None}
-
-    def to_dict(self) -> dict:
-        return asdict(self)

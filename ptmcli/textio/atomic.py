@@ -5,7 +5,10 @@ A directory is built under a hidden staging name beside its target
 moment leaves the target as it was, plus at most a hidden leftover that the
 next write of the same target removes. Removal works the same way backwards:
 one rename hides the directory (``.NAME.del-*``), then it is deleted, so no
-reader ever sees a half-deleted directory under its real name.
+reader ever sees a half-deleted directory under its real name. Replacing a
+directory takes two renames (the old one aside to ``.NAME.old-*/NAME``, the
+new one in); :func:`restore_retired` undoes a kill between them. Single files
+are replaced the same way, in one rename (:func:`atomic_write_text`).
 """
 
 from __future__ import annotations
@@ -103,6 +106,39 @@ def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Pa
         raise
 
 
+def atomic_write_text(target: str | Path, text: str) -> None:
+    """Replace the file ``target`` with ``text`` (UTF-8) in one rename, fsynced first.
+
+    A kill leaves the old file or the new one, plus at most a hidden
+    ``.NAME.tmp-*`` beside it, which the next write of ``target`` removes (so
+    only the one process that writes ``target`` may call this). A failure to
+    write (disk full, read-only filesystem, a failed fsync) is raised as
+    :class:`OutputWriteError`, with ``target`` as it was and nothing left beside it.
+    """
+    target = Path(target)
+    for entry in leftovers(target.parent, name=target.name):
+        if entry.is_file():
+            entry.unlink(missing_ok=True)
+    staging = None
+    try:
+        fd, staging = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o666 & ~umask)  # mkstemp's 0600 would make the file private
+        os.replace(staging, target)
+        _fsync_dir(target.parent)
+    except BaseException as err:
+        if staging is not None:
+            Path(staging).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OutputWriteError(target, err) from err
+        raise
+
+
 def discard_directory(path: str | Path) -> None:
     """Delete a directory so that it vanishes from its name in one step (hidden first, then removed)."""
     path = Path(path)
@@ -144,6 +180,34 @@ def remove_leftovers(parent: str | Path, *, name: str | None = None, prefix: str
         if ".old-" in entry.name and not (Path(parent) / original).exists():
             continue
         shutil.rmtree(entry, ignore_errors=True)
+
+
+def restore_retired(parent: str | Path, name: str | None = None) -> list[Path]:
+    """Put back each directory of ``parent`` (only ``name``, if given) that a kill left retired.
+
+    A kill between the two renames that replace ``NAME`` leaves no ``NAME``,
+    only its previous version whole under ``.NAME.old-*/NAME``: that version
+    takes its name again. Returns the directories put back. Only the one
+    process that writes these outputs may call this.
+    """
+    parent = Path(parent)
+    retired: dict[str, list[Path]] = {}
+    for entry in leftovers(parent, name=name, prefix="" if name is None else None):
+        original = entry.name[1:].rpartition(".")[0]
+        if ".old-" in entry.name and (entry / original).is_dir():
+            retired.setdefault(original, []).append(entry / original)
+    restored = []
+    for original, copies in sorted(retired.items()):
+        target = parent / original
+        if target.exists():
+            continue  # the replacement was completed; the retired copy is an ordinary leftover
+        # Normally one; should kills have left several, the newest is the version last in place.
+        newest = max(copies, key=lambda copy: copy.stat().st_mtime)
+        os.rename(newest, target)
+        _fsync_dir(parent)
+        shutil.rmtree(newest.parent, ignore_errors=True)
+        restored.append(target)
+    return restored
 
 
 def _fsync_tree(root: Path) -> None:

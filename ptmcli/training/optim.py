@@ -35,8 +35,16 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr_scale: dict[str, 
 
 
 def build_adamw(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-6, device: str = "cpu") -> torch.optim.Optimizer:
-    """AdamW, fused when the device supports it (CPU and CUDA do in torch >= 2.4)."""
-    groups = parameter_groups(model, weight_decay)
+    """AdamW over ``model``'s decay / no-decay groups (see :func:`adamw_for_groups`)."""
+    return adamw_for_groups(parameter_groups(model, weight_decay), lr, betas=betas, eps=eps, device=device)
+
+
+def adamw_for_groups(groups: list[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-6, device: str = "cpu") -> torch.optim.Optimizer:
+    """AdamW over ready-made parameter groups, fused when the device supports it (CPU and CUDA do in torch >= 2.4).
+
+    Each group names its parameters (``names``) for saving; a group's own ``lr``
+    (finetuning's per-layer rates) wins over ``lr``.
+    """
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
     except (RuntimeError, TypeError, ValueError):
