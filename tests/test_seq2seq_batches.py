@@ -354,3 +354,21 @@ def test_ranks_encode_their_share_of_pairs(tokenizer, tmp_path, monkeypatch):
     assert merged["rows"] == len(dataset) == single["rows"] == 25 and merged["world_size"] == 2
     assert (merged["tokens"], merged["target_tokens"]) == (single["tokens"], single["target_tokens"])
     assert merged["input"]["pairs"] == 25
+
+
+def test_tokenize_encode_pairs_through_the_cli(tokenizer, tmp_path, capsys):
+    from conftest import run_cli_err
+
+    directory, tok = tokenizer
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"en": f"the cat sat {i}", "de": f"die katze sass {i} mal"}) + "\n" for i in range(5)),
+                    encoding="utf-8")
+    code, err = run_cli_err(capsys, "tokenize", "encode", data, "--pairs", "--pair-fields", "en,de", "-t", directory,
+                            "-o", tmp_path / "shards", "--no-progress")
+    assert code == 0, err
+    dataset = ShardDataset.open(tmp_path / "shards", kind="pairs")
+    source, target = dataset[0]
+    assert [source.tolist(), target.tolist()] == [list(ids) for ids in tok.encode_batch(["the cat sat 0", "die katze sass 0 mal"])]
+    code, err = run_cli_err(capsys, "tokenize", "encode", data, "--pairs", "--pair-fields", "en", "-t", directory,
+                            "-o", tmp_path / "other", "--no-progress")
+    assert code == 2 and "--pair-fields 'en'" in err and not (tmp_path / "other").exists()

@@ -16,6 +16,8 @@ Examples:
 ptm tokenize encode corpus/*.txt --tokenizer tok/ -o shards/
 
 zcat wiki.jsonl.gz | ptm tokenize encode - --tokenizer tok/ -o shards/ --format jsonl
+
+paste train.en train.de | ptm tokenize encode - --pairs --tokenizer tok/ -o pairs/
 """
 
 
@@ -33,6 +35,8 @@ def encode(
     split_sentences: bool = typer.Option(True, "--split-sentences/--no-split-sentences", metavar="", help="Split paragraphs into sentences; without it each paragraph (line) is one sentence."),
     word_starts: bool = typer.Option(True, "--word-starts/--no-word-starts", metavar="", help="Store which tokens start a word (for whole-word masking)."),
     document_boundary: str = typer.Option("blank", "--document-boundary", metavar="TEXT", help="Plain text: what ends a document: blank (a blank line, BERT's layout), line (every line is a document: one-sentence- or one-paragraph-per-line corpora) or none (each file is one document)."),
+    pairs: bool = typer.Option(False, "--pairs", metavar="", help="The inputs hold source/target pairs (TSV `source<TAB>target` or JSONL), for sequence-to-sequence training: writes pair shards (a target column beside the source)."),
+    pair_fields: str = typer.Option("source,target", "--pair-fields", metavar="TEXT", help="With --pairs and JSONL input: the JSON keys of the source and the target."),
     progress: bool = typer.Option(None, "--progress/--no-progress", metavar="", help="Progress bar on stderr (default: when stderr is a terminal).", show_default=False),
 ) -> None:
     from ptmcli.commands.tokenize_encode import run
@@ -40,4 +44,4 @@ def encode(
     run(inputs=inputs, tokenizer=tokenizer, out=out, workers=workers, shard_size=shard_size, fmt=fmt,
         text_field=text_field, tsv_column=tsv_column, errors=errors, overwrite=overwrite,
         split_sentences=split_sentences, word_starts=word_starts, document_boundary=document_boundary,
-        progress=progress)
+        pairs=pairs, pair_fields=pair_fields, progress=progress)

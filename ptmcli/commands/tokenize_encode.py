@@ -26,7 +26,8 @@ def parse_size(text: str, flag: str = "--shard-size") -> int:
 def run(*, inputs: list[str], tokenizer: str, out: str, workers: int | None = None, shard_size: str = "256MB",
         fmt: str = "auto", text_field: str = "text", tsv_column: str | None = None, errors: str = "strict",
         overwrite: bool = False, split_sentences: bool = True, word_starts: bool = True,
-        document_boundary: str = "blank", progress: bool | None = None) -> dict:
+        document_boundary: str = "blank", pairs: bool = False, pair_fields: str = "source,target",
+        progress: bool | None = None) -> dict:
     from ptmcli.data.encode import encode_to_shards, summary_line
     from ptmcli.textio.inputs import ERROR_MODES, FORMATS
 
@@ -35,6 +36,9 @@ def run(*, inputs: list[str], tokenizer: str, out: str, workers: int | None = No
         raise PtmError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if errors not in ERROR_MODES:
         raise PtmError(f"--errors {errors!r}: choose one of {', '.join(ERROR_MODES)}")
+    fields = tuple(f.strip() for f in pair_fields.split(","))
+    if len(fields) != 2 or not all(fields) or fields[0] == fields[1]:
+        raise PtmError(f"--pair-fields {pair_fields!r}: give two different JSON keys, source first (e.g. source,target)")
     launch = from_torchrun_env()
     rank, world_size = launch.rank, launch.world_size
     if workers is None:
@@ -48,8 +52,7 @@ def run(*, inputs: list[str], tokenizer: str, out: str, workers: int | None = No
         inputs, tokenizer, out, workers=workers, shard_size_bytes=parse_size(shard_size), fmt=fmt,
         text_field=text_field, tsv_column=column, errors=errors, overwrite=overwrite,
         split_sentences=split_sentences, word_starts=word_starts, document_boundary=document_boundary,
-        progress=progress, rank=rank,
-        world_size=world_size,
+        progress=progress, rank=rank, world_size=world_size, pairs=pairs, pair_fields=fields,
     )
     if rank == 0:
         print(f"ptm: {summary_line(manifest, time.monotonic() - started)} -> {out}", file=sys.stderr)
