@@ -74,9 +74,9 @@ class ArchSpec:
 
 def _entries() -> list[ArchSpec]:
     # Imported here: each family pulls in torch and its model module.
-    from ptmcli.convert import hf_bert, hf_gpt
+    from ptmcli.convert import hf_albert, hf_bert, hf_gpt, word2vec
 
-    return [hf_bert.SPEC, hf_gpt.SPEC]
+    return [hf_bert.SPEC, hf_gpt.SPEC, hf_albert.SPEC, word2vec.SPEC]
 
 
 def supported_classes() -> list[str]:

@@ -433,6 +433,9 @@ class BertFamily(Family):
     def pool(self, model, tokens):
         return model.bert.pool(tokens)
 
+    def input_embeddings(self, model):
+        return model.bert.embeddings.word_embeddings.weight
+
     def pooler_trained(self, objective, initialised):
         # Only next-sentence prediction trains the pooler; after MLM alone it was never asked to summarise.
         if "pooler" in (initialised or []):

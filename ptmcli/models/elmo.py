@@ -580,6 +580,12 @@ class ElmoFamily(Family):
         states = model.representations(input_ids, attention_mask)
         return states[-1], states
 
+    def input_embeddings(self, model):
+        # Layer 0, the context-free token encoding: computed for every id (the character CNN has no table).
+        ids = torch.arange(model.config.vocab_size, device=next(model.parameters()).device)
+        with torch.no_grad():
+            return torch.cat([model.encode_tokens(chunk[None])[0] for chunk in ids.split(4096)])
+
     def framing(self, tokenizer) -> Framing:
         begin, end = sentence_boundary_ids(tokenizer)
         return Framing((begin,), (), (end,), 1, 1, False, False, tokenizer.pad_id if tokenizer.pad_id is not None else end)

@@ -59,7 +59,10 @@ class Family:
     min_context: int = 3
     """Shortest evaluation window: room for one token between the special ones."""
     generates: bool = False
-    """Whether the family continues text (``ptm eval --sample``, sliding-window ``--stride``)."""
+    """Whether the family continues text (``ptm eval --sample``, sliding-window ``--stride``). Its model
+    then has ``incremental_decoder(context=None)``, returning a :class:`ptmcli.models.generation.Decoder`:
+    ``start(prompt_ids) -> (logits, state)`` and ``step(state, next_ids) -> (logits, state)`` over a
+    key/value cache, which is all ``generate`` needs."""
     compiles: bool = True
     """Whether ``--compile`` applies (an LSTM with per-batch unique tokens does not compile)."""
 
@@ -113,6 +116,10 @@ class Family:
     def pooler_trained(self, objective: str | None, initialised: list[str] | None) -> bool | None:
         """Whether the checkpoint's pooler learned to summarise a sentence (None: the family has none)."""
         return None
+
+    def input_embeddings(self, model: nn.Module) -> torch.Tensor:
+        """``[vocab, D]``: the context-free vector of each token id, what static-vector probes read."""
+        raise PtmError(f"{self.title or self.name} has no input embedding matrix to read word vectors from")
 
     # -- inputs ----------------------------------------------------------------------------------
 

@@ -26,6 +26,12 @@ Task heads (``task: {"type": ..., "labels": [...]}``): ``classifier`` is one
   pooler is part of a sentence classifier and must be present;
 - ``"token-classification"``: over every token's last hidden state.
 
+ALBERT (``arch: "albert"``) has the same parts under ``albert.*`` (its encoder
+``albert.embeddings.*``, ``albert.layers.*``, its pooler ``albert.pooler.dense.*``),
+with ``mlm.*`` as above and the sentence-order head ``sop.{weight,bias}`` in
+NSP's place (``objective`` contains ``sop``); its task heads apply
+``classifier_dropout``.
+
 GPT (``arch: "gpt"``): the trunk ``gpt.*``; the output projection is the token
 embedding itself, so a ``clm`` checkpoint has no separate head weight.
 
@@ -121,9 +127,57 @@ class BertForTokenClassification(nn.Module):
         return self.classifier(self.dropout(hidden))
 
 
+class AlbertForSequenceClassification(nn.Module):
+    """ALBERT encoder + dropout + ``classifier`` over the pooled [CLS] vector: ``[B, num_labels]`` logits."""
+
+    def __init__(self, config, num_labels: int):
+        super().__init__()
+        from ptmcli.models.albert import AlbertModel
+        from ptmcli.models.layers import Dropout, init_bert_weights
+
+        self.config = config
+        self.albert = AlbertModel(config)
+        self.dropout = Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    def tied_weights(self) -> dict[str, str]:
+        return {}
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.albert(input_ids, token_type_ids, attention_mask)
+        return self.classifier(self.dropout(self.albert.pool(hidden)))
+
+
+class AlbertForTokenClassification(nn.Module):
+    """ALBERT encoder + dropout + ``classifier`` on every token: ``[B, T, num_labels]`` logits."""
+
+    def __init__(self, config, num_labels: int):
+        super().__init__()
+        from ptmcli.models.albert import AlbertModel
+        from ptmcli.models.layers import Dropout, init_bert_weights
+
+        self.config = config
+        self.albert = AlbertModel(config)
+        self.dropout = Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    def tied_weights(self) -> dict[str, str]:
+        return {}
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.albert(input_ids, token_type_ids, attention_mask)
+        return self.classifier(self.dropout(hidden))
+
+
 TASK_MODELS: dict[tuple[str, str], type] = {
     ("bert", "classification"): BertForSequenceClassification,
     ("bert", "token-classification"): BertForTokenClassification,
+    ("albert", "classification"): AlbertForSequenceClassification,
+    ("albert", "token-classification"): AlbertForTokenClassification,
 }
 
 

@@ -7,13 +7,15 @@ An explicit table: adding a family means one model file defining its
 from __future__ import annotations
 
 from ptmcli.errors import PtmError
-from ptmcli.models import bert, elmo, gpt
+from ptmcli.models import albert, bert, elmo, gpt, static
 from ptmcli.models.family import Family
 
 FAMILIES: dict[str, Family] = {
     "bert": bert.FAMILY,
     "gpt": gpt.FAMILY,
     "elmo": elmo.FAMILY,
+    "albert": albert.FAMILY,
+    "static": static.FAMILY,
 }
 
 
