@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -500,3 +502,33 @@ def test_a_converted_hf_albert_finetunes_and_extracts_features(tmp_path, capsys,
     assert code == 0, err
     assert json.loads((tmp_path / "hf-classifier" / "config.json").read_text())["architectures"] == [
         "AlbertForSequenceClassification"]
+
+
+def test_pseudo_perplexity_onnx_and_pretraining_heads_of_an_albert(tmp_path, capsys, monkeypatch, spiece):
+    """The paths that read the encoder through the family: eval's pseudo-perplexity, ONNX export, a finetuned
+    checkpoint that still carries the SOP head."""
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    src, hf_model = hf_albert_dir(tmp_path, "AlbertForPreTraining", spiece)
+    assert cli(capsys, src, tmp_path / "ptm")[0] == 0
+    text = tmp_path / "text.txt"
+    text.write_text("The cat sat on a mat. Hello world!\n\nThe dog is running, it sat.\n" * 3, encoding="utf-8")
+    code, out, err = run_cli(capsys, "eval", "-c", tmp_path / "ptm", "--data", text, "--json", "--no-progress")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["tokens_scored"] > 0 and math.isfinite(result["loss"]) and result["pseudo_accuracy"] is not None
+
+    if importlib.util.find_spec("onnx") is not None:
+        code, err = cli(capsys, tmp_path / "ptm", tmp_path / "onnx", "--to", "onnx")
+        assert code == 0, err
+        assert (tmp_path / "onnx" / "model.onnx").stat().st_size > 0
+
+    data = tmp_path / "train.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"the cat sat\t{i % 2}\nhello world\t{(i + 1) % 2}\n" for i in range(6)),
+                    encoding="utf-8")
+    code, _, err = run_cli(capsys, "finetune", "--checkpoint", tmp_path / "ptm", "--task", "classification", "--train", data,
+                           "-o", tmp_path / "ft", "--max-steps", "1", "--max-len", "16", "--no-progress")
+    assert code == 0, err
+    (finetuned,) = (tmp_path / "ft" / "checkpoints").iterdir()
+    assert any(k.startswith("sop.") for k in load_file(finetuned / "model.safetensors")), "the SOP head stays in the checkpoint"
+    code, err = cli(capsys, finetuned, tmp_path / "hf-classifier")
+    assert code == 0, err

@@ -16,6 +16,7 @@ from conftest import shared_file
 from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
 from ptmcli.evaluation.corpus import CorpusStats, group_wikitext, iter_sentences, read_documents
 from ptmcli.evaluation.masked import pseudo_log_likelihood
+from ptmcli.models.bert import FAMILY
 from ptmcli.evaluation.sequences import pack_blocks
 from ptmcli.evaluation.windows import IGNORE_INDEX, sliding_windows
 from ptmcli.models import bert, elmo, gpt
@@ -268,9 +269,9 @@ def test_pseudo_log_likelihood_handles_padding_and_chunking(bert_ckpt):
     mask = (ids != 0).long()
     scored = (ids > 3)
     with torch.no_grad():
-        whole, _ = pseudo_log_likelihood(model, ids, mask, scored, 4, rows_per_pass=100)
-        pieces, _ = pseudo_log_likelihood(model, ids, mask, scored, 4, rows_per_pass=3)
-        alone, _ = pseudo_log_likelihood(model, ids[:1, :5], mask[:1, :5], scored[:1, :5], 4, rows_per_pass=1)
+        whole, _ = pseudo_log_likelihood(model, ids, mask, scored, 4, rows_per_pass=100, family=FAMILY)
+        pieces, _ = pseudo_log_likelihood(model, ids, mask, scored, 4, rows_per_pass=3, family=FAMILY)
+        alone, _ = pseudo_log_likelihood(model, ids[:1, :5], mask[:1, :5], scored[:1, :5], 4, rows_per_pass=1, family=FAMILY)
     assert whole.shape == (8,)
     torch.testing.assert_close(whole, pieces, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(whole[:3], alone, rtol=1e-5, atol=1e-5)

@@ -33,6 +33,9 @@ def run(src: str, dst: str, cfg: ConvertConfig) -> dict:
     from ptmcli.convert.sources import read_source
 
     model = read_source(src, kind)
+    if target in ("hf", "onnx") and not model.spec.classes:
+        raise PtmError(f"{src}: a {model.spec.arch} checkpoint has no {target} form; "
+                       f"ptm convert {src} DST --to word2vec writes its vectors")
     notes = list(model.notes)
     described = f"{model.spec.arch}"
     if target == "ptm":
@@ -41,6 +44,9 @@ def run(src: str, dst: str, cfg: ConvertConfig) -> dict:
         write_ptm(model, dst, cfg.overwrite)
         described = f"{model.source.get('class')} -> ptm {model.spec.arch} (objective {model.objective or 'null'}"
         described += f", task {model.task['type']})" if model.task else ")"
+        if kind == "vectors":
+            described = f"{model.source['vectors']} {model.model['hidden_size']}-d vectors ({model.source['class']}) -> ptm {model.spec.arch}"
+            described += "".join(f" + {token} (a zero vector for unknown words)" for token in model.source["added_tokens"])
     elif target == "hf":
         from ptmcli.convert.writers import write_hf
 
@@ -51,7 +57,8 @@ def run(src: str, dst: str, cfg: ConvertConfig) -> dict:
         from ptmcli.convert.word2vec import write_word2vec
 
         _, count, skipped = write_word2vec(model, dst, cfg.binary, cfg.overwrite)
-        described = f"{count} {model.model['hidden_size']}-d vectors ({'binary' if cfg.binary else 'text'} word2vec)"
+        width = model.state[model.spec.input_embedding].shape[1]  # ALBERT's table is narrower than its layers
+        described = f"{count} {width}-d vectors ({'binary' if cfg.binary else 'text'} word2vec)"
         if skipped:
             notes.append(f"left out {len(skipped)} token(s) containing whitespace, e.g. {skipped[0]!r}")
     else:

@@ -31,23 +31,22 @@ OPSET = 17
 FILE = "model.onnx"
 
 
-class _BertOutputs(nn.Module):
-    def __init__(self, module: nn.Module, pooled: bool, logits: bool):
+class _EncoderOutputs(nn.Module):
+    def __init__(self, module: nn.Module, family, pooled: bool, logits: bool):
         super().__init__()
-        self.module, self.pooled, self.logits = module, pooled, logits
+        self.module, self.family, self.pooled, self.logits = module, family, pooled, logits
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        bert = self.module.bert
-        hidden = bert(input_ids, token_type_ids, attention_mask)
+        hidden = self.family.top(self.module, input_ids, token_type_ids, attention_mask)
         out = [hidden]
         if self.pooled:
-            out.append(bert.pool(hidden))
+            out.append(self.family.pool(self.module, hidden))
         if self.logits:
             out.append(self.module.mlm(hidden))
         return tuple(out)
 
 
-class _BertTask(nn.Module):
+class _EncoderTask(nn.Module):
     def __init__(self, module: nn.Module):
         super().__init__()
         self.module = module
@@ -69,16 +68,18 @@ class _GPTOutputs(nn.Module):
 def graph_for(model: Model) -> tuple[nn.Module, list[str], list[str]]:
     """(module to trace, input names, output names) for a checked model."""
     from ptmcli.convert.ptm_model import build_module
+    from ptmcli.models.registry import get_family
 
     module, _ = build_module(model)
-    if model.spec.arch == "gpt":
+    family = get_family(model.spec.arch)
+    if family.generates:
         return _GPTOutputs(module).eval(), ["input_ids"], ["logits", "last_hidden_state"]
     inputs = ["input_ids", "attention_mask", "token_type_ids"]
     if model.task is not None:
-        return _BertTask(module).eval(), inputs, ["logits"]
+        return _EncoderTask(module).eval(), inputs, ["logits"]
     pooled, logits = "pooler" in model.parts, "mlm" in model.parts
     outputs = ["last_hidden_state"] + ["pooler_output"] * pooled + ["logits"] * logits
-    return _BertOutputs(module, pooled, logits).eval(), inputs, outputs
+    return _EncoderOutputs(module, family, pooled, logits).eval(), inputs, outputs
 
 
 def example_inputs(names: list[str], vocab_size: int, batch: int = 2, length: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:

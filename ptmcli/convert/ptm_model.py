@@ -57,8 +57,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
         module = spec.build_model(model_config.to_dict())
         ignored = {"classifier": parts.pop("classifier")} if "classifier" in parts else {}
     tied = module.tied_weights() if hasattr(module, "tied_weights") else {}
-    # Task models have no MLM/NSP modules; those tensors, if any, are not theirs to load.
+    # Task models have no pretraining heads but the pooler; those tensors, if any, are not theirs to load.
     if task is not None:
-        ignored.update({p: parts[p] for p in ("mlm", "nsp") if p in parts})
+        ignored.update({p: prefix for p, prefix in parts.items() if p != "pooler"})
     initialised, _ = load_partial_weights(checkpoint, module, tied, parts, ignored)
     return module.eval(), config, initialised

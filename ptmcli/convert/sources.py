@@ -45,7 +45,7 @@ class Model:
 
 
 # The vector each family's exported task heads read: BERT's pooler on [CLS], GPT-2's last token.
-_EXPORTED_POOL = {"bert": ("pooler",), "gpt": ("last",)}
+_EXPORTED_POOL = {"bert": ("pooler",), "albert": ("pooler",), "gpt": ("last",)}
 
 
 def check_exported_pool(model: Model, target: str) -> None:
@@ -229,4 +229,8 @@ def read_ptm(path: str | Path) -> Model:
 
 
 def read_source(path: str | Path, kind: str) -> Model:
+    if kind == "vectors":
+        from ptmcli.convert.word2vec import read_vector_model
+
+        return read_vector_model(path)
     return read_ptm(path) if kind == "ptm" else read_hf(path)

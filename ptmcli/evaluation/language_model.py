@@ -140,7 +140,7 @@ def _masked(run: _Run, sentences) -> tuple[str, int, dict, dict]:
     blocks = pack_blocks(sentences, run.context - 2, cfg.sequences, specials.sep_id)
     pseudo = cfg.pseudo_perplexity
     prefix = "pll" if pseudo else "mlm"
-    sums = score_masked(run.loaded.model, blocks, specials, seq_len=run.context, seed=cfg.seed, pseudo=pseudo,
+    sums = score_masked(run.loaded.model, run.loaded.family, blocks, specials, seq_len=run.context, seed=cfg.seed, pseudo=pseudo,
                         on_batch=lambda s: run.show(s[f"{prefix}_nll_sum"], s[f"{prefix}_tokens"]), **run.common)
     mlm = nll_summary("mlm_", sums["mlm_nll_sum"], sums["mlm_tokens"], 0)
     extra = {"mlm_tokens": sums["mlm_tokens"], "mlm_loss": mlm["mlm_loss"], "mlm_ppl": mlm["mlm_ppl"],

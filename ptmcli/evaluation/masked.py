@@ -42,7 +42,8 @@ class MaskedSpecials:
 
 
 def pseudo_log_likelihood(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, scored: torch.Tensor, mask_id: int, rows_per_pass: int
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, scored: torch.Tensor, mask_id: int, rows_per_pass: int,
+    family,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(nll [N], hit [N])`` of every position where ``scored`` is True, each masked alone.
 
@@ -59,7 +60,7 @@ def pseudo_log_likelihood(
         ids = input_ids[row, :width].clone()
         targets = ids[torch.arange(len(row)), pos]
         ids[torch.arange(len(row)), pos] = mask_id
-        hidden = model.bert(ids, None, attention_mask[row, :width])
+        hidden = family.top(model, ids, None, attention_mask[row, :width])
         logits = model.mlm(hidden[torch.arange(len(row)), pos]).float()
         nll.append(F.cross_entropy(logits, targets, reduction="none"))
         hits.append(logits.argmax(dim=-1) == targets)
@@ -71,6 +72,7 @@ def pseudo_log_likelihood(
 
 def score_masked(
     model,
+    family,
     blocks: Iterable[np.ndarray],
     specials: MaskedSpecials,
     *,
@@ -103,7 +105,7 @@ def score_masked(
             sums["mlm_correct"] += int(out["mlm_correct"])
             if pseudo:
                 scored = ~batch["special_tokens_mask"].to(device)
-                nll, hits = pseudo_log_likelihood(model, ids, attention, scored, specials.mask_id, batch_size)
+                nll, hits = pseudo_log_likelihood(model, ids, attention, scored, specials.mask_id, batch_size, family)
                 sums["pll_nll_sum"] += float(nll.sum())
                 sums["pll_tokens"] += int(nll.numel())
                 sums["pll_correct"] += int(hits.sum())
