@@ -2,7 +2,8 @@
 
 - a finetuned checkpoint (``config.json`` "task" set): labeled metrics (``ptmcli.evaluation.labeled``);
 - a pretrained language model with ``--data``: perplexity and kin (``ptmcli.evaluation.language_model``);
-- a causal language model with ``--sample``: generated continuations (``ptmcli.evaluation.sampling``).
+- a causal language model with ``--sample``: generated continuations (``ptmcli.evaluation.sampling``);
+- ``--probe similarity|analogy``: word vectors of a checkpoint or a vector file (``ptmcli.evaluation.word_vectors``).
 
 Metrics go to stderr as a table and, with ``--json``, to stdout as one JSON object.
 """
@@ -23,16 +24,24 @@ def run(cfg: EvalConfig) -> dict | None:
 
     if not cfg.checkpoint:
         raise PtmError("--checkpoint is required: a checkpoint directory or a run directory")
-    if cfg.data is None and not cfg.sample:
-        raise PtmError("nothing to do: give --data FILE to score text, or --sample PROMPT to generate (gpt)")
-    if cfg.data is not None and cfg.sample:
-        raise PtmError("give either --data (scoring) or --sample (generation), not both")
+    if cfg.probe is None:
+        for flag, value in (("--restrict", cfg.restrict), ("--contextual-from", cfg.contextual_from), ("--lowercase", cfg.lowercase)):
+            if value is not None:
+                raise PtmError(f"{flag} applies to --probe similarity|analogy")
+        if cfg.data is None and not cfg.sample:
+            raise PtmError("nothing to do: give --data FILE to score text, or --sample PROMPT to generate (gpt)")
+        if cfg.data is not None and cfg.sample:
+            raise PtmError("give either --data (scoring) or --sample (generation), not both")
     if cfg.threads is not None:
         if cfg.threads < 1:
             raise PtmError(f"--threads {cfg.threads}: must be positive")
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
+    if cfg.probe is not None:
+        from ptmcli.evaluation.word_vectors import run_probe
+
+        return run_probe(cfg, device)
 
     checkpoint = open_checkpoint(cfg.checkpoint)
     config = read_config(checkpoint)

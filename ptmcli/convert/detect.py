@@ -1,6 +1,8 @@
-"""What a source directory is: a ptm checkpoint, a ptm run directory, or a transformers model.
+"""What a source is: a ptm checkpoint, a ptm run directory, a transformers model, or a word-vector file.
 
-Only config.json is read (no torch), so a wrong path fails at once.
+Only config.json is read (no torch), so a wrong path fails at once; a file is
+a word-vector file (word2vec text or binary, GloVe text, fastText .vec),
+whose format its reader finds.
 """
 
 from __future__ import annotations
@@ -13,13 +15,20 @@ from ptmcli.errors import PtmError
 TARGETS = ("hf", "ptm", "word2vec", "onnx")
 
 
+VECTORS = "vectors"
+VECTOR_TARGETS = ("ptm", "word2vec")
+
+
 def source_kind(path: str | Path) -> str:
-    """``"ptm"`` or ``"hf"``; a PtmError saying what was expected otherwise."""
+    """``"ptm"``, ``"hf"`` or ``"vectors"``; a PtmError saying what was expected otherwise."""
     path = Path(path)
     if not path.exists():
         raise PtmError(f"{path}: no such file or directory")
+    if path.is_file():
+        return VECTORS
     if not path.is_dir():
-        raise PtmError(f"{path}: expected a directory (a ptm checkpoint or a Hugging Face model directory)")
+        raise PtmError(f"{path}: expected a directory (a ptm checkpoint or a Hugging Face model directory) "
+                       "or a word-vector file")
     config = path / "config.json"
     if not config.is_file():
         if (path / "checkpoints").is_dir():
@@ -45,6 +54,8 @@ def target_for(kind: str, to: str | None) -> str:
         return "hf" if kind == "ptm" else "ptm"
     if to not in TARGETS:
         raise PtmError(f"--to {to!r}: expected one of {', '.join(TARGETS)}")
+    if kind == VECTORS and to not in VECTOR_TARGETS:
+        raise PtmError(f"--to {to}: a word-vector file converts to {' or '.join(VECTOR_TARGETS)}")
     if to == kind:
         name = "a ptm checkpoint" if kind == "ptm" else "a Hugging Face model directory"
         raise PtmError(f"--to {to}: the source is already {name}")

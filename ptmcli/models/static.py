@@ -86,6 +86,7 @@ class StaticFamily(Family):
     config_class, model_class, presets = StaticConfig, StaticVectors, {}
     preset_config = staticmethod(_no_presets)
     bottom_prefixes = (VECTORS,)
+    features_all_layers = True  # the one layer there is
     min_context = 1
     compiles = False
 
