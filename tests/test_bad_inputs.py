@@ -177,6 +177,18 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     _ptm_ok("extract-features", "-c", ckpt, p["train"], "--task", "classification", "--pool", "mean", "-o", p["feats_text"], "--no-progress")
     p["feats_token"] = root / "feats-token"
     _ptm_ok("extract-features", "-c", ckpt, p["train"], "--task", "classification", "-o", p["feats_token"], "--no-progress")
+    # Word vectors: a good .vec, one whose header promises more rows than it has, a ragged GloVe file,
+    # and a similarity file with a line that has no score.
+    p["vec"] = root / "good.vec"
+    p["vec"].write_text("3 2\nriver 0.1 0.2\ncity 0.3 0.4\nbank 0.5 0.6\n", encoding="utf-8")
+    p["vec_short"] = root / "short.vec"
+    p["vec_short"].write_text("5 2\nriver 0.1 0.2\ncity 0.3 0.4\n", encoding="utf-8")
+    p["glove_ragged"] = root / "ragged.glove.txt"
+    p["glove_ragged"].write_text("river 0.1 0.2 0.3\ncity 0.3 0.4\n", encoding="utf-8")
+    p["pairs_noscore"] = root / "pairs.tsv"
+    p["pairs_noscore"].write_text("river\tbank\t7.5\ncity\triver\n", encoding="utf-8")
+    p["pairs"] = root / "good-pairs.tsv"
+    p["pairs"].write_text("river\tbank\t7.5\ncity\triver\t3.0\n", encoding="utf-8")
     p["train_half"] = root / "train-half.tsv"
     p["train_half"].write_text("".join(p["train"].read_text(encoding="utf-8").splitlines(keepends=True)[:13]), encoding="utf-8")
     return p
@@ -289,6 +301,11 @@ ROWS = [
     Row("eval-zero-batch", "zero batch size", "eval -c {ckpt} --data {text} --batch-size 0", "--batch-size"),
     Row("eval-latin1-data", "Latin-1 (non-UTF-8) file", "eval -c {ckpt} --data {latin1}", "latin1.txt"),
     Row("eval-sample-on-bert", "generation from a BERT", "eval -c {ckpt} --sample hello", "language model"),
+    Row("eval-similarity-no-score", "similarity line without a score", "eval -c {vec} --probe similarity --data {pairs_noscore}",
+        "pairs.tsv:2"),
+    Row("eval-vec-short", ".vec file with fewer rows than its header", "eval -c {vec_short} --probe similarity --data {pairs}",
+        "short.vec"),
+    Row("convert-glove-ragged", "GloVe rows of unequal width", "convert {glove_ragged} {out}", "ragged.glove.txt:2"),
     # predict
     Row("predict-pretrained-checkpoint", "a pretrained checkpoint, not finetuned", "predict -c {ckpt} {features_in}",
         "ptm extract-features"),
