@@ -14,7 +14,13 @@ from conftest import sample_corpus
 from safetensors.torch import load_file
 
 from ptmcli.checkpoint import list_step_checkpoints
-from ptmcli.training.distributed import Distributed, share_of, slice_batch
+from ptmcli.training.distributed import (
+    Distributed,
+    GlobalBatchShare,
+    builds_rows,
+    share_of,
+    slice_batch,
+)
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
 
@@ -142,6 +148,114 @@ def test_shares_cover_the_global_batch_once():
     assert part["input_ids"].tolist() == [[6, 7], [8, 9], [10, 11]]
     assert part["labels"] == [3, 4, 5]
     assert part["scalar"] is batch["scalar"]
+
+
+def _pretraining_task(kind: str, shards: Path, tok: Path, batch_size: int):
+    """The task `ptm pretrain` builds for ``kind``, with ``batch_size`` examples per micro-batch."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ptmcli.data.shards import ShardDataset
+    from ptmcli.models.registry import get_family
+    from ptmcli.pretraining.objective_context import ObjectiveContext
+    from ptmcli.pretraining.objective_table import OBJECTIVES
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
+
+    arch, objective, whole_word = {"nsp": ("bert", "mlm+nsp", False), "nsp-whole-word": ("bert", "mlm+nsp", True),
+                                   "mlm-whole-word": ("bert", "mlm", True), "bilm": ("elmo", "bilm", False),
+                                   "clm": ("gpt", "clm", False)}[kind]
+    cfg = SimpleNamespace(objective=objective, seq_len=32, seed=3, short_seq_prob=0.1, whole_word_mask=whole_word, batch_size=batch_size,
+                          mask_prob=0.15, eval_batches=1, compile=False)
+    dataset = ShardDataset.open(shards)
+    assert dataset.has_word_starts
+    rows = np.arange(len(dataset))
+    return OBJECTIVES[objective].build(ObjectiveContext(cfg, PtmTokenizer.load(tok), dataset, rows[2:], [("heldout", dataset, rows[:2])],
+                                                        get_family(arch)))
+
+
+@pytest.mark.parametrize("kind", ["nsp", "nsp-whole-word", "mlm-whole-word", "bilm", "clm"])
+def test_each_rank_builds_exactly_its_slice_of_the_global_batch(corpus, kind):
+    shards, tok = corpus
+    whole = _pretraining_task(kind, shards, tok, 10)
+    ranks = [Distributed(rank=r, world_size=3) for r in range(3)]
+    parts = [GlobalBatchShare(_pretraining_task(kind, shards, tok, 10), rank) for rank in ranks]
+    assert all(part.in_part for part in parts)
+    for _step in range(8):
+        full = whole.next_micro_batches(2)
+        shares = [part.next_micro_batches(2) for part in parts]
+        for index, batch in enumerate(full):
+            for rank, share in zip(ranks, shares):
+                expected = slice_batch(batch, share_of(10, rank), 10)
+                assert expected.keys() == share[index].keys()
+                for key, value in expected.items():
+                    assert torch.equal(share[index][key], value), (kind, key)
+        # What the normalisers count on each rank adds up to the whole batch's count.
+        counts = [part.shared_counts(share) for part, share in zip(parts, shares)]
+        assert {k: sum(c[k] for c in counts) for k in counts[0]} == whole.normalizer_counts(full)
+        # Every rank's stream stands where the whole one does, so a checkpoint resumes at any world size.
+        assert all(part.state_dict() == whole.state_dict() for part in parts)
+    # Evaluation sets are whole on every rank.
+    for part in parts:
+        for mine, its in zip(part.eval_sets["heldout"], whole.eval_sets["heldout"]):
+            assert all(torch.equal(mine[key], its[key]) for key in its)
+
+
+def test_each_rank_collates_its_rows_of_a_finetuning_batch():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ptmcli.finetuning.task import FinetuneTask
+    from ptmcli.tasks.collate import collate
+
+    rows = [{"input_ids": np.arange(3 + i % 5), "token_type_ids": np.zeros(3 + i % 5, dtype=np.int64), "labels": np.array(i % 2),
+             "line": i} for i in range(23)]
+    model = SimpleNamespace(task_type="classification", mode="full")
+
+    def task():
+        return FinetuneTask(model, rows, lambda picked: collate(picked, pad_id=0), batch_size=6, seed=4)
+
+    whole = task()
+    ranks = [Distributed(rank=r, world_size=2) for r in range(2)]
+    parts = [GlobalBatchShare(task(), rank) for rank in ranks]
+    for _step in range(9):  # past two epochs
+        full = whole.next_micro_batches(2)
+        shares = [part.next_micro_batches(2) for part in parts]
+        for index, batch in enumerate(full):
+            lines = torch.cat([share[index]["line"] for share in shares])
+            assert torch.equal(lines, batch["line"]) and torch.equal(torch.cat([s[index]["labels"] for s in shares]), batch["labels"])
+            assert all(share[index]["epochs"] == batch["epochs"] for share in shares)
+        counts = [part.shared_counts(share) for part, share in zip(parts, shares)]
+        assert sum(c["task"] for c in counts) == whole.normalizer_counts(full)["task"]
+        assert all(part.state_dict() == whole.state_dict() for part in parts)
+
+
+def test_a_task_wrapper_without_rows_keeps_the_whole_batch_and_its_slice():
+    class Wrapper:  # passes everything through but changes batches, as tests/test_extending.py's does
+        def __init__(self, task):
+            self.task = task
+
+        def next_micro_batches(self, count):
+            return [{"x": b["x"] * 2} for b in self.task.next_micro_batches(count)]
+
+        def normalizers(self, batches):
+            return {"n": float(sum(b["x"].shape[0] for b in batches))}
+
+        def __getattr__(self, name):
+            return getattr(self.task, name)
+
+    class Rows:
+        batch_size = 4
+
+        def next_micro_batches(self, count, rows=None):
+            return [{"x": torch.arange(4.0)[rows or slice(None)]} for _ in range(count)]
+
+    assert builds_rows(Rows()) and not builds_rows(Wrapper(Rows()))
+    share = GlobalBatchShare(Wrapper(Rows()), Distributed(rank=1, world_size=2))
+    batches = share.next_micro_batches(2)
+    assert [b["x"].tolist() for b in batches] == [[4.0, 6.0], [4.0, 6.0]]
+    assert share.normalizers(batches) == {"n": 8.0, "ranks": 2.0}
 
 
 def test_finetune_two_processes_equal_one_with_gradual_unfreezing(one_process_runs, tmp_path):

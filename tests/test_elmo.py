@@ -22,8 +22,8 @@ from ptmcli.models.elmo import (
     char_table_for_vocab,
     preset_config,
 )
-from ptmcli.pretraining.bert_task import ExampleStream
 from ptmcli.pretraining.elmo_task import ElmoPretrainTask, ElmoSpecials
+from ptmcli.pretraining.examples import ExampleStream
 from ptmcli.tokenization.tokenizer import PtmTokenizer
 from ptmcli.training.loop import LoopSettings, train
 from ptmcli.training.optim import build_adamw
@@ -269,7 +269,7 @@ def test_task_batches_wrap_blocks_and_pad_to_a_multiple_of_8(corpus):
     model = tiny_model(vocab=tokenizer.vocab_size)
     loss, stats = task.loss(model, batches[0], norms)
     assert stats["fwd_count"] == stats["bwd_count"]
-    assert float(loss) == pytest.approx((stats["fwd_loss_sum"] + stats["bwd_loss_sum"]) / norms["lm"], rel=1e-6)
+    assert float(loss) == pytest.approx(float(stats["fwd_loss_sum"] + stats["bwd_loss_sum"]) / norms["lm"], rel=1e-6)
     summary = task.summarize(stats)
     assert summary["fwd_ppl"] == pytest.approx(math.exp(summary["fwd_loss"]))
     assert {"lm_loss", "bwd_loss", "bwd_ppl", "fwd_acc", "bwd_acc"} <= set(summary)

@@ -137,3 +137,22 @@ def test_schedule_shapes():
     assert lr_multiplier(100, warmup_steps=10, max_steps=100, schedule="cosine") == pytest.approx(0.0)
     assert lr_multiplier(55, warmup_steps=10, max_steps=100, schedule="cosine") == pytest.approx(0.5)
     assert lr_multiplier(70, warmup_steps=10, max_steps=100, schedule="constant") == 1.0
+
+
+def test_statistics_summed_on_the_device_read_as_python_float_sums():
+    from ptmcli.training.running_sums import RunningSums
+
+    gen = torch.Generator().manual_seed(1)
+    window, expected = RunningSums(), {}
+    for _step in range(5):
+        step, step_expected = RunningSums(), {}
+        for _micro in range(3):
+            values = {"loss_sum": torch.rand((), generator=gen) * 1e3, "count": torch.randint(1, 99, ()), "n": 8}
+            step.add_all(values)
+            for key, value in values.items():
+                step_expected[key] = step_expected.get(key, 0.0) + float(value)
+        window.add_sums(step)
+        for key, value in step_expected.items():
+            expected[key] = expected.get(key, 0.0) + value
+    assert window.read() == expected  # the same doubles, not merely close
+    assert all(isinstance(v, float) for v in window.read().values())

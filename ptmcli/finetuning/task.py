@@ -2,7 +2,10 @@
 
 Epochs are passes of a seeded ``ShuffledOrder`` over the training rows; the
 epoch drives gradual unfreezing and the auxiliary-loss decay, so both resume
-exactly with the data cursor.
+exactly with the data cursor. Batches are made ahead of training (on the
+loop's batch thread), so each carries the epochs of its step and the
+training side acts on them when the step is trained, not when it is made.
+Under torchrun a rank collates only its rows of each global batch.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import torch
 from ptmcli.data.order import ShuffledOrder
 from ptmcli.finetuning.methods import unfreeze_for_epoch
 from ptmcli.runtime.rng import rng_state_from_text, rng_state_to_text
+
+# A batch's (epoch its step's last rows come from, epoch after the step): the step trains in the first,
+# the auxiliary-loss decay and the logged epoch follow the second, as when batches were made just in time.
+STEP_EPOCHS = "epochs"
 
 
 class FinetuneTask:
@@ -56,56 +63,74 @@ class FinetuneTask:
         self.best_step: int | None = None
         self.evals_without_gain = 0
         self._applied_epoch: int | None = None
-        self._apply_epoch()
+        self._train_in(self.epoch, self.epoch)
 
     @property
     def epoch(self) -> int:
+        """The epoch of the next rows the order hands out."""
         return int(self.order.state_dict()["epoch"])
 
-    def _apply_epoch(self) -> None:
-        if self.gradual_unfreeze and self._applied_epoch != self.epoch:
-            unfreeze_for_epoch(self.model, self.epoch, self.num_layers, frozen_encoder=self.model.mode == "features")
-        self._applied_epoch = self.epoch
+    def _train_in(self, epoch: int, epoch_after: int) -> None:
+        if self.gradual_unfreeze and self._applied_epoch != epoch:
+            unfreeze_for_epoch(self.model, epoch, self.num_layers, frozen_encoder=self.model.mode == "features")
+        self._applied_epoch = epoch
+        self.trained_epoch = epoch_after
 
     def aux_weight_now(self) -> float:
-        return self.aux_lm_weight * self.aux_lm_decay ** self.epoch
+        return self.aux_lm_weight * self.aux_lm_decay ** self.trained_epoch
 
-    def next_micro_batches(self, count: int) -> list[dict[str, torch.Tensor]]:
-        batches = []
+    def next_micro_batches(self, count: int, rows: slice | None = None) -> list[dict[str, torch.Tensor]]:
+        """The step's ``count`` micro-batches; only their ``rows`` (all by default) are collated."""
+        picked = []
         for _ in range(count):
-            self._apply_epoch()
-            batches.append(self.collate([self.rows[int(next(self._iter))] for _ in range(self.batch_size)]))
+            epoch = self.epoch
+            picked.append([int(next(self._iter)) for _ in range(self.batch_size)])
+        epochs = (epoch, self.epoch)
+        batches = []
+        for chosen in picked:
+            batch = self.collate([self.rows[i] for i in (chosen if rows is None else chosen[rows])])
+            batch[STEP_EPOCHS] = epochs
+            batches.append(batch)
         return batches
 
-    def normalizers(self, batches) -> dict[str, float]:
+    def normalizer_counts(self, batches) -> dict[str, float]:
         if self.model.task_type == "token-classification":
             total = sum(int((b["labels"] != -100).sum()) for b in batches)
         else:
             total = sum(int(b["labels"].shape[0]) for b in batches)
-        return {"task": float(max(1, total)), "micro_batches": float(len(batches))}
+        return {"task": float(total)}
+
+    def normalizers_from(self, counts: dict[str, float], micro_batches: int) -> dict[str, float]:
+        return {"task": max(1.0, counts["task"]), "micro_batches": float(micro_batches)}
+
+    def normalizers(self, batches) -> dict[str, float]:
+        return self.normalizers_from(self.normalizer_counts(batches), len(batches))
 
     def loss(self, model, batch, norms):
+        """(normalised loss, the step's sums as detached tensors: the loop reads them when it logs)."""
+        self._train_in(*batch[STEP_EPOCHS])
+        batch = {k: v for k, v in batch.items() if k != STEP_EPOCHS}
         out = model(batch)
         loss = out["loss_sum"] / norms["task"]
-        stats = {"task_loss_sum": float(out["loss_sum"].detach()), "task_count": float(out["count"])}
+        stats = {"task_loss_sum": out["loss_sum"].detach(), "task_count": out["count"]}
         if model.task_type != "regression":
-            stats.update(self._correct(out["logits"], batch["labels"]))
+            stats["task_correct"] = self._correct(out["logits"], batch["labels"])
         weight = self.aux_weight_now()
         if weight > 0:
             aux_sum, aux_count = model.aux_lm_loss(batch, self.mask_generator)
             # A per-rank mean: under torchrun the ranks' gradients add up, so each takes 1/ranks of it.
-            loss = loss + weight * aux_sum / (max(1, int(aux_count)) * norms["micro_batches"] * norms.get("ranks", 1.0))
-            stats.update(aux_loss_sum=float(aux_sum.detach()), aux_count=float(aux_count))
+            at_least_one = aux_count.clamp(min=1) if isinstance(aux_count, torch.Tensor) else max(1, int(aux_count))
+            loss = loss + weight * aux_sum / (at_least_one * norms["micro_batches"] * norms.get("ranks", 1.0))
+            stats.update(aux_loss_sum=aux_sum.detach(), aux_count=aux_count)
         return loss, stats
 
-    def _correct(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        if self.model.task_type == "regression":
-            return {}
+    def _correct(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         preds = logits.detach().argmax(-1)
         keep = labels != -100
-        return {"task_correct": float(((preds == labels) & keep).sum())}
+        return ((preds == labels) & keep).sum()
 
-    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+    def summarize(self, sums: dict) -> dict[str, float]:
+        sums = {key: float(value) for key, value in sums.items()}
         out = {}
         if sums.get("task_count"):
             out["task_loss"] = sums["task_loss_sum"] / sums["task_count"]
@@ -113,7 +138,7 @@ class FinetuneTask:
                 out["train_acc"] = sums["task_correct"] / sums["task_count"]
         if sums.get("aux_count"):
             out["aux_lm_loss"] = sums["aux_loss_sum"] / sums["aux_count"]
-        out["epoch"] = float(self.epoch)
+        out["epoch"] = float(self.trained_epoch)
         return out
 
     def tokens(self, batch) -> int:
@@ -142,18 +167,25 @@ class FinetuneTask:
         return self.patience > 0 and self.evals_without_gain >= self.patience
 
     def state_dict(self) -> dict:
-        return {
-            "order": self.order.state_dict(), "mask_generator": rng_state_to_text(self.mask_generator.get_state()),
-            "best": self.best, "best_step": self.best_step, "evals_without_gain": self.evals_without_gain,
-        }
+        """Where the batches stand (made on the loop's batch thread)."""
+        return {"order": self.order.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.order.load_state_dict(state["order"])
         self._iter = iter(self.order)
+        self._applied_epoch = None
+        self._train_in(self.epoch, self.epoch)
+
+    def training_state_dict(self) -> dict:
+        """What the training side keeps: the auxiliary masks' generator and the early-stopping record."""
+        return {
+            "mask_generator": rng_state_to_text(self.mask_generator.get_state()),
+            "best": self.best, "best_step": self.best_step, "evals_without_gain": self.evals_without_gain,
+        }
+
+    def load_training_state_dict(self, state: dict) -> None:
         self.mask_generator.set_state(rng_state_from_text(state["mask_generator"]))
         self.best, self.best_step, self.evals_without_gain = state["best"], state["best_step"], state["evals_without_gain"]
-        self._applied_epoch = None
-        self._apply_epoch()
 
 
 def steps_per_epoch(num_rows: int, batch_size: int, grad_accum: int) -> int:

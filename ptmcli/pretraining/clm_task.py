@@ -5,17 +5,24 @@ stream with an end-of-document token after each, as GPT-2 was trained. The
 stream is cut into blocks of ``seq_len + 1`` tokens that overlap by one token,
 so every token of the stream is predicted exactly once: a block's first
 ``seq_len`` tokens are the input and its last ``seq_len`` the targets. No
-padding is ever needed. The stream's state (row cursor and the tokens read but
-not yet used) is plain JSON, so runs resume exactly.
+padding is ever needed. The stream keeps the documents read but not yet used
+as token ranges, so any rows of a batch can be cut alone and its state (row
+cursor and those ranges) is a little plain JSON.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 import torch
 
 from ptmcli.data.order import ShuffledOrder
 from ptmcli.data.shards import ShardDataset
+from ptmcli.errors import PtmError
+from ptmcli.pretraining.task_base import PretrainTask
+
+_END_OF_DOCUMENT = -1  # the row of a range that stands for the end-of-document token
 
 
 class BlockStream:
@@ -29,35 +36,66 @@ class BlockStream:
         self.eos_id = eos_id
         self.order = ShuffledOrder(len(rows), seed, rank=rank, world_size=world_size, shuffle=shuffle)
         self._iter = iter(self.order)
-        self.buffer = np.zeros(0, dtype=np.int64)
+        self.ranges: deque[list[int]] = deque()  # [row, start, end]: the stream's next tokens
+        self.available = 0
 
     def _fill(self, needed: int) -> None:
-        parts = [self.buffer]
-        have = len(self.buffer)
-        while have < needed:
-            row = self.dataset[int(self.rows[next(self._iter)])]
-            ids = np.asarray(row.input_ids, dtype=np.int64)
-            parts.extend((ids, np.array([self.eos_id], dtype=np.int64)))
-            have += len(ids) + 1
-        self.buffer = np.concatenate(parts)
+        while self.available < needed:
+            row = int(self.rows[next(self._iter)])
+            length = len(self.dataset[row].input_ids)
+            self.ranges.extend(([row, 0, length], [_END_OF_DOCUMENT, 0, 1]))
+            self.available += length + 1
 
-    def take(self, count: int) -> np.ndarray:
-        """``[count, seq_len + 1]`` token blocks; consecutive blocks share one token."""
-        needed = count * self.seq_len + 1
-        if len(self.buffer) < needed:
-            self._fill(needed)
-        starts = np.arange(count) * self.seq_len
-        blocks = self.buffer[starts[:, None] + np.arange(self.seq_len + 1)]
-        self.buffer = self.buffer[count * self.seq_len :]
+    def _tokens(self, start: int, stop: int) -> np.ndarray:
+        """Tokens ``start..stop`` of the stream, counted from its current head."""
+        parts, offset = [], 0
+        for row, begin, end in self.ranges:
+            if offset >= stop:
+                break
+            length = end - begin
+            lo, hi = max(start - offset, 0), min(stop - offset, length)
+            if lo < hi:
+                if row == _END_OF_DOCUMENT:
+                    parts.append(np.array([self.eos_id], dtype=np.int64))
+                else:
+                    parts.append(np.asarray(self.dataset[row].input_ids[begin + lo : begin + hi], dtype=np.int64))
+            offset += length
+        return np.concatenate(parts)
+
+    def _advance(self, count: int) -> None:
+        while count:
+            first = self.ranges[0]
+            step = min(count, first[2] - first[1])
+            first[1] += step
+            count -= step
+            self.available -= step
+            if first[1] == first[2]:
+                self.ranges.popleft()
+
+    def take(self, count: int, rows: slice | None = None) -> np.ndarray:
+        """``[rows, seq_len + 1]`` token blocks of the next ``count`` (all by default); consecutive blocks share one token."""
+        self._fill(count * self.seq_len + 1)
+        chosen = range(count)[rows] if rows is not None else range(count)
+        blocks = np.zeros((len(chosen), self.seq_len + 1), dtype=np.int64)
+        if len(chosen):
+            first, last = chosen[0], chosen[-1]
+            tokens = self._tokens(first * self.seq_len, (last + 1) * self.seq_len + 1)
+            starts = (np.asarray(chosen) - first) * self.seq_len
+            blocks = tokens[starts[:, None] + np.arange(self.seq_len + 1)]
+        self._advance(count * self.seq_len)
         return blocks
 
     def state_dict(self) -> dict:
-        return {"order": self.order.state_dict(), "buffer": self.buffer.tolist()}
+        return {"order": self.order.state_dict(), "ranges": [list(r) for r in self.ranges]}
 
     def load_state_dict(self, state: dict) -> None:
+        if "ranges" not in state:
+            raise PtmError("the checkpoint's data position holds a token buffer, from an older ptm; "
+                           "it cannot continue the block stream exactly (start the run again, or resume with that version)")
         self.order.load_state_dict(state["order"])
         self._iter = iter(self.order)
-        self.buffer = np.asarray(state["buffer"], dtype=np.int64)
+        self.ranges = deque([int(v) for v in r] for r in state["ranges"])
+        self.available = sum(end - start for _row, start, end in self.ranges)
 
 
 def _batch(blocks: np.ndarray) -> dict[str, torch.Tensor]:
@@ -65,30 +103,31 @@ def _batch(blocks: np.ndarray) -> dict[str, torch.Tensor]:
     return {"input_ids": tensor[:, :-1].contiguous(), "labels": tensor[:, 1:].contiguous()}
 
 
-class CausalLMTask:
+class CausalLMTask(PretrainTask):
     """Next-token prediction on packed blocks; the loop's ``TrainTask``."""
+
+    sum_keys = ("lm_loss_sum", "lm_count", "lm_correct")
 
     def __init__(self, stream: BlockStream, *, batch_size: int, eval_streams: dict[str, BlockStream] | None = None,
                  eval_batches: int = 20) -> None:
-        self.stream = stream
-        self.batch_size = batch_size
-        # Fixed evaluation blocks, so evaluations along a run are comparable.
-        self.eval_sets = {
-            name: [_batch(s.take(batch_size)) for _ in range(eval_batches)] for name, s in (eval_streams or {}).items()
-        }
+        super().__init__(stream, batch_size, eval_streams, eval_batches)
 
-    def next_micro_batches(self, count: int) -> list[dict[str, torch.Tensor]]:
-        return [_batch(self.stream.take(self.batch_size)) for _ in range(count)]
+    def _batch(self, taken: np.ndarray, evaluation: bool = False) -> dict[str, torch.Tensor]:
+        return _batch(taken)
 
-    def normalizers(self, batches) -> dict[str, float]:
+    def normalizer_counts(self, batches) -> dict[str, float]:
         return {"lm": float(sum(int((b["labels"] != -100).sum()) for b in batches))}
 
-    def loss(self, model, batch, norms):
-        out = model(batch["input_ids"], batch["labels"])
-        stats = {"lm_loss_sum": float(out["lm_loss_sum"].detach()), "lm_count": float(out["lm_count"]), "lm_correct": float(out["lm_correct"])}
-        return out["lm_loss_sum"] / norms["lm"], stats
+    def normalizers_from(self, counts: dict[str, float], micro_batches: int) -> dict[str, float]:
+        return dict(counts)
 
-    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+    def _forward(self, model, batch):
+        return model(batch["input_ids"], batch["labels"])
+
+    def _objective(self, out, norms):
+        return out["lm_loss_sum"] / norms["lm"]
+
+    def _metrics(self, sums: dict[str, float]) -> dict[str, float]:
         if not sums.get("lm_count"):
             return {}
         mean = sums["lm_loss_sum"] / sums["lm_count"]
@@ -96,24 +135,3 @@ class CausalLMTask:
 
     def tokens(self, batch) -> int:
         return int(batch["input_ids"].numel())
-
-    def evaluate(self, model, precision: str, device: torch.device) -> dict[str, float]:
-        from ptmcli.runtime.device import autocast
-
-        results = {}
-        for name, batches in self.eval_sets.items():
-            sums = {"lm_loss_sum": 0.0, "lm_count": 0.0, "lm_correct": 0.0}
-            for batch in batches:
-                with autocast(precision, device):
-                    out = model(batch["input_ids"].to(device), batch["labels"].to(device))
-                for key in sums:
-                    sums[key] += float(out[key])
-            prefix = "" if name == "heldout" else f"{name}_"
-            results.update({prefix + k: v for k, v in self.summarize(sums).items()})
-        return results
-
-    def state_dict(self) -> dict:
-        return {"stream": self.stream.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state["stream"])

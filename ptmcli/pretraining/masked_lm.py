@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ptmcli.pretraining.bert_task import BertPretrainTask, ExampleStream, Specials
+from ptmcli.pretraining.bert_task import BertPretrainTask, Specials
+from ptmcli.pretraining.examples import ExampleStream
 from ptmcli.pretraining.objective_context import ObjectiveContext
 
 

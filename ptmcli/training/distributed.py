@@ -4,19 +4,24 @@ ptm reads torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``) and
 needs no flag of its own: ``torchrun --nproc-per-node N ptm pretrain ...``
 trains with N processes. gloo runs on CPU, NCCL on CUDA (one GPU per local rank).
 
-How the data is shared: every rank walks the same seeded example stream and
-keeps its own contiguous slice of each global micro-batch (``GlobalBatchShare``).
-So a run is the same run whatever the world size: N processes with batch b
-see exactly the examples of one process with batch N·b, losses are normalised
-by the global count of predicted tokens, and a checkpoint resumes at any world
-size. The price is that each rank prepares (not computes) every example of the
-global batch: masking and collating token ids, integer work that is small
-next to the model's forward and backward up to a few dozen ranks.
+How the data is shared (``GlobalBatchShare``): every rank follows the same
+seeded stream of examples and takes its own contiguous rows of each global
+micro-batch. So a run is the same run whatever the world size: N processes
+with batch b see exactly the examples of one process with batch N·b, losses
+are normalised by the global count of predicted tokens, and a checkpoint
+resumes at any world size. A task that can build part of a micro-batch
+(``next_micro_batches(count, rows)``, as ptm's own tasks) builds only the
+rank's rows: the ranks walk the cheap plan of the stream together, and each
+reads, collates and masks its rows alone. Its loss normalisers are counted on
+each rank's rows and summed across ranks, in the all-reduce by which the
+ranks agree to go on at the start of each step. Any other task builds the whole
+global micro-batch on every rank, which keeps its share.
 """
 
 from __future__ import annotations
 
 import datetime
+import inspect
 
 import torch
 
@@ -214,41 +219,85 @@ def batch_rows(batch: dict) -> int:
     raise ValueError("a batch with no tensors")
 
 
+def builds_rows(task) -> bool:
+    """Whether ``task`` can build part of a micro-batch: its own ``next_micro_batches`` takes ``rows``.
+
+    Asked of the method itself, so a wrapper that changes batches (and passes
+    other attributes through) is not bypassed.
+    """
+    return "rows" in inspect.signature(task.next_micro_batches).parameters
+
+
+class MicroBatches(list):
+    """A step's micro-batches for this rank, with the normalisers of the whole global step."""
+
+    normalizers: dict[str, float]
+
+
 class GlobalBatchShare:
-    """A ``TrainTask`` seen by one rank: its slice of every global micro-batch.
+    """A ``TrainTask`` seen by one rank: its rows of every global micro-batch.
 
     ``task`` must be built with the global micro-batch size (per-device batch
-    x world size). Loss normalisers come from the whole global batch, so the
+    x world size). Loss normalisers count the whole global step, so the
     per-rank losses add up to the one-process loss; the loop sums gradients
     across ranks. Evaluation, data state and everything else pass through:
-    they are the same on every rank.
+    they are the same on every rank. ``next_micro_batches`` may run on the
+    loop's batch thread; ``normalizers`` runs on the training thread, which
+    sums ``shared_counts`` across ranks first (the loop does so in the
+    all-reduce it makes anyway at the start of a step).
     """
 
     def __init__(self, task, dist_info: Distributed) -> None:
         self.task = task
         self.dist = dist_info
-        self._norms: dict[str, float] | None = None
+        self.in_part = builds_rows(task)
+        if self.in_part:
+            self.rows = share_of(self._checked_total(task.batch_size), dist_info)
 
-    def next_micro_batches(self, count: int):
+    def _checked_total(self, total: int) -> int:
+        if total < self.dist.world_size:
+            raise PtmError(
+                f"a global batch of {total} examples cannot be shared by {self.dist.world_size} processes "
+                "(use fewer processes or a larger --batch-size)"
+            )
+        return total
+
+    def next_micro_batches(self, count: int) -> MicroBatches:
+        if self.in_part:
+            return MicroBatches(self.task.next_micro_batches(count, rows=self.rows))
         batches = self.task.next_micro_batches(count)
-        # "ranks": for a loss a task can only average over this rank's rows (the auxiliary LM's).
-        self._norms = dict(self.task.normalizers(batches), ranks=float(self.dist.world_size))
-        shares = []
+        shares = MicroBatches()
+        shares.normalizers = self.task.normalizers(batches)
         for batch in batches:
-            total = batch_rows(batch)
-            if total < self.dist.world_size:
-                raise PtmError(
-                    f"a global batch of {total} examples cannot be shared by {self.dist.world_size} processes "
-                    "(use fewer processes or a larger --batch-size)"
-                )
+            total = self._checked_total(batch_rows(batch))
             shares.append(slice_batch(batch, share_of(total, self.dist), total))
         return shares
 
-    def normalizers(self, batches):
-        if self._norms is None:
-            raise RuntimeError("normalizers asked for before next_micro_batches")
-        return self._norms
+    def shared_counts(self, batches: MicroBatches) -> dict[str, float]:
+        """This rank's part of the counts the loss normalisers need, to be summed across ranks ({} when none)."""
+        return self.task.normalizer_counts(batches) if self.in_part else {}
+
+    def normalizers(self, batches: MicroBatches, totals: dict[str, float] | None = None) -> dict[str, float]:
+        """The step's normalisers; ``totals``: ``shared_counts`` summed across ranks (all-reduced here if not given)."""
+        if self.in_part:
+            if totals is None:
+                counts = self.shared_counts(batches)
+                totals = dict(zip(counts, all_reduce_values(list(counts.values()), self.dist, _collective_device())))
+            norms = self.task.normalizers_from(totals, len(batches))
+        else:
+            norms = batches.normalizers
+        # "ranks": for a loss a task can only average over this rank's rows (the auxiliary LM's).
+        return dict(norms, ranks=float(self.dist.world_size))
 
     def __getattr__(self, name):
         # loss, summarize, tokens, evaluate, state_dict, after_evaluate, ...: the task's own.
         return getattr(self.task, name)
+
+
+def _collective_device() -> torch.device:
+    """Where NCCL needs a collective's tensors (the rank's GPU); gloo takes CPU tensors."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

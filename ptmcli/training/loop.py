@@ -25,16 +25,25 @@ import torch
 from ptmcli.errors import PtmError
 from ptmcli.runtime.device import autocast
 from ptmcli.runtime.rng import rng_state_from_text, rng_state_to_text
-from ptmcli.training.distributed import SINGLE, Distributed, all_reduce_values
+from ptmcli.training.distributed import SINGLE, Distributed, all_reduce_values, full_tensor
 from ptmcli.training.distributed import average_gradients as average_rank_gradients
 from ptmcli.training.optim import load_optimizer_state, optimizer_state_tensors
+from ptmcli.training.prefetch import BatchPrefetcher
+from ptmcli.training.running_sums import RunningSums
 from ptmcli.training.schedule import lr_multiplier
 
 
 class TrainTask(Protocol):
+    """What the loop trains on. ``next_micro_batches`` runs on the loop's batch thread, ahead of training,
+    and ``state_dict`` right after it on that thread: the data state to save with the step those batches
+    make. A task that also keeps state on the training side (what ``loss`` or ``after_evaluate`` change)
+    returns it from ``training_state_dict()`` and takes it back in ``load_training_state_dict(state)``.
+    ``loss`` may return its statistics as tensors: the loop sums them where they are and reads them
+    when it logs."""
+
     def next_micro_batches(self, count: int) -> list[dict[str, torch.Tensor]]: ...
     def normalizers(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]: ...
-    def loss(self, model, batch: dict[str, torch.Tensor], norms: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(self, model, batch: dict[str, torch.Tensor], norms: dict[str, float]) -> tuple[torch.Tensor, dict[str, Any]]: ...
     def summarize(self, sums: dict[str, float]) -> dict[str, float]: ...
     def tokens(self, batch: dict[str, torch.Tensor]) -> int: ...
     def evaluate(self, model, precision: str, device: torch.device) -> dict[str, float]: ...
@@ -232,9 +241,14 @@ def train(
     ``(optimizer_tensors, trainer_state)`` read from one. Under torchrun,
     ``model`` is the DDP-wrapped model and ``task`` hands out this rank's share
     (``GlobalBatchShare``); the ranks agree on every decision (stop, skip, log)
-    through one small all-reduce per step. ``average_gradients``: the model is
-    not wrapped, and the loop averages gradients itself after the backward
-    passes (see ``distributed.average_gradients``).
+    through small all-reduces. ``average_gradients``: the model is not wrapped,
+    and the loop averages gradients itself after the backward passes (see
+    ``distributed.average_gradients``).
+
+    Batches are prepared on a background thread, two steps ahead
+    (``prefetch.BatchPrefetcher``). The statistics of every micro-batch stay on
+    the device; the loop reads one value per step (whether the step's loss is
+    finite, which decides the update) and the sums once per log line.
     """
     state = LoopState()
     if resume is not None:
@@ -242,6 +256,10 @@ def train(
         state = LoopState(**{k: v for k, v in saved["loop"].items() if k in LoopState.__dataclass_fields__})
         load_optimizer_state(optimizer, tensors, saved["optimizer_groups"], "resume checkpoint")
         task.load_state_dict(saved["data"])
+        load_training_state = getattr(task, "load_training_state_dict", None)
+        if load_training_state is not None:
+            # Checkpoints from before the split kept this state with the data.
+            load_training_state(saved.get("task", saved["data"]))
         restore_rng(saved["rng"], device, dist_info)
     main = dist_info.is_main
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume is not None else None) if main else None
@@ -253,51 +271,63 @@ def train(
     for group, peak in zip(optimizer.param_groups, peak_lrs):
         group["initial_lr"] = peak
 
+    training_state = getattr(task, "training_state_dict", None)
+
     def snapshot() -> tuple[dict, dict]:
         tensors, groups = optimizer_state_tensors(optimizer)
         trainer_state = {
             "loop": asdict(state),
             "optimizer_groups": groups,
-            "data": task.state_dict(),
+            # Batches are made ahead: the data state saved is the one recorded with the last step trained.
+            "data": batches_ahead.consumed_state,
             "rng": capture_rng(device, dist_info),
             "settings": asdict(settings),
         }
+        if training_state is not None:
+            trainer_state["task"] = training_state()
         return tensors, trainer_state
 
     def checkpoint() -> None:
         tensors, trainer_state = snapshot()
         save(state.step, tensors, trainer_state)
 
-    window_tokens, window_time, window_sums, window_steps = 0, 0.0, {}, 0
+    window_tokens, window_time, window_sums, window_steps = 0, 0.0, RunningSums(), 0
     bad_in_a_row = 0
     saved_at = state.step if resume is not None else -1
     started = time.perf_counter() - state.elapsed_s
     model.train()
     stop_reason = "max-steps"
     sync_grads = getattr(model, "no_sync", None)
-    with _StopSignals() as signals:
+    batches_ahead = BatchPrefetcher(lambda: task.next_micro_batches(settings.grad_accum), task.state_dict,
+                                    planned=settings.max_steps - state.step, pin_for=device)
+    with _StopSignals() as signals, batches_ahead:
         while state.step < settings.max_steps:
+            step_start = time.perf_counter()  # waiting for data counts in the step
             late = settings.max_time_s is not None and state.elapsed_s >= settings.max_time_s
             signalled = signals.received is not None
+            shared_counts = getattr(task, "shared_counts", None) if dist_info.enabled else None
+            counts = shared_counts(batches_ahead.peek()) if shared_counts is not None else {}
             if dist_info.enabled:
-                # Ranks see the clock and signals at different moments; stop together or not at all.
-                late, signalled = (bool(v) for v in all_reduce_values([float(late), float(signalled)], dist_info, device, op="max"))
+                # Ranks see the clock and signals at different moments; stop together or not at all. The same
+                # all-reduce sums the counts of each rank's rows that the loss normalisers need.
+                agreed = all_reduce_values([float(late), float(signalled), *counts.values()], dist_info, device)
+                late, signalled = agreed[0] > 0, agreed[1] > 0
+                counts = dict(zip(counts, agreed[2:]))
             if late:
                 stop_reason = "time budget"
                 break
             if signalled:
                 stop_reason = signal.Signals(signals.received).name if signals.received is not None else "signal on another rank"
                 break
-            step_start = time.perf_counter()
             factor = lr_multiplier(state.step, warmup_steps=settings.warmup_steps, max_steps=settings.max_steps, schedule=settings.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
 
-            batches = task.next_micro_batches(settings.grad_accum)
-            norms = task.normalizers(batches)
-            step_sums: dict[str, float] = {}
-            step_tokens = 0
-            loss_total = 0.0
+            batches = batches_ahead.next()
+            norms = task.normalizers(batches, counts) if counts else task.normalizers(batches)
+            # Counted on the host copies, so no device value is read for them.
+            step_tokens = sum(task.tokens(batch) for batch in batches)
+            step_sums = RunningSums()
             for index, batch in enumerate(batches):
                 batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
                 # DDP averages gradients across ranks; each rank's loss is its part of the global
@@ -308,11 +338,14 @@ def train(
                     with autocast(settings.precision, device):
                         loss, stats = task.loss(model, batch, norms)
                     scaled = loss * dist_info.world_size if dist_info.enabled else loss
+                    if index == 0:
+                        # The next steps are made while backward runs without the GIL, not while this
+                        # thread launches the forward pass.
+                        batches_ahead.make_ahead(settings.max_steps - state.step - 1)
                     (scaler.scale(scaled) if scaler else scaled).backward()
-                loss_total += float(loss.detach())
-                step_tokens += task.tokens(batch)
-                for key, value in stats.items():
-                    step_sums[key] = step_sums.get(key, 0.0) + float(value)
+                step_sums.add("loss", loss)
+                step_sums.add_all(stats)
+            loss_total = step_sums.pop("loss")  # the one value read every step
             if dist_info.enabled:
                 if average_gradients:
                     average_rank_gradients(model, dist_info)
@@ -336,7 +369,9 @@ def train(
                 scaler.unscale_(optimizer)
             grad_norm = None
             if settings.clip_norm and settings.clip_norm > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm))
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
+                if dist_info.enabled:
+                    grad_norm = full_tensor(grad_norm)  # under FSDP the norm is a DTensor
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -351,25 +386,25 @@ def train(
             window_tokens += step_tokens
             window_time += step_time
             window_steps += 1
-            for key, value in step_sums.items():
-                window_sums[key] = window_sums.get(key, 0.0) + value
-            window_sums["loss"] = window_sums.get("loss", 0.0) + loss_total
+            window_sums.add_sums(step_sums)
+            window_sums.add("loss", loss_total)
             if grad_norm is not None:
-                window_sums["grad_norm"] = window_sums.get("grad_norm", 0.0) + grad_norm
+                window_sums.add("grad_norm", grad_norm)
 
             postfix = None
             if state.step % settings.log_every == 0 or state.step == settings.max_steps:
+                sums = window_sums.read()
                 if dist_info.enabled:
                     # Per-rank sums of the task's statistics; loss and tokens are already global.
-                    keys = sorted(k for k in window_sums if k not in ("loss", "grad_norm"))
-                    for key, value in zip(keys, all_reduce_values([window_sums[k] for k in keys], dist_info, device)):
-                        window_sums[key] = value
+                    keys = sorted(k for k in sums if k not in ("loss", "grad_norm"))
+                    for key, value in zip(keys, all_reduce_values([sums[k] for k in keys], dist_info, device)):
+                        sums[key] = value
                 tps = window_tokens / max(window_time, 1e-9)
-                record = {"step": state.step, "loss": window_sums["loss"] / window_steps}
-                record.update(task.summarize(window_sums))
+                record = {"step": state.step, "loss": sums["loss"] / window_steps}
+                record.update(task.summarize(sums))
                 record["lr"] = optimizer.param_groups[0]["lr"]
-                if "grad_norm" in window_sums:
-                    record["grad_norm"] = window_sums["grad_norm"] / window_steps
+                if "grad_norm" in sums:
+                    record["grad_norm"] = sums["grad_norm"] / window_steps
                 record["tokens_per_s"] = tps
                 if settings.peak_flops and settings.flops_per_token:
                     record["mfu"] = settings.flops_per_token * tps / settings.peak_flops
@@ -381,7 +416,7 @@ def train(
                 postfix = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.2e}", "tok/s": f"{tps:,.0f}"}
                 if not interactive:
                     progress.write(_fmt({k: v for k, v in record.items() if k not in ("tokens_seen",)}))
-                window_tokens, window_time, window_sums, window_steps = 0, 0.0, {}, 0
+                window_tokens, window_time, window_sums, window_steps = 0, 0.0, RunningSums(), 0
             progress.update(1, postfix)
 
             if settings.eval_every and state.step % settings.eval_every == 0:
