@@ -59,6 +59,9 @@ class ArchSpec:
     """How each head part is named in transformers, for messages."""
     guess_class: Callable[[set[str]], str] = lambda keys: ""
     """The class of a config.json without ``architectures``, from its weight names."""
+    check_tokenizer: Callable[[dict, Any, str], None] = lambda model, tokenizer, where: None
+    """(ptm ``model`` dict, the tokenizer read beside the weights or None, where) -> a PtmError when the
+    model cannot be converted with that tokenizer (RoBERTa: none at all, or another padding id)."""
 
     def default_class(self, objective: str | None, task: dict | None) -> HFClass:
         """The class a checkpoint with this objective or task converts to."""
@@ -74,9 +77,9 @@ class ArchSpec:
 
 def _entries() -> list[ArchSpec]:
     # Imported here: each family pulls in torch and its model module.
-    from ptmcli.convert import hf_albert, hf_bert, hf_gpt, word2vec
+    from ptmcli.convert import hf_albert, hf_bert, hf_distilbert, hf_gpt, hf_roberta, word2vec
 
-    return [hf_bert.SPEC, hf_gpt.SPEC, hf_albert.SPEC, word2vec.SPEC]
+    return [hf_bert.SPEC, hf_gpt.SPEC, hf_albert.SPEC, hf_roberta.SPEC, hf_distilbert.SPEC, word2vec.SPEC]
 
 
 def supported_classes() -> list[str]:

@@ -45,7 +45,8 @@ class Model:
 
 
 # The vector each family's exported task heads read: BERT's pooler on [CLS], GPT-2's last token.
-_EXPORTED_POOL = {"bert": ("pooler",), "albert": ("pooler",), "gpt": ("last",)}
+_EXPORTED_POOL = {"bert": ("pooler",), "albert": ("pooler",), "roberta": ("pooler",), "distilbert": ("pooler",),
+                  "gpt": ("last",)}
 
 
 def check_exported_pool(model: Model, target: str) -> None:
@@ -132,6 +133,7 @@ def read_hf(directory: str | Path) -> Model:
         raise PtmError(f"{weights_file}: no {lacking[0]} tensors ({spec.hf_part_names.get(lacking[0], lacking[0])}), "
                        f"which a {cls.name} has")
     tokenizer = read_hf_tokenizer(directory)
+    spec.check_tokenizer(model, tokenizer, str(directory))
     notes: list[str] = []
     check_vocab(tokenizer, model, str(directory), notes)
     absent = sorted(set(head_parts(spec.arch)) - parts - {"classifier"})
@@ -221,6 +223,7 @@ def read_ptm(path: str | Path) -> Model:
     if task is not None and "classifier" not in parts:
         raise PtmError(f"{weights_file}: config.json names a {task['type']} task but the file has no classifier tensors")
     tokenizer = read_ptm_tokenizer(checkpoint)
+    spec.check_tokenizer(model, tokenizer, str(checkpoint))
     notes: list[str] = []
     check_vocab(tokenizer, model, str(checkpoint), notes)
     source = dict(config.get("converted_from") or {})

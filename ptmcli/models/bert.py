@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,8 @@ IGNORE_INDEX = -100
 class BertConfig:
     """Hyper-parameters of a BERT encoder; serialised as the ``model`` object of config.json."""
 
+    kind: ClassVar[str] = "bert"
+    """The family a subclass configures, for messages."""
     vocab_size: int
     """Number of token ids (rows of the word embedding and of the MLM decoder)."""
     hidden_size: int
@@ -50,7 +52,7 @@ class BertConfig:
     max_position_embeddings: int = 512
     """Longest sequence the learned position embeddings cover."""
     type_vocab_size: int = 2
-    """Number of segment (token type) ids: 2 for sentence A/B."""
+    """Number of segment (token type) ids: 2 for sentence A/B; 0 is no segment embedding at all."""
     hidden_dropout: float = 0.1
     """Dropout on embeddings and on each residual branch."""
     attention_dropout: float = 0.1
@@ -65,7 +67,7 @@ class BertConfig:
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise PtmError(
-                f"bert config: hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}"
+                f"{self.kind} config: hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,11 +80,11 @@ class BertConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise PtmError(f"bert config: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise PtmError(f"{cls.kind} config: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
         missing = [name for name in required if name not in values]
         if missing:
-            raise PtmError(f"bert config: missing keys {', '.join(missing)}")
+            raise PtmError(f"{cls.kind} config: missing keys {', '.join(missing)}")
         return cls(**values)
 
 
@@ -109,41 +111,57 @@ def preset_config(name: str, **overrides: Any) -> BertConfig:
 
 
 class BertEmbeddings(nn.Module):
-    """Token + learned position + segment embeddings, LayerNorm, dropout."""
+    """Token + learned position + segment embeddings, LayerNorm, dropout.
+
+    Subclasses number positions their own way by overriding :meth:`positions`.
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size else None
+        )
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+    def positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The position embeddings to add: ``[T, H]`` for positions 0 .. T-1."""
         length = input_ids.shape[1]
         if length > self.position_embeddings.num_embeddings:
             raise PtmError(
                 f"sequence of {length} tokens is longer than max_position_embeddings "
                 f"{self.position_embeddings.num_embeddings}"
             )
-        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:length]
-        if token_type_ids is None:
-            # Every token is segment 0: add that one row instead of a gather.
-            x = x + self.token_type_embeddings.weight[0]
-        else:
-            x = x + self.token_type_embeddings(token_type_ids)
+        return self.position_embeddings.weight[:length]
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        x = self.word_embeddings(input_ids) + self.positions(input_ids)
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                # Every token is segment 0: add that one row instead of a gather.
+                x = x + self.token_type_embeddings.weight[0]
+            else:
+                x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.norm(x))
 
 
 class BertModel(nn.Module):
-    """The BERT encoder: embeddings, L post-LN blocks, and the [CLS] pooler."""
+    """The BERT encoder: embeddings, L post-LN blocks, and the [CLS] pooler.
+
+    A family with BERT's encoder and other embeddings or blocks names them in a subclass.
+    """
+
+    embeddings_class: type[nn.Module] = BertEmbeddings
+    block_class: type[nn.Module] = PostNormBlock
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.embeddings = BertEmbeddings(config)
+        self.embeddings = self.embeddings_class(config)
         self.layers = nn.ModuleList(
-            PostNormBlock(
+            self.block_class(
                 config.hidden_size,
                 config.num_heads,
                 config.intermediate_size,
@@ -223,6 +241,32 @@ class MaskedLMHead(nn.Module):
         return F.linear(self.transform(hidden), self.decoder.weight, self.bias)
 
 
+def masked_lm_terms(head: MaskedLMHead, hidden: torch.Tensor, mlm_labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``mlm_loss_sum``, ``mlm_count``, ``mlm_correct`` of ``head`` at the positions whose label is not -100
+    (zeros without labels), and under ``torch.no_grad()`` their logits ``mlm_logits`` (``[M, vocab]``)."""
+    out = {
+        "mlm_loss_sum": hidden.new_zeros((), dtype=torch.float32),
+        "mlm_count": torch.zeros((), dtype=torch.long, device=hidden.device),
+        "mlm_correct": torch.zeros((), dtype=torch.long, device=hidden.device),
+    }
+    if mlm_labels is None:
+        return out
+    positions, targets, count = _masked_rows(mlm_labels)
+    rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+    out["mlm_count"] = torch.tensor(count, device=hidden.device)
+    if torch.is_grad_enabled():
+        # Training: the fused loss never keeps the [M, vocab] logits around.
+        loss_sum, correct = linear_cross_entropy(head.transform(rows), head.decoder.weight, head.bias, targets)
+    else:
+        logits = head(rows)[:count]
+        targets = targets[:count]
+        out["mlm_logits"] = logits
+        loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        correct = (logits.argmax(-1) == targets).sum()
+    out["mlm_loss_sum"], out["mlm_correct"] = loss_sum, correct
+    return out
+
+
 class BertForPreTraining(nn.Module):
     """BERT with the masked-LM and next-sentence heads; returns summed losses and counts."""
 
@@ -262,27 +306,10 @@ class BertForPreTraining(nn.Module):
         projection and those logits are never materialised.
         """
         hidden = self.bert(input_ids, token_type_ids, attention_mask)
-        out: dict[str, torch.Tensor] = {}
-        for name in ("mlm", "nsp"):
-            out[f"{name}_loss_sum"] = hidden.new_zeros((), dtype=torch.float32)
-            out[f"{name}_count"] = torch.zeros((), dtype=torch.long, device=hidden.device)
-            out[f"{name}_correct"] = torch.zeros((), dtype=torch.long, device=hidden.device)
-        if mlm_labels is not None:
-            positions, targets, count = _masked_rows(mlm_labels)
-            rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
-            out["mlm_count"] = torch.tensor(count, device=hidden.device)
-            if torch.is_grad_enabled():
-                # Training: the fused loss never keeps the [M, vocab] logits around.
-                loss_sum, correct = linear_cross_entropy(
-                    self.mlm.transform(rows), self.mlm.decoder.weight, self.mlm.bias, targets
-                )
-            else:
-                logits = self.mlm(rows)[:count]
-                targets = targets[:count]
-                out["mlm_logits"] = logits
-                loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
-                correct = (logits.argmax(-1) == targets).sum()
-            out["mlm_loss_sum"], out["mlm_correct"] = loss_sum, correct
+        out = masked_lm_terms(self.mlm, hidden, mlm_labels)
+        out["nsp_loss_sum"] = hidden.new_zeros((), dtype=torch.float32)
+        out["nsp_count"] = torch.zeros((), dtype=torch.long, device=hidden.device)
+        out["nsp_correct"] = torch.zeros((), dtype=torch.long, device=hidden.device)
         if nsp_labels is not None:
             logits = self.nsp(self.bert.pool(hidden))
             out["nsp_logits"] = logits
@@ -404,7 +431,10 @@ def state_dict_to_hf(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class BertFamily(Family):
-    """BERT: ``[CLS] a [SEP] b [SEP]`` with segment ids; the stack is the embedding output and each block's."""
+    """BERT: ``[CLS] a [SEP] b [SEP]`` with segment ids; the stack is the embedding output and each block's.
+
+    The encoder is read through ``encoder_prefix``, so a family built on BertModel subclasses this one.
+    """
 
     name, title = "bert", "BERT"
     config_class, model_class, presets = BertConfig, BertForPreTraining, PRESETS
@@ -421,20 +451,20 @@ class BertFamily(Family):
     def unused_by_features(self, stored_keys: set[str]) -> tuple[str, ...]:
         # The pooler reads [CLS] for NSP and classification, never a layer; a model converted from
         # BertForMaskedLM or a sentence-transformers directory has none.
-        return () if any(k.startswith("bert.pooler.") for k in stored_keys) else ("pooler.",)
+        return () if any(k.startswith(f"{self.encoder_prefix}pooler.") for k in stored_keys) else ("pooler.",)
 
     def stack(self, model, input_ids, type_ids, attention_mask, normed_top=True):
-        last, states = model.bert(input_ids, type_ids, attention_mask, output_hidden_states=True)
+        last, states = self.encoder(model)(input_ids, type_ids, attention_mask, output_hidden_states=True)
         return last, list(states)
 
     def top(self, model, input_ids, type_ids, attention_mask):
-        return model.bert(input_ids, type_ids, attention_mask)
+        return self.encoder(model)(input_ids, type_ids, attention_mask)
 
     def pool(self, model, tokens):
-        return model.bert.pool(tokens)
+        return self.encoder(model).pool(tokens)
 
     def input_embeddings(self, model):
-        return model.bert.embeddings.word_embeddings.weight
+        return self.encoder(model).embeddings.word_embeddings.weight
 
     def pooler_trained(self, objective, initialised):
         # Only next-sentence prediction trains the pooler; after MLM alone it was never asked to summarise.

@@ -32,6 +32,13 @@ with ``mlm.*`` as above and the sentence-order head ``sop.{weight,bias}`` in
 NSP's place (``objective`` contains ``sop``); its task heads apply
 ``classifier_dropout``.
 
+RoBERTa (``arch: "roberta"``) has BERT's parts under ``roberta.*`` without the NSP head
+(``mlm.*`` as above); its pooler ``roberta.pooler.dense.*`` is also the dense + tanh of
+transformers' RoBERTa sequence-classification head, whose ``out_proj`` is ``classifier``.
+DistilBERT (``arch: "distilbert"``) has the same under ``distilbert.*``; its pooler
+``distilbert.pooler.dense.*`` is the sequence classifier's ``pre_classifier`` (ReLU, not tanh).
+Both apply the family's classifier dropout before ``classifier``.
+
 GPT (``arch: "gpt"``): the trunk ``gpt.*``; the output projection is the token
 embedding itself, so a ``clm`` checkpoint has no separate head weight.
 
@@ -46,6 +53,7 @@ import torch
 from torch import nn
 
 from ptmcli.errors import PtmError
+from ptmcli.models import distilbert, roberta
 
 TASK_TYPES = ("classification", "token-classification")
 
@@ -178,6 +186,10 @@ TASK_MODELS: dict[tuple[str, str], type] = {
     ("bert", "token-classification"): BertForTokenClassification,
     ("albert", "classification"): AlbertForSequenceClassification,
     ("albert", "token-classification"): AlbertForTokenClassification,
+    ("roberta", "classification"): roberta.RobertaForSequenceClassification,
+    ("roberta", "token-classification"): roberta.RobertaForTokenClassification,
+    ("distilbert", "classification"): distilbert.DistilBertForSequenceClassification,
+    ("distilbert", "token-classification"): distilbert.DistilBertForTokenClassification,
 }
 
 

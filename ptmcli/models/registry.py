@@ -7,7 +7,7 @@ An explicit table: adding a family means one model file defining its
 from __future__ import annotations
 
 from ptmcli.errors import PtmError
-from ptmcli.models import albert, bert, elmo, gpt, static
+from ptmcli.models import albert, bert, distilbert, elmo, gpt, roberta, static
 from ptmcli.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -15,6 +15,8 @@ FAMILIES: dict[str, Family] = {
     "gpt": gpt.FAMILY,
     "elmo": elmo.FAMILY,
     "albert": albert.FAMILY,
+    "roberta": roberta.FAMILY,
+    "distilbert": distilbert.FAMILY,
     "static": static.FAMILY,
 }
 
