@@ -463,3 +463,15 @@ def test_continued_pretraining_from_a_converted_distilbert(tmp_path, capsys, mon
     assert code == 0, err
     (checkpoint,) = (tmp_path / "pre" / "checkpoints").iterdir()
     assert cli(capsys, checkpoint, tmp_path / "hf")[0] == 0
+
+
+def test_a_distilbert_exports_to_onnx_without_segment_inputs(tmp_path, capsys):
+    pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import onnxruntime
+
+    code, err = cli(capsys, ptm_native_checkpoint(tmp_path), tmp_path / "onnx", "--to", "onnx")
+    assert code == 0, err
+    assert "onnxruntime check" in err
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert "token_type_ids" not in {i.name for i in session.get_inputs()}

@@ -16,10 +16,10 @@ from conftest import shared_file
 from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
 from ptmcli.evaluation.corpus import CorpusStats, group_wikitext, iter_sentences, read_documents
 from ptmcli.evaluation.masked import pseudo_log_likelihood
-from ptmcli.models.bert import FAMILY
 from ptmcli.evaluation.sequences import pack_blocks
 from ptmcli.evaluation.windows import IGNORE_INDEX, sliding_windows
 from ptmcli.models import bert, elmo, gpt
+from ptmcli.models.bert import FAMILY
 from ptmcli.pretraining.sample import SAMPLE
 from ptmcli.textio.inputs import iter_texts
 from ptmcli.textio.records import Document

@@ -357,6 +357,13 @@ def test_tokenizer_gives_transformers_ids_with_its_framing_both_ways(tmp_path, c
              for a, b in zip(ours.encode_batch([a for a, _ in PAIRS]), ours.encode_batch([b for _, b in PAIRS]))]
     assert pairs == [theirs(a, b)["input_ids"] for a, b in PAIRS]
     assert theirs.decode(pairs[0][:2]).startswith("<s>") and theirs.convert_ids_to_tokens(pairs[0]).count("</s>") == 3
+    # Finetuning lays pairs out as transformers does: <s> A </s></s> B </s>, segment ids unused.
+    from ptmcli.tasks.encode import encode_examples
+    from ptmcli.tasks.examples import LabeledExample
+
+    rows = encode_examples([LabeledExample(texts=[a, b], label="x", line=i + 1) for i, (a, b) in enumerate(PAIRS)],
+                           ours, "classification", "roberta", 128, ["x"])
+    assert [row["input_ids"].tolist() for row in rows] == pairs
     again = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
     assert [again(a, b)["input_ids"] for a, b in PAIRS] == pairs
     assert [again(t)["input_ids"] for t in TEXTS] == singles

@@ -232,7 +232,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli import checkpoint as ckpt_io
     from ptmcli.data.shards import ShardDataset
     from ptmcli.models.registry import get_family
-    from ptmcli.pretraining.bert_task import split_rows
+    from ptmcli.pretraining.examples import split_rows
     from ptmcli.runtime.device import measure_matmul_peak, peak_flops
     from ptmcli.tokenization.tokenizer import PtmTokenizer
     from ptmcli.training import distributed

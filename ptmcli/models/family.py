@@ -54,6 +54,8 @@ class Family:
     task_tokens: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (("bos", "cls"), ("eos", "sep"), ("eos", "sep"))
     """Labeled tasks lay a sequence out as ``start A end`` or ``start A delimiter B end``: the tokenizer
     roles (first one present wins) that fill the three places."""
+    pair_delimiter_repeats: int = 1
+    """How many delimiter tokens separate the two texts of a pair (RoBERTa: two ``</s>``)."""
     scorer: str | None = None
     """How ``ptm eval`` scores text: ``masked`` (pseudo-perplexity), ``causal``, ``bidirectional``."""
     min_context: int = 3

@@ -256,6 +256,7 @@ class RobertaFamily(BertFamily):
     encoder_prefix = "roberta."
     bottom_prefixes = ("roberta.embeddings.",)
     task_tokens = (("cls", "bos"), ("sep", "eos"), ("sep", "eos"))
+    pair_delimiter_repeats = 2
 
     def head_dropout(self, config: RobertaConfig) -> float:
         return head_dropout(config)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ptmcli.objectives.collate import collate_blocks, collate_pairs
-from ptmcli.pretraining.examples import Drawn, ExampleStream, split_rows  # noqa: F401 - `ptm pretrain` imports split_rows here
+from ptmcli.pretraining.examples import Drawn, ExampleStream
 from ptmcli.pretraining.keyed_masking import KeyedMasker
 from ptmcli.pretraining.task_base import PretrainTask
 

@@ -52,7 +52,7 @@ OBJECTIVES: dict[str, Objective] = {
         metrics=("loss", "mlm_loss", "mlm_acc", "nsp_acc"),
     ),
     "mlm": Objective(
-        ("bert",), "ptmcli.pretraining.masked_lm:build", "masked LM on full-sentence packed blocks, no NSP (RoBERTa)",
+        ("bert", "roberta", "distilbert"), "ptmcli.pretraining.masked_lm:build", "masked LM on full-sentence packed blocks, no NSP (RoBERTa)",
         special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
         metrics=("loss", "mlm_loss", "mlm_acc"), find_unused_parameters=True,
     ),

@@ -19,6 +19,8 @@ elmo      bos, else cls                eos, else sep               eos, else sep
   the last real token (``lengths - 1`` in a batch).
 - elmo: ``bos A eos`` and, for pairs, ``bos A eos B eos``.
 
+A family may repeat the delimiter (RoBERTa: ``<s> A </s></s> B </s>``).
+
 ``token_type_ids`` are 0 up to and including the delimiter and 1 after it, for
 every style; models without segment embeddings ignore them.
 
@@ -67,6 +69,8 @@ class StyleTokens:
     delimiter: int
     end: int
     pad: int
+    delimiter_repeats: int = 1
+    """RoBERTa separates a pair with two ``</s>``."""
 
 
 def style_tokens(tokenizer, style: str) -> StyleTokens:
@@ -88,7 +92,7 @@ def style_tokens(tokenizer, style: str) -> StyleTokens:
     start_roles, delimiter_roles, end_roles = FAMILIES[style].task_tokens
     start, delimiter, end = first(*start_roles), first(*delimiter_roles), first(*end_roles)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else end  # padding is masked, never read
-    return StyleTokens(style, start, delimiter, end, int(pad))
+    return StyleTokens(style, start, delimiter, end, int(pad), FAMILIES[style].pair_delimiter_repeats)
 
 
 def truncate_pair(length_a: int, length_b: int, budget: int) -> tuple[int, int]:
@@ -148,7 +152,7 @@ class _Encoder:
     # -- pieces -----------------------------------------------------------------------------
 
     def _budget(self, texts: int) -> int:
-        specials = 2 if texts == 1 else 3
+        specials = 2 if texts == 1 else 2 + self.tokens.delimiter_repeats
         if self.max_len - specials < texts:
             raise PtmError(f"max length {self.max_len} leaves no room for the text after {specials} special tokens")
         return self.max_len - specials
@@ -174,9 +178,9 @@ class _Encoder:
             keep_a, keep_b = truncate_pair(len(a), len(b), budget)
             if (keep_a, keep_b) != (len(a), len(b)):
                 self.report.truncated += 1
-            ids = [t.start, *a[:keep_a], t.delimiter, *b[:keep_b], t.end]
+            ids = [t.start, *a[:keep_a], *[t.delimiter] * t.delimiter_repeats, *b[:keep_b], t.end]
             types = np.zeros(len(ids), dtype=np.int8)
-            types[keep_a + 2 :] = 1
+            types[keep_a + 1 + t.delimiter_repeats :] = 1
         self.report.tokens += len(ids)
         return np.asarray(ids, dtype=np.int32), types
 

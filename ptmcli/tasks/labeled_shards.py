@@ -109,7 +109,8 @@ def prepare_labeled(path: str, tokenizer, task: str, style: str, max_len: int, l
     manifest = {
         "format": FORMAT, "version": VERSION, "kind": KIND, "task": task, "labels": list(given),
         "input_style": style, "max_len": max_len,
-        "special_ids": {"start": tokens.start, "delimiter": tokens.delimiter, "end": tokens.end, "pad": tokens.pad},
+        "special_ids": {"start": tokens.start, "delimiter": tokens.delimiter, "end": tokens.end, "pad": tokens.pad,
+                        **({"delimiter_repeats": tokens.delimiter_repeats} if tokens.delimiter_repeats > 1 else {})},
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
         "source": [os.path.abspath(path) if path != STDIN else name], "source_format": found.format,
         "source_sha256": source_sha256, "columns": found.columns(),
