@@ -121,6 +121,13 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     shard = p["shards_truncated"] / manifest["shards"][0]["file"]
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
 
+    squad = {"version": "1.1", "data": [{"title": "T", "paragraphs": [{"context": "Paris is the capital of France.", "qas": [
+        {"id": "q-shifted", "question": "What is the capital?", "answers": [{"text": "Paris", "answer_start": 3}]}]}]}]}
+    p["squad_shifted"] = root / "squad-shifted.json"
+    p["squad_shifted"].write_text(json.dumps(squad), encoding="utf-8")
+    p["not_squad"] = root / "not-squad.json"
+    p["not_squad"].write_text(json.dumps({"rows": [{"sentence": "fine", "label": 1}]}), encoding="utf-8")
+
     run = root / "bert-run"
     _ptm_ok("pretrain", "--data", p["shards"], "--tokenizer", p["tok"], "-o", run, *TINY_BERT, "--max-steps", "1")
     p["ckpt"] = ckpt = list_step_checkpoints(run)[-1]
@@ -263,6 +270,10 @@ ROWS = [
     Row("finetune-unseen-dev-label", "dev label unseen in train", FINETUNE.replace("{train}", "{train} --dev {dev_unseen}"), "meh"),
     Row("finetune-no-label-column", "no label column", FINETUNE.replace("{train}", "{nolabel}"), "nolabel.tsv"),
     Row("finetune-empty-train", "empty training file", FINETUNE.replace("{train}", "{empty}"), "empty.txt"),
+    Row("finetune-qa-answer-off-its-offset", "SQuAD answer not at its answer_start",
+        FINETUNE.replace("classification", "qa").replace("{train}", "{squad_shifted}"), "q-shifted"),
+    Row("finetune-qa-not-squad", "JSON that is not SQuAD", FINETUNE.replace("classification", "qa").replace("{train}", "{not_squad}"),
+        "not SQuAD data"),
     Row("finetune-max-len-above-positions", "input length above the positions", FINETUNE + " --max-len 4096", "--max-len"),
     Row("finetune-checkpoint-version", "checkpoint version 7", FINETUNE.replace("{ckpt}", "{ckpt_version}"), "version"),
     Row("finetune-vocab-mismatch", "tokenizer smaller than the model's vocabulary", FINETUNE.replace("{ckpt}", "{ckpt_vocab}"),

@@ -40,6 +40,12 @@ class LoadedCheckpoint:
     """``weights`` and ``gamma`` of a learned scalar mix the checkpoint holds (encoder-only loads)."""
 
 
+def extra_head_parts(config: dict) -> dict[str, str]:
+    """Heads the checkpoint's pretraining objective added to the family's model (``{"sbo": "sbo."}``),
+    as its config.json records them: a model built from the family alone skips them."""
+    return dict(config.get("extra_heads") or {})
+
+
 def check_vocabulary(ckpt: Path, tokenizer, model_config) -> None:
     if tokenizer.vocab_size > model_config.vocab_size:  # fewer is fine: embedding tables are often padded
         raise PtmError(
@@ -74,7 +80,8 @@ def load_checkpoint(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
 
     ckpt, config, family, model_config, tokenizer = describe(path)
     model = family.build(model_config)
-    initialised, _ = load_partial_weights(ckpt, model, model.tied_weights(), family.head_parts, TASK_PARTS)
+    initialised, _ = load_partial_weights(ckpt, model, model.tied_weights(), family.head_parts,
+                                          {**TASK_PARTS, **extra_head_parts(config)})
     if initialised:
         print(f"ptm: note: {ckpt} has no {', '.join(initialised)} weights; initialised at random", file=sys.stderr)
     model.to(torch.device(device) if isinstance(device, str) else device)

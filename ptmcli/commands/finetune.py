@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.config import FinetuneConfig
+from ptmcli.tasks import QA
 from ptmcli.training import resume
 from ptmcli.training.session import RunSession
 
@@ -27,7 +28,7 @@ def _validate(cfg: FinetuneConfig) -> None:
             continue  # the features say which checkpoint they came from
         if getattr(cfg, name) is None:
             raise PtmError(f"{'-o/--out' if name == 'out' else _flag(name)} is required")
-    for name in ("batch_size", "grad_accum", "max_len", "log_every"):
+    for name in ("batch_size", "grad_accum", "max_len", "log_every", "doc_stride", "max_answer_len"):
         if getattr(cfg, name) <= 0:
             raise PtmError(f"{_flag(name)} {getattr(cfg, name)}: must be positive")
     if cfg.epochs <= 0:
@@ -49,6 +50,8 @@ def _validate(cfg: FinetuneConfig) -> None:
         raise PtmError("--patience needs --dev data to watch")
     if cfg.mode == "features" and cfg.gradual_unfreeze:
         raise PtmError("--gradual-unfreeze conflicts with --mode features (the pretrained model stays frozen)")
+    if cfg.task == QA and cfg.train_features:
+        raise PtmError("--train-features holds one vector per text or word; --task qa trains on passage windows through the encoder")
     if cfg.dev_features and not cfg.train_features:
         raise PtmError("--dev-features needs --train-features (training through the encoder evaluates --dev through it too)")
 
@@ -82,6 +85,12 @@ def _result_warnings(best: dict | None, labels: list[str], lr: float) -> list[st
     return [f"the best dev predictions are all one class (accuracy {best.get('accuracy', 0):.4f} is the share of "
             f"that class, MCC {best.get('mcc') or 0:.2f}): the model learned no more than the majority; try another "
             f"--lr (this run: {lr:g}), more --epochs or more data"]
+
+
+def _outputs_text(task: str, labels: list[str]) -> str:
+    if task == QA:
+        return "answer spans"
+    return f"{len(labels)} labels" if labels else "a score"
 
 
 def _columns(value: str | None) -> list[str] | None:
@@ -139,12 +148,19 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     text_columns, label_column = _columns(cfg.text_columns), cfg.label_column
     if not main:
         distributed.barrier(dist_info)  # rank 0 encodes the labeled data into the cache first; the rest read it
-    train_rows = prepare_labeled(cfg.train, tokenizer, cfg.task, arch, cfg.max_len, text_columns=text_columns, label_column=label_column)
+    if cfg.task == QA:
+        from ptmcli.finetuning.qa import prepare_windows
+
+        train_rows = prepare_windows(cfg.train, tokenizer, arch, cfg.max_len, cfg.doc_stride)
+    else:
+        train_rows = prepare_labeled(cfg.train, tokenizer, cfg.task, arch, cfg.max_len, text_columns=text_columns, label_column=label_column)
     if len(train_rows) == 0:
         raise PtmError(f"--train {cfg.train}: no examples")
     labels = train_rows.labels
     dev_rows = dev_examples = None
-    if cfg.dev:
+    if cfg.dev and cfg.task == QA:
+        dev_rows = prepare_windows(cfg.dev, tokenizer, arch, cfg.max_len, cfg.doc_stride)
+    elif cfg.dev:
         dev_rows = prepare_labeled(cfg.dev, tokenizer, cfg.task, arch, cfg.max_len, labels=labels or None,
                                    text_columns=text_columns, label_column=label_column)
         if cfg.task == "token-classification":
@@ -211,8 +227,10 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         "type": cfg.task, "labels": list(labels), "mode": cfg.mode, "input_style": arch, "max_len": cfg.max_len,
         "text_columns": text_columns, "label_column": label_column, "metric": metric, "normed_top_layer": normed_top,
     }
-    if pool is not None:
+    if pool is not None and cfg.task != QA:
         task_config["pool"] = pool
+    if cfg.task == QA:
+        task_config.update(doc_stride=cfg.doc_stride, max_answer_len=cfg.max_answer_len)
     if stored is not None:
         # What makes the saved model, run on text, compute the stored vectors (see TaskModel).
         task_config.update(trained_on_features={
@@ -228,7 +246,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
             logits = sf.predict_stored(m, dev_data, batch_size=max(cfg.batch_size, 64), device=dev, precision=precision)
         else:
             logits = predict(m, dev_rows, batch_size=max(cfg.batch_size, 64), device=dev, precision=precision, pad_id=pad_id, max_length=positions)
-        result, _ = score(cfg.task, labels, logits, dev_rows, dev_examples)
+        result, _ = score(cfg.task, labels, logits, dev_rows, dev_examples, max_answer_len=cfg.max_answer_len)
         return scalar_metrics(result)
 
     best_dir = run_dir / "best"
@@ -258,9 +276,9 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     batch_text = f"{session.global_batch_text()}, " if dist_info.enabled else ""
     session.announce(
         f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
-        f"({len(labels) or 'a score'}{' labels' if labels else ''}), mode {cfg.mode}"
+        f"({_outputs_text(cfg.task, labels)}), mode {cfg.mode}"
         f"{f' on stored features ({cfg.train_features})' if stored is not None else ''}, {len(train_rows):,} train"
-        f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} examples, {max_steps:,} steps "
+        f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} {'windows' if cfg.task == QA else 'examples'}, {max_steps:,} steps "
         f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "
         f"{trainable / 1e6:.2f}M trainable parameters, {batch_text}{device.type} {cfg.precision} -> {run_dir}"
     )

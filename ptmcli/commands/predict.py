@@ -15,6 +15,7 @@ import time
 
 from ptmcli.errors import PtmError
 from ptmcli.evaluation.predict_config import PredictConfig
+from ptmcli.tasks import QA
 
 
 def _columns(value: str | None) -> list[str] | None:
@@ -56,6 +57,8 @@ def run(cfg: PredictConfig) -> int:
     if not task:
         raise PtmError(f"--checkpoint {cfg.checkpoint}: a pretrained {config.get('arch', '')} model, not finetuned; "
                        "finetune it first (ptm finetune --task ...) or use ptm extract-features for its vectors")
+    if task["type"] == QA:
+        return _predict_answers(checkpoint, config, cfg, device, started)
     # The input is opened (its format and columns settled) before the weights load: a bad input fails at once.
     stream = open_labeled(cfg.input, task["type"], text_columns=text_columns,
                           preferred_text_columns=task.get("text_columns"), fmt=cfg.format, labels=False)
@@ -74,3 +77,24 @@ def run(cfg: PredictConfig) -> int:
     print(f"ptm predict: {count} {'example' if count == 1 else 'examples'} ({task['type']}, {stream.format} input) "
           f"in {seconds:.1f} s with {checkpoint}{note}", file=sys.stderr)
     return count
+
+
+def _predict_answers(checkpoint, config: dict, cfg: PredictConfig, device, started: float) -> int:
+    """Question answering: {id: answer} for the questions of a SQuAD file, as one JSON object (SQuAD's
+    prediction format)."""
+    import json
+
+    from ptmcli.finetuning.qa import predict_answers
+    from ptmcli.finetuning.task_model import load_task_model
+    from ptmcli.tasks.squad import read_squad
+
+    if cfg.input == "-":
+        raise PtmError("--task qa predictions read a SQuAD JSON or JSONL file, not stdin")
+    read_squad(cfg.input, require_answers=False)  # a bad input fails before the weights load
+    model, config, tokenizer = load_task_model(checkpoint, device)
+    answers = predict_answers(model, config, tokenizer, cfg.input, device=device, precision=cfg.precision, batch_size=cfg.batch_size)
+    json.dump(answers, sys.stdout, ensure_ascii=False)
+    sys.stdout.write("\n")
+    print(f"ptm predict: {len(answers)} questions (qa, SQuAD input) in {time.perf_counter() - started:.1f} s with {checkpoint}",
+          file=sys.stderr)
+    return len(answers)

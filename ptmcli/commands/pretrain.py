@@ -36,18 +36,35 @@ def _validate(cfg: PretrainConfig) -> None:
     for name in ("eval_every", "save_every", "keep_last", "eval_rows"):
         if getattr(cfg, name) < 0:
             raise PtmError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must not be negative")
+    _check_model_fields(cfg)
     for name, value in cfg.model_overrides().items():
+        if isinstance(value, str):
+            continue  # a choice, checked by the command line and the model config
         if name.endswith("dropout"):
             if not 0.0 <= value < 1.0:
                 raise PtmError(f"--{name.replace('_', '-')} {value}: must be in [0, 1)")
         elif value <= 0:
             raise PtmError(f"--{name.replace('_', '-')} {value}: must be positive")
+    if cfg.ngram_mask < 1:
+        raise PtmError(f"--ngram-mask {cfg.ngram_mask}: must be at least 1 (1 masks single tokens or words)")
     if not 0.0 < cfg.mask_prob < 1.0:
         raise PtmError(f"--mask-prob {cfg.mask_prob}: must be between 0 and 1")
     if cfg.lr <= 0:
         raise PtmError(f"--lr {cfg.lr}: must be positive")
     if cfg.seq_len < 8:
         raise PtmError(f"--seq-len {cfg.seq_len}: too short (use at least 8)")
+
+
+def _check_model_fields(cfg: PretrainConfig) -> None:
+    """Model flags the family's config has no field for (``--share`` for BERT) are refused, not ignored."""
+    import dataclasses
+
+    from ptmcli.models.registry import get_family
+
+    known = {f.name for f in dataclasses.fields(get_family(cfg.arch).config_class)}
+    for name in cfg.model_overrides():
+        if name not in known:
+            raise PtmError(f"--{name.replace('_', '-')} is not a setting of --arch {cfg.arch} models")
 
 
 def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, Path]:
@@ -250,6 +267,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         _check_same_data(ckpt_to_resume, dataset, tokenizer, explicit)
     if cfg.whole_word_mask and not dataset.has_word_starts:
         raise PtmError(f"--whole-word-mask: {data_dir} was encoded without word boundaries (re-encode with --word-starts)")
+    if cfg.ngram_mask > 1 and not dataset.has_word_starts:
+        raise PtmError(f"--ngram-mask {cfg.ngram_mask}: {data_dir} was encoded without word boundaries (re-encode with --word-starts)")
 
     torch.manual_seed(cfg.seed)
     init = _init_source(cfg, explicit, tokenizer) if cfg.init_from and ckpt_to_resume is None else None
@@ -260,10 +279,14 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     else:
         model_config = family.model_config(cfg.preset, tokenizer, **cfg.model_overrides())
     model = family.build(model_config, tokenizer)
+    objective.prepare(model, cfg)
     if init is not None:
-        from ptmcli.checkpoint.loading import TASK_PARTS
+        from ptmcli.checkpoint.loading import TASK_PARTS, extra_head_parts
 
-        fresh, dropped = ckpt_io.load_partial_weights(init["path"], model, model.tied_weights(), family.head_parts, TASK_PARTS)
+        # The source's own objective heads are skipped unless this objective has them too.
+        skipped = {**TASK_PARTS, **{k: v for k, v in extra_head_parts(init["config"]).items() if k not in objective.extra_heads}}
+        fresh, dropped = ckpt_io.load_partial_weights(init["path"], model, model.tied_weights(),
+                                                      {**family.head_parts, **objective.extra_heads}, skipped)
         what = f"; {', '.join(fresh)} initialised at random" if fresh else ""
         session.announce(f"ptm: starting from the weights of {init['path']}{what}{'; ignored its ' + ', '.join(dropped) if dropped else ''}")
     positions = family.position_limit(model_config)
@@ -313,6 +336,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     model_dict = model_config.to_dict()
     checkpoint_config = {
         "arch": cfg.arch, "model": model_dict, "objective": cfg.objective, "task": None,
+        **({"extra_heads": dict(objective.extra_heads)} if objective.extra_heads else {}),
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
         "training": {"data": str(data_dir), "data_sha256": dataset.fingerprint, "seq_len": cfg.seq_len},
     }

@@ -62,6 +62,14 @@ class ArchSpec:
     check_tokenizer: Callable[[dict, Any, str], None] = lambda model, tokenizer, where: None
     """(ptm ``model`` dict, the tokenizer read beside the weights or None, where) -> a PtmError when the
     model cannot be converted with that tokenizer (RoBERTa: none at all, or another padding id)."""
+    class_config_to_hf: Callable[[dict, dict, HFClass], dict] | None = None
+    """``config_to_hf`` for a class whose shape is not the checkpoint's encoder's (ELECTRA's generator)."""
+
+    def hf_config_fields(self, model: dict, specials: dict[str, int], cls: HFClass) -> dict:
+        """The transformers config fields of ``model`` written as ``cls``."""
+        if self.class_config_to_hf is not None:
+            return self.class_config_to_hf(model, specials, cls)
+        return self.config_to_hf(model, specials)
 
     def default_class(self, objective: str | None, task: dict | None) -> HFClass:
         """The class a checkpoint with this objective or task converts to."""
@@ -77,9 +85,17 @@ class ArchSpec:
 
 def _entries() -> list[ArchSpec]:
     # Imported here: each family pulls in torch and its model module.
-    from ptmcli.convert import hf_albert, hf_bert, hf_distilbert, hf_gpt, hf_roberta, word2vec
+    from ptmcli.convert import (
+        hf_albert,
+        hf_bert,
+        hf_distilbert,
+        hf_electra,
+        hf_gpt,
+        hf_roberta,
+        word2vec,
+    )
 
-    return [hf_bert.SPEC, hf_gpt.SPEC, hf_albert.SPEC, hf_roberta.SPEC, hf_distilbert.SPEC, word2vec.SPEC]
+    return [hf_bert.SPEC, hf_gpt.SPEC, hf_albert.SPEC, hf_roberta.SPEC, hf_distilbert.SPEC, hf_electra.SPEC, word2vec.SPEC]
 
 
 def supported_classes() -> list[str]:

@@ -2,7 +2,7 @@
 
 The encoder and pretraining-head keys map through ``ptmcli.models.bert``'s
 ``state_dict_from_hf``/``state_dict_to_hf``; the task head ``classifier.*`` has
-the same name on both sides. transformers' ``BertModel`` stores its keys
+the same name on both sides, except in ``BertForQuestionAnswering``, where it is ``qa_outputs.*``. transformers' ``BertModel`` stores its keys
 without the ``bert.`` prefix.
 """
 
@@ -22,6 +22,7 @@ CLASSES = {
         "BertForSequenceClassification", frozenset({"pooler", "classifier"}), task="classification"),
     "BertForTokenClassification": HFClass(
         "BertForTokenClassification", frozenset({"classifier"}), task="token-classification"),
+    "BertForQuestionAnswering": HFClass("BertForQuestionAnswering", frozenset({"classifier"}), task="qa"),
 }
 _BARE = "BertModel"  # the one class whose keys have no "bert." prefix
 
@@ -42,6 +43,8 @@ _CONFIG_KEYS = {
 }
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 _CLASSIFIER = ("classifier.weight", "classifier.bias")
+# transformers' name of ptm's task head, by class: the span head is "qa_outputs", the rest "classifier".
+_HEAD_NAMES = {"BertForQuestionAnswering": "qa_outputs"}
 
 
 def config_from_hf(hf: dict) -> dict:
@@ -74,17 +77,20 @@ def config_to_hf(model: dict, specials: dict[str, int]) -> dict:
 
 def weights_from_hf(hf: dict[str, torch.Tensor], cls: HFClass) -> dict[str, torch.Tensor]:
     out = bert.state_dict_from_hf(hf)
+    head = _HEAD_NAMES.get(cls.name, "classifier")
     for key in _CLASSIFIER:
-        if key in hf:
-            out[key] = hf[key]
+        theirs = key.replace("classifier", head, 1)
+        if theirs in hf:
+            out[key] = hf[theirs]
     return out
 
 
 def weights_to_hf(ours: dict[str, torch.Tensor], cls: HFClass) -> dict[str, torch.Tensor]:
     out = bert.state_dict_to_hf(ours)
+    head = _HEAD_NAMES.get(cls.name, "classifier")
     for key in _CLASSIFIER:
         if key in ours:
-            out[key] = ours[key]
+            out[key.replace("classifier", head, 1)] = ours[key]
     for alias in ALIASES:
         out.pop(alias, None)
     if cls.name == _BARE:
@@ -119,6 +125,6 @@ SPEC = ArchSpec(
     hf_aliases=ALIASES,
     hf_buffers=("embeddings.position_ids", "embeddings.token_type_ids"),
     hf_part_names={"pooler": "bert.pooler.*", "mlm": "cls.predictions.*", "nsp": "cls.seq_relationship.*",
-                   "classifier": "classifier.*"},
+                   "classifier": "classifier.*, or qa_outputs.* in a question-answering model"},
     guess_class=guess_class,
 )

@@ -33,6 +33,7 @@ CLASSES = {
         "RobertaForSequenceClassification", frozenset({"pooler", "classifier"}), task="classification"),
     "RobertaForTokenClassification": HFClass(
         "RobertaForTokenClassification", frozenset({"classifier"}), task="token-classification"),
+    "RobertaForQuestionAnswering": HFClass("RobertaForQuestionAnswering", frozenset({"classifier"}), task="qa"),
 }
 _BARE = "RobertaModel"  # the one class whose keys have no "roberta." prefix
 _SEQUENCE = "RobertaForSequenceClassification"
@@ -62,6 +63,7 @@ _HEAD_KEYS = {
                 "roberta.pooler.dense.bias": "classifier.dense.bias",
                 "classifier.weight": "classifier.out_proj.weight", "classifier.bias": "classifier.out_proj.bias"},
     "RobertaForTokenClassification": {"classifier.weight": "classifier.weight", "classifier.bias": "classifier.bias"},
+    "RobertaForQuestionAnswering": {"classifier.weight": "qa_outputs.weight", "classifier.bias": "qa_outputs.bias"},
 }
 
 

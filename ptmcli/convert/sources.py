@@ -46,7 +46,7 @@ class Model:
 
 # The vector each family's exported task heads read: BERT's pooler on [CLS], GPT-2's last token.
 _EXPORTED_POOL = {"bert": ("pooler",), "albert": ("pooler",), "roberta": ("pooler",), "distilbert": ("pooler",),
-                  "gpt": ("last",)}
+                  "electra": ("pooler",), "gpt": ("last",)}
 
 
 def check_exported_pool(model: Model, target: str) -> None:

@@ -72,7 +72,7 @@ def hf_config(model: Model, cls: HFClass, dtype: torch.dtype) -> dict:
     specials = {}
     if model.tokenizer is not None:
         specials = {role: getattr(model.tokenizer, f"{role}_id") for role in model.tokenizer.special_tokens}
-    config.update(spec.config_to_hf(model.model, specials))
+    config.update(spec.hf_config_fields(model.model, specials, cls))
     config["architectures"] = [cls.name]
     config["torch_dtype"] = str(dtype).removeprefix("torch.")
     for key in ("id2label", "label2id", "num_labels", "problem_type"):

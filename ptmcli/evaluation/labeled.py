@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from ptmcli.errors import PtmError
+from ptmcli.tasks import QA
 
 
 def evaluate_labeled(checkpoint, config: dict, cfg) -> dict[str, Any]:
@@ -33,16 +34,22 @@ def evaluate_labeled(checkpoint, config: dict, cfg) -> dict[str, Any]:
     task = config["task"]
     labels = task.get("labels") or []
     started = time.perf_counter()
-    rows = prepare_labeled(cfg.data, tokenizer, task["type"], task.get("input_style", config["arch"]), int(task.get("max_len", 128)),
-                           labels=labels or None, text_columns=task.get("text_columns"), label_column=task.get("label_column"))
+    style, max_len = task.get("input_style", config["arch"]), int(task.get("max_len", 128))
+    if task["type"] == QA:
+        from ptmcli.finetuning.qa import prepare_windows
+
+        rows = prepare_windows(cfg.data, tokenizer, style, max_len, int(task.get("doc_stride", 128)))
+    else:
+        rows = prepare_labeled(cfg.data, tokenizer, task["type"], style, max_len, labels=labels or None,
+                               text_columns=task.get("text_columns"), label_column=task.get("label_column"))
     if len(rows) == 0:
         raise PtmError(f"--data {cfg.data}: no examples")
     examples = read_labeled(cfg.data, task["type"]).examples if task["type"] == "token-classification" else None
     positions = getattr(model.lm.config, "max_position_embeddings", None)
     logits = predict(model, rows, batch_size=max(cfg.batch_size, 32), device=device, precision=cfg.precision, pad_id=rows.pad_id, max_length=positions)
-    result, records = score(task["type"], labels, logits, rows, examples)
+    result, records = score(task["type"], labels, logits, rows, examples, max_answer_len=task.get("max_answer_len"))
     if cfg.predictions:
-        _write_predictions(cfg.predictions, records, rows)
+        _write_predictions(cfg.predictions, records, None if task["type"] == QA else rows)
     per_type = result.pop("per_type", None)
     out: dict[str, Any] = {"checkpoint": str(checkpoint), "task": task["type"], "data": str(cfg.data), "examples": len(rows)}
     out.update(result)
@@ -58,11 +65,13 @@ def evaluate_labeled(checkpoint, config: dict, cfg) -> dict[str, Any]:
 
 
 def _write_predictions(path: str, records: list[dict], rows) -> None:
+    """One line per record; ``rows`` (None when the records name their own question) give each its input line."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as handle:
         for i, record in enumerate(records):
-            line = int(rows[i]["line"]) if "line" in rows[i] else None
-            handle.write(json.dumps({"line": line, **record}, ensure_ascii=False) + "\n")
+            if rows is not None:
+                record = {"line": int(rows[i]["line"]) if "line" in rows[i] else None, **record}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ptmcli.config_fields import option
-from ptmcli.tasks import TASKS as TASK_TYPES
+from ptmcli.tasks import FINETUNE_TASKS as TASK_TYPES
 from ptmcli.training import options
 from ptmcli.training.options import TrainingOptions
 
@@ -33,7 +33,7 @@ class FinetuneConfig(TrainingOptions):
     checkpoint: str | None = option(None, "Pretrained checkpoint to start from; a run directory (its best/ checkpoint, else its newest); or a Hugging Face model directory (converted for the run).", required="unless --train-features or --resume")
     from_scratch: bool = option(False, "Re-initialise the checkpoint's architecture randomly (same shape and tokenizer): the baseline pretraining is measured against.")
     task: str | None = option(None, "What to predict.", choices=TASK_TYPES, required="unless --resume")
-    train: str | None = option(None, "Training data: TSV/CSV with a header, JSONL, or CoNLL columns (token-classification).", required="unless --resume")
+    train: str | None = option(None, "Training data: TSV/CSV with a header, JSONL, CoNLL columns (token-classification), or SQuAD JSON/JSONL (qa).", required="unless --resume")
     dev: str | None = option(None, "Development data (same format) for evaluation, early stopping and the best checkpoint.")
     train_features: str | None = option(None, "Train on stored features instead of running the encoder: the Arrow feature directory `ptm extract-features --task TASK` wrote for --train (row i = example i; --train still gives the labels). Implies --mode features; --checkpoint and --max-len default to those of the extraction.")
     dev_features: str | None = option(None, "Stored features of --dev, as --train-features (without them, --dev runs through the encoder at each evaluation).")
@@ -57,7 +57,9 @@ class FinetuneConfig(TrainingOptions):
     aux_lm_decay: float = option(1.0, "Multiply --aux-lm-weight by this after every epoch (SiATL-style decay; 1 keeps it).")
     clip_norm: float = option(1.0, "Clip the global gradient norm (0 disables).")
     max_len: int = option(128, "Tokens per input sequence, special tokens included (longer inputs are truncated).")
-    metric: str | None = option(None, "Dev metric for early stopping and the best checkpoint [default: accuracy, pearson, or entity f1].")
+    doc_stride: int = option(128, "Question answering: tokens from one passage window's start to the next's (at most a full window, so windows overlap by the rest).")
+    max_answer_len: int = option(30, "Question answering: the longest answer, in tokens, that decoding may pick.")
+    metric: str | None = option(None, "Dev metric for early stopping and the best checkpoint [default: accuracy, pearson, entity f1, or SQuAD f1].")
     patience: int = option(0, "Stop after this many evaluations without dev improvement (0: never stop early).")
     eval_every: int = option(0, "Evaluate on --dev every N steps [default: once per epoch].")
     save_every: int = option(0, "Save a resumable checkpoint every N steps (0: at the end only).")

@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ptmcli.tasks import QA
 from ptmcli.tasks import metrics as M
 from ptmcli.tasks.collate import collate
 from ptmcli.tasks.encode import word_predictions
 
 DEFAULT_METRIC = {
     "classification": "accuracy", "pair-classification": "accuracy", "multiple-choice": "accuracy",
-    "regression": "pearson", "token-classification": "f1",
+    "regression": "pearson", "token-classification": "f1", QA: "f1",
 }
 
 
@@ -45,8 +46,14 @@ def _finite(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def score(task: str, labels: list[str] | None, logits: list[np.ndarray], rows: Any, examples: list | None = None) -> tuple[dict, list[dict]]:
-    """(metrics, one prediction record per row). Token tasks need the ``examples`` for their gold word tags."""
+def score(task: str, labels: list[str] | None, logits: list[np.ndarray], rows: Any, examples: list | None = None,
+          max_answer_len: int | None = None) -> tuple[dict, list[dict]]:
+    """(metrics, one prediction record per row; per question for QA). Token tasks need the ``examples`` for
+    their gold word tags; QA's rows are its ``QAWindows`` and ``max_answer_len`` bounds its answers."""
+    if task == QA:
+        from ptmcli.finetuning.qa import score_answers
+
+        return score_answers(logits, rows, max_answer_len)
     if task == "regression":
         pred = [float(x) for x in logits]
         gold = [float(rows[i]["labels"]) for i in range(len(rows))]

@@ -20,6 +20,7 @@ import torch
 from ptmcli.data.order import ShuffledOrder
 from ptmcli.finetuning.methods import unfreeze_for_epoch
 from ptmcli.runtime.rng import rng_state_from_text, rng_state_to_text
+from ptmcli.tasks import QA
 
 # A batch's (epoch its step's last rows come from, epoch after the step): the step trains in the first,
 # the auxiliary-loss decay and the logged epoch follow the second, as when batches were made just in time.
@@ -125,6 +126,8 @@ class FinetuneTask:
         return loss, stats
 
     def _correct(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.model.task_type == QA:  # both ends of the span right
+            return (logits.detach().argmax(1) == labels).all(-1).sum()
         preds = logits.detach().argmax(-1)
         keep = labels != -100
         return ((preds == labels) & keep).sum()

@@ -42,11 +42,15 @@ from ptmcli.errors import PtmError
 from ptmcli.finetuning.config import MODES, POOLS  # noqa: E402
 from ptmcli.models.layers import Dropout
 from ptmcli.models.scalar_mix import ScalarMix
-from ptmcli.tasks import TASKS as TASK_TYPES  # noqa: E402
+from ptmcli.tasks import FINETUNE_TASKS as TASK_TYPES  # noqa: E402
+from ptmcli.tasks import QA
+
+PER_TOKEN_TASKS = ("token-classification", QA)  # heads over every token, not a pooled vector
 
 LM_PREFIX = "lm."
 # A scalar-mix weight whose softmax is exactly 0 in float32 and float64: layers a model never read.
 UNUSED_LAYER = -1e4
+PADDING_LOGIT = -1e4  # keeps an answer's start and end off the padding
 
 
 class TaskModel(nn.Module):
@@ -126,7 +130,7 @@ class TaskModel(nn.Module):
             tokens = self.scalar_mix([s.float() if s.dtype != last.dtype else s for s in states])
         else:
             tokens = last
-        if self.task_type == "token-classification":
+        if self.task_type in PER_TOKEN_TASKS:
             return tokens, None
         pooled = self.family.pool(self.lm, tokens) if self.pool is None else self.pool_tokens(tokens, mask)
         return tokens, pooled
@@ -166,6 +170,8 @@ class TaskModel(nn.Module):
 
         Multiple choice: ``input_ids`` etc. are ``[B, C, T]``; logits are ``[B, C]``.
         Token classification: logits ``[B, T, labels]``; labels -100 are ignored.
+        Question answering: logits ``[B, T, 2]`` (start, end); labels ``[B, 2]``, the loss the mean of the
+        start and end cross-entropies over the real tokens.
         """
         choices = None
         if "features" in batch:
@@ -188,6 +194,12 @@ class TaskModel(nn.Module):
         if self.task_type == "regression":
             out["loss_sum"] = F.mse_loss(logits.float(), labels.float(), reduction="sum")
             out["count"] = torch.tensor(labels.numel(), device=logits.device)
+        elif self.task_type == QA:
+            padding = (batch["attention_mask"] == 0).unsqueeze(-1)
+            scores = logits.float().masked_fill(padding, PADDING_LOGIT)
+            out["loss_sum"] = (F.cross_entropy(scores[..., 0], labels[:, 0], reduction="sum")
+                               + F.cross_entropy(scores[..., 1], labels[:, 1], reduction="sum")) / 2
+            out["count"] = torch.tensor(labels.shape[0], device=logits.device)
         elif self.task_type == "token-classification":
             flat = labels.reshape(-1)
             out["loss_sum"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=-100, reduction="sum")
@@ -308,7 +320,15 @@ def load_task_model(path, device: torch.device | str = "cpu"):
     lm = family.build(family.config_class.from_dict(config["model"]))
     model = TaskModel(config["arch"], lm, task["type"], output_size(task["type"], task.get("labels") or []), task.get("mode", "finetune"),
                       pool=task.get("pool"), normed_top=saved_normed_top(task))
-    model.load_checkpoint_state(read_weights(path), str(path / WEIGHTS))
+    state = read_weights(path)
+    # A checkpoint converted from a transformers task model has no pretraining heads (nor, for a token or
+    # span model, the pooler); the task never reads them, so the freshly built ones stand in.
+    reads_pooler = model.pool is None and task["type"] not in PER_TOKEN_TASKS
+    tied = lm.tied_weights()
+    for part, prefix in family.head_parts.items():
+        if part != "pooler" or not reads_pooler:
+            state.update({k: v for k, v in lm.state_dict().items() if k.startswith(prefix) and k not in state and k not in tied})
+    model.load_checkpoint_state(state, str(path / WEIGHTS))
     model.to(device)
     model.eval()
     return model, config, PtmTokenizer.load(path)

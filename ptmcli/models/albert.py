@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptmcli.errors import PtmError
+from ptmcli.models.attached_heads import attached_terms
 from ptmcli.models.bert import BertConfig, BertEmbeddings, _masked_rows
 from ptmcli.models.family import Family
 from ptmcli.models.framing import Framing
@@ -274,6 +275,7 @@ class AlbertForPreTraining(nn.Module):
         attention_mask: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
         sop_labels: torch.Tensor | None = None,
+        **head_inputs: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Summed losses and counts, so a loop can normalise over accumulated micro-batches.
 
@@ -282,7 +284,8 @@ class AlbertForPreTraining(nn.Module):
         ``sop_count``, ``sop_correct`` (zeros for a head given no labels), ``sop_logits``
         (``[B, 2]``) when SOP ran, and under ``torch.no_grad()`` ``mlm_logits`` (``[M, vocab]``,
         the masked positions in row-major order). ``sop_labels``: 0 when the two segments are
-        in their original order, 1 when swapped.
+        in their original order, 1 when swapped. ``head_inputs`` go to the heads an objective
+        attached (``attached_heads.py``), whose terms join the result.
         """
         hidden = self.albert(input_ids, token_type_ids, attention_mask)
         out: dict[str, torch.Tensor] = {}
@@ -313,6 +316,7 @@ class AlbertForPreTraining(nn.Module):
             out["sop_loss_sum"] = F.cross_entropy(logits.float(), labels, reduction="sum")
             out["sop_count"] = torch.tensor(labels.numel(), device=hidden.device)
             out["sop_correct"] = (logits.detach().argmax(-1) == labels).sum()
+        out.update(attached_terms(self, hidden, mlm_labels, head_inputs))
         return out
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptmcli.errors import PtmError
+from ptmcli.models.attached_heads import attached_terms
 from ptmcli.models.family import Family
 from ptmcli.models.framing import Framing
 from ptmcli.models.layers import (
@@ -295,10 +296,12 @@ class BertForPreTraining(nn.Module):
         attention_mask: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
         nsp_labels: torch.Tensor | None = None,
+        **head_inputs: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Summed losses and counts, so a loop can normalise over accumulated micro-batches.
 
-        Keys: ``mlm_loss_sum``, ``mlm_count``, ``mlm_correct``, ``nsp_loss_sum``,
+        ``head_inputs`` go to the heads an objective attached (``attached_heads.py``), whose
+        terms join the result. Keys: ``mlm_loss_sum``, ``mlm_count``, ``mlm_correct``, ``nsp_loss_sum``,
         ``nsp_count``, ``nsp_correct`` (zeros for a head given no labels), and
         ``nsp_logits`` (``[B, 2]``) when NSP ran. Under ``torch.no_grad()`` it also
         returns ``mlm_logits`` (``[M, vocab]``, the masked positions in row-major
@@ -316,6 +319,7 @@ class BertForPreTraining(nn.Module):
             out["nsp_loss_sum"] = F.cross_entropy(logits.float(), nsp_labels.reshape(-1), reduction="sum")
             out["nsp_count"] = torch.tensor(nsp_labels.numel(), device=hidden.device)
             out["nsp_correct"] = (logits.detach().argmax(-1) == nsp_labels.reshape(-1)).sum()
+        out.update(attached_terms(self, hidden, mlm_labels, head_inputs))
         return out
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:

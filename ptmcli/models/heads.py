@@ -24,7 +24,10 @@ Task heads (``task: {"type": ..., "labels": [...]}``): ``classifier`` is one
 
 - ``"classification"``: over the pooled [CLS] vector (``bert.pool``), so the
   pooler is part of a sentence classifier and must be present;
-- ``"token-classification"``: over every token's last hidden state.
+- ``"token-classification"``: over every token's last hidden state;
+- ``"qa"`` (extractive question answering): ``nn.Linear(hidden_size, 2)`` over every token's last
+  hidden state, the start and end logits (labels ``["start", "end"]``); transformers' ``qa_outputs``,
+  without dropout before it.
 
 ALBERT (``arch: "albert"``) has the same parts under ``albert.*`` (its encoder
 ``albert.embeddings.*``, ``albert.layers.*``, its pooler ``albert.pooler.dense.*``),
@@ -38,6 +41,11 @@ transformers' RoBERTa sequence-classification head, whose ``out_proj`` is ``clas
 DistilBERT (``arch: "distilbert"``) has the same under ``distilbert.*``; its pooler
 ``distilbert.pooler.dense.*`` is the sequence classifier's ``pre_classifier`` (ReLU, not tanh).
 Both apply the family's classifier dropout before ``classifier``.
+
+ELECTRA (``arch: "electra"``): the discriminator ``electra.*`` (embeddings at width E, shared with
+the generator; ``electra.projection.*`` when E differs from H), the generator ``generator.*`` (its
+decoder tied to the word embeddings), the replaced-token head ``rtd.*``; ``electra.pooler.dense.*``
+is the dense + GELU of transformers' ELECTRA sequence classifier, whose ``out_proj`` is ``classifier``.
 
 GPT (``arch: "gpt"``): the trunk ``gpt.*``; the output projection is the token
 embedding itself, so a ``clm`` checkpoint has no separate head weight.
@@ -53,9 +61,9 @@ import torch
 from torch import nn
 
 from ptmcli.errors import PtmError
-from ptmcli.models import distilbert, roberta
+from ptmcli.models import distilbert, electra, roberta
 
-TASK_TYPES = ("classification", "token-classification")
+TASK_TYPES = ("classification", "token-classification", "qa")
 
 def head_parts(arch: str) -> dict[str, str]:
     """The parts of ``arch`` that a checkpoint may lack, by state-dict prefix: its pretraining
@@ -181,7 +189,64 @@ class AlbertForTokenClassification(nn.Module):
         return self.classifier(self.dropout(hidden))
 
 
+class SpanQuestionAnswering(nn.Module):
+    """An encoder + ``classifier`` (transformers' ``qa_outputs``) on every token: ``[B, T, 2]`` start/end logits."""
+
+    encoder_name = ""
+
+    def __init__(self, config, num_labels: int = 2):
+        super().__init__()
+        from ptmcli.models.layers import init_bert_weights
+
+        self.config = config
+        setattr(self, self.encoder_name, self.encoder_class()(config))
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    @staticmethod
+    def encoder_class() -> type:
+        raise NotImplementedError
+
+    def tied_weights(self) -> dict[str, str]:
+        return {}
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(getattr(self, self.encoder_name)(input_ids, token_type_ids, attention_mask))
+
+
+class BertForQuestionAnswering(SpanQuestionAnswering):
+    encoder_name = "bert"
+
+    @staticmethod
+    def encoder_class() -> type:
+        from ptmcli.models.bert import BertModel
+
+        return BertModel
+
+
+class AlbertForQuestionAnswering(SpanQuestionAnswering):
+    encoder_name = "albert"
+
+    @staticmethod
+    def encoder_class() -> type:
+        from ptmcli.models.albert import AlbertModel
+
+        return AlbertModel
+
+
+class RobertaForQuestionAnswering(SpanQuestionAnswering):
+    encoder_name = "roberta"
+
+    @staticmethod
+    def encoder_class() -> type:
+        return roberta.RobertaModel
+
+
 TASK_MODELS: dict[tuple[str, str], type] = {
+    ("bert", "qa"): BertForQuestionAnswering,
+    ("albert", "qa"): AlbertForQuestionAnswering,
+    ("roberta", "qa"): RobertaForQuestionAnswering,
     ("bert", "classification"): BertForSequenceClassification,
     ("bert", "token-classification"): BertForTokenClassification,
     ("albert", "classification"): AlbertForSequenceClassification,
@@ -190,6 +255,8 @@ TASK_MODELS: dict[tuple[str, str], type] = {
     ("roberta", "token-classification"): roberta.RobertaForTokenClassification,
     ("distilbert", "classification"): distilbert.DistilBertForSequenceClassification,
     ("distilbert", "token-classification"): distilbert.DistilBertForTokenClassification,
+    ("electra", "classification"): electra.ElectraForSequenceClassification,
+    ("electra", "token-classification"): electra.ElectraForTokenClassification,
 }
 
 

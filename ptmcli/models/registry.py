@@ -7,7 +7,7 @@ An explicit table: adding a family means one model file defining its
 from __future__ import annotations
 
 from ptmcli.errors import PtmError
-from ptmcli.models import albert, bert, distilbert, elmo, gpt, roberta, static
+from ptmcli.models import albert, bert, distilbert, electra, elmo, gpt, roberta, static
 from ptmcli.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -17,6 +17,7 @@ FAMILIES: dict[str, Family] = {
     "albert": albert.FAMILY,
     "roberta": roberta.FAMILY,
     "distilbert": distilbert.FAMILY,
+    "electra": electra.FAMILY,
     "static": static.FAMILY,
 }
 

@@ -13,7 +13,8 @@ from ptmcli.pretraining.objective_table import families, help_text
 from ptmcli.training import options
 from ptmcli.training.options import TrainingOptions
 
-MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "hidden_dropout", "attention_dropout")
+MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "hidden_dropout", "attention_dropout",
+                "embedding_size", "share", "generator_size")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class PretrainConfig(TrainingOptions):
     tokenizer: str | None = option(None, "Tokenizer directory the shards were encoded with (default: the one recorded in the shard manifest).")
     out: str | None = options.out("checkpoints/, metrics.jsonl, run.json")
     overwrite: bool = options.overwrite()
-    preset: str | None = option(None, "Model size preset: bert-tiny ... bert-large, gpt-tiny, gpt-mini, gpt-small, gpt1, gpt2-124m ... gpt2-1.5b, elmo-small, elmo-mini, elmo-original [default: bert-mini, gpt-mini or elmo-mini].")
+    preset: str | None = option(None, "Model size preset: bert-tiny ... bert-large, gpt-tiny, gpt-mini, gpt-small, gpt1, gpt2-124m ... gpt2-1.5b, elmo-small, elmo-mini, elmo-original, albert-tiny, albert-mini, albert-base ... albert-xxlarge, electra-tiny, electra-mini, electra-small, electra-base [default: bert-mini, gpt-mini, elmo-mini, albert-mini or electra-mini].")
     hidden_size: int | None = option(None, "Override the preset's hidden size.")
     num_layers: int | None = option(None, "Override the preset's number of Transformer layers.")
     num_heads: int | None = option(None, "Override the preset's number of attention heads.")
@@ -32,6 +33,9 @@ class PretrainConfig(TrainingOptions):
     max_position_embeddings: int | None = option(None, "Override the number of learned positions (>= --seq-len).")
     hidden_dropout: float | None = option(None, "Override the dropout on hidden states.")
     attention_dropout: float | None = option(None, "Override the dropout on attention probabilities.")
+    embedding_size: int | None = option(None, "ALBERT, ELECTRA: override the preset's embedding width E (projected to the hidden size).")
+    generator_size: float | None = option(None, "ELECTRA: the generator's hidden size as a fraction of the discriminator's, in (0, 1]; same depth [default: the preset's, 0.25].")
+    share: str | None = option(None, "ALBERT: what the layers share across depth [default: all].", choices=("all", "attention", "ffn", "none"))
     seq_len: int = option(128, "Tokens per training example, special tokens included.")
     batch_size: int = option(32, "Examples per micro-batch (per device).")
     grad_accum: int = option(1, "Micro-batches per optimizer step; the loss is normalised by the predicted tokens of all of them.")
@@ -45,7 +49,9 @@ class PretrainConfig(TrainingOptions):
     clip_norm: float = option(1.0, "Clip the global gradient norm to this (0 disables).")
     mask_prob: float = option(0.15, "Fraction of tokens the MLM objective predicts.")
     whole_word_mask: bool = option(False, "Mask whole words (all sub-tokens of a word together), using the shards' word boundaries.")
-    short_seq_prob: float = option(0.1, "NSP: probability of a shorter target length, as in BERT.")
+    disc_weight: float = option(50.0, "ELECTRA (--objective rtd): weight of the discriminator's loss against the generator's MLM loss.")
+    ngram_mask: int = option(1, "Mask spans of 1..N whole words, lengths drawn with probability proportional to 1/n, as ALBERT (which used 3); 1: single tokens or words.")
+    short_seq_prob: float = option(0.1, "NSP and SOP: probability of a shorter target length, as in BERT.")
     eval_every: int = option(0, "Evaluate on held-out data every N steps (0: only at the end).")
     eval_rows: int = option(200, "Documents held out of the training shards for evaluation.")
     eval_batches: int = option(20, "Batches per evaluation.")

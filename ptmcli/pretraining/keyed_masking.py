@@ -7,7 +7,9 @@ otherwise. Here the draw for column ``j`` of an example depends only on the
 seed, the example's number in the run and ``j``: not on the other rows of the
 batch, nor on which process builds it. Random replacements come from a fixed
 pool (every id but [MASK] and the special ids given), so they do not depend
-on the batch either.
+on the batch either. With ``ngram`` above 1 the chosen units are ALBERT's
+spans of whole words (``ngram_masking``), each span masked, replaced or kept
+as one.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import torch
 
 from ptmcli.objectives.mlm import IGNORE_INDEX
 from ptmcli.pretraining.keyed_random import ACTION, CHOOSE, REPLACEMENT, keyed_uniform
+from ptmcli.pretraining.ngram_masking import choose_ngrams
 
 
 class KeyedMasker:
     """Masks collated rows; ``numbers`` name the examples the rows hold."""
 
     def __init__(self, vocab_size: int, mask_id: int, special_ids: Sequence[int], mask_prob: float,
-                 replace_prob: float = 0.8, random_prob: float = 0.1) -> None:
+                 replace_prob: float = 0.8, random_prob: float = 0.1, ngram: int = 1) -> None:
         if not 0.0 <= mask_prob <= 1.0 or replace_prob < 0 or random_prob < 0 or replace_prob + random_prob > 1.0:
             raise ValueError(f"bad masking probabilities: mask {mask_prob}, replace {replace_prob}, random {random_prob}")
         excluded = {mask_id, *special_ids}
@@ -36,6 +39,7 @@ class KeyedMasker:
         self.mask_prob = mask_prob
         self.replace_prob = replace_prob
         self.random_prob = random_prob
+        self.ngram = ngram
 
     def __call__(self, input_ids: torch.Tensor, special_mask: torch.Tensor, numbers: np.ndarray, seed: int,
                  word_starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +47,22 @@ class KeyedMasker:
         ids = input_ids.numpy()
         special = special_mask.numpy().astype(bool)
         width = ids.shape[1]
+        if self.ngram > 1:
+            starts = None if word_starts is None else word_starts.numpy().astype(bool)
+            chosen, action = choose_ngrams(special, starts, numbers, seed, self.mask_prob, self.ngram)
+        else:
+            chosen, action = self._choose_tokens(special, numbers, seed, word_starts)
+        to_mask = chosen & (action < self.replace_prob)
+        to_random = chosen & (action >= self.replace_prob) & (action < self.replace_prob + self.random_prob)
+        picks = self.pool[(keyed_uniform(seed, REPLACEMENT, numbers, width) * len(self.pool)).astype(np.int64)]
+        labels = np.where(chosen, ids, IGNORE_INDEX)
+        masked = np.where(to_random, picks, np.where(to_mask, self.mask_id, ids))
+        return torch.from_numpy(masked), torch.from_numpy(labels)
+
+    def _choose_tokens(self, special: np.ndarray, numbers: np.ndarray, seed: int,
+                       word_starts: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+        """BERT's choice: each token (or whole word) alone, and each token's own 80/10/10 draw."""
+        width = special.shape[1]
         choose = keyed_uniform(seed, CHOOSE, numbers, width)
         if word_starts is not None:
             # Every token of a word takes the draw of the word's first token.
@@ -51,11 +71,4 @@ class KeyedMasker:
             starts[:, 0] = True
             first = np.maximum.accumulate(np.where(starts, np.arange(width), 0), axis=1)
             choose = np.take_along_axis(choose, first, axis=1)
-        chosen = (choose < self.mask_prob) & ~special
-        action = keyed_uniform(seed, ACTION, numbers, width)
-        to_mask = chosen & (action < self.replace_prob)
-        to_random = chosen & (action >= self.replace_prob) & (action < self.replace_prob + self.random_prob)
-        picks = self.pool[(keyed_uniform(seed, REPLACEMENT, numbers, width) * len(self.pool)).astype(np.int64)]
-        labels = np.where(chosen, ids, IGNORE_INDEX)
-        masked = np.where(to_random, picks, np.where(to_mask, self.mask_id, ids))
-        return torch.from_numpy(masked), torch.from_numpy(labels)
+        return (choose < self.mask_prob) & ~special, keyed_uniform(seed, ACTION, numbers, width)

@@ -7,21 +7,35 @@ from ptmcli.pretraining.examples import ExampleStream
 from ptmcli.pretraining.objective_context import ObjectiveContext
 
 
-def example_streams(context: ObjectiveContext, objective: str):
+def example_streams(context: ObjectiveContext, objective: str, stream_class: type[ExampleStream] = ExampleStream):
     """(training stream, evaluation streams) of BERT-style examples for ``objective``."""
     cfg, tokenizer = context.config, context.tokenizer
     separator = tokenizer.sep_id if tokenizer.sep_id is not None else context.end_id
+    # N-gram masking chooses whole words too, so it needs the word starts as --whole-word-mask does.
+    whole_word = cfg.whole_word_mask or _ngram(cfg) > 1
 
     def make(ds, rows, seed, shuffle=True):
-        return ExampleStream(ds, rows, objective, cfg.seq_len, seed, separator_id=separator,
-                             short_seq_prob=cfg.short_seq_prob, whole_word=cfg.whole_word_mask, shuffle=shuffle)
+        return stream_class(ds, rows, objective, cfg.seq_len, seed, separator_id=separator,
+                            short_seq_prob=cfg.short_seq_prob, whole_word=whole_word, shuffle=shuffle)
 
     return make(context.dataset, context.train_rows, cfg.seed), {name: make(ds, rows, 999, False) for name, ds, rows in context.eval_sets}
 
 
-def build(context: ObjectiveContext) -> BertPretrainTask:
+def masked_lm_task(context: ObjectiveContext, streams, pair_head: str | None) -> BertPretrainTask:
+    """The MLM task over ``streams`` (from :func:`example_streams`), with the sentence-pair head ``pair_head``."""
     cfg, tokenizer = context.config, context.tokenizer
-    train, evaluation = example_streams(context, cfg.objective)
+    train, evaluation = streams
     specials = Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id, tokenizer.mask_id, tokenizer.vocab_size)
     return BertPretrainTask(train, specials, batch_size=cfg.batch_size, mask_prob=cfg.mask_prob, seed=cfg.seed,
-                            eval_streams=evaluation, eval_batches=cfg.eval_batches, pad_to_longest=not cfg.compile)
+                            eval_streams=evaluation, eval_batches=cfg.eval_batches, pad_to_longest=not cfg.compile,
+                            pair_head=pair_head, ngram=_ngram(cfg))
+
+
+def build(context: ObjectiveContext) -> BertPretrainTask:
+    objective = context.config.objective
+    return masked_lm_task(context, example_streams(context, objective), "nsp" if objective == "mlm+nsp" else None)
+
+
+def _ngram(cfg) -> int:
+    # A config made by hand for a task alone (tests, tools) may not name --ngram-mask: single tokens then.
+    return getattr(cfg, "ngram_mask", 1)

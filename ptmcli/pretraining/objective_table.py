@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ptmcli.errors import PtmError
@@ -36,13 +36,26 @@ class Objective:
     """Logged metrics the end-of-run summary reports."""
     find_unused_parameters: bool = False
     """Whether a step can leave parameters without gradients (BERT's pooler under MLM alone)."""
+    prepare_model: str | Callable[..., Any] | None = None
+    """``"module:function"`` (or the function) taking the fresh pretraining model and the run config, called
+    before weights are loaded: it attaches the heads the objective adds (``models/attached_heads.py``)."""
+    extra_heads: dict[str, str] = field(default_factory=dict)
+    """The parts ``prepare_model`` adds, by state-dict prefix (``{"sbo": "sbo."}``): checkpoints record them,
+    so finetuning and features know to skip them."""
 
     def build(self, context: Any) -> Any:
-        builder = self.builder
-        if isinstance(builder, str):
-            module, _, name = builder.partition(":")
-            builder = getattr(importlib.import_module(module), name)
-        return builder(context)
+        return _resolve(self.builder)(context)
+
+    def prepare(self, model: Any, config: Any) -> None:
+        if self.prepare_model is not None:
+            _resolve(self.prepare_model)(model, config)
+
+
+def _resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return target
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -51,14 +64,36 @@ OBJECTIVES: dict[str, Objective] = {
         special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
         metrics=("loss", "mlm_loss", "mlm_acc", "nsp_acc"),
     ),
+    "mlm+sop": Objective(
+        ("albert",), "ptmcli.pretraining.sentence_order:build", "masked LM + sentence-order prediction, as ALBERT",
+        special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
+        metrics=("loss", "mlm_loss", "mlm_acc", "sop_acc"),
+    ),
     "mlm": Objective(
-        ("bert", "roberta", "distilbert"), "ptmcli.pretraining.masked_lm:build", "masked LM on full-sentence packed blocks, no NSP (RoBERTa)",
+        ("bert", "roberta", "distilbert", "albert"), "ptmcli.pretraining.masked_lm:build", "masked LM on full-sentence packed blocks, no NSP (RoBERTa)",
         special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
         metrics=("loss", "mlm_loss", "mlm_acc"), find_unused_parameters=True,
     ),
     "clm": Objective(("gpt",), "ptmcli.pretraining.causal_lm:build", "next-token prediction", metrics=("loss", "lm_ppl")),
     "bilm": Objective(("elmo",), "ptmcli.pretraining.bidirectional_lm:build", "forward + backward LM, as ELMo",
                       metrics=("loss", "fwd_ppl", "bwd_ppl")),
+    "rtd": Objective(
+        ("electra",), "ptmcli.pretraining.replaced_token_detection:build",
+        "replaced-token detection: a small MLM generator fills masked tokens, the discriminator spots them (ELECTRA)",
+        special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: 1.0,
+        metrics=("loss", "mlm_loss", "mlm_acc", "disc_loss", "disc_acc", "replaced_fraction"), find_unused_parameters=True,
+    ),
+    "span": Objective(
+        ("bert", "albert"), "ptmcli.pretraining.span_lm:build_span", "masked LM on spans of whole words, as SpanBERT",
+        special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
+        metrics=("loss", "mlm_loss", "mlm_acc"), find_unused_parameters=True,
+    ),
+    "span+sbo": Objective(
+        ("bert", "albert"), "ptmcli.pretraining.span_lm:build_span_boundary", "span masking + span boundary objective, as SpanBERT",
+        special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: 2 * cfg.mask_prob,
+        metrics=("loss", "mlm_loss", "mlm_acc", "sbo_loss", "sbo_acc"), find_unused_parameters=True,
+        prepare_model="ptmcli.pretraining.span_lm:attach_span_boundary", extra_heads={"sbo": "sbo."},
+    ),
 }
 
 

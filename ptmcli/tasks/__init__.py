@@ -5,6 +5,7 @@
 - ``encode``: examples -> model inputs for an input style (bert, gpt, elmo);
 - ``labeled_shards``: encoded rows in ``kind: "labeled"`` Arrow shards, cached by content hash;
 - ``collate``: rows -> padded torch tensors;
+- ``squad``, ``qa_windows``, ``qa_answers``, ``qa_metrics``: extractive question answering (SQuAD);
 - ``metrics``: accuracy, F1, MCC, correlations, conlleval-style entity scores.
 
 See docs/tasks-data.md for the formats and rules.
@@ -13,3 +14,6 @@ See docs/tasks-data.md for the formats and rules.
 from __future__ import annotations
 
 TASKS = ("classification", "pair-classification", "regression", "token-classification", "multiple-choice")
+# Extractive question answering reads SQuAD files of its own (``squad``, ``qa_windows``), not labeled columns.
+QA = "qa"
+FINETUNE_TASKS = (*TASKS, QA)

@@ -11,7 +11,8 @@ Keys of a batch (int64 unless said otherwise):
 - ``lengths``: real tokens per row [B] (or [B, C]); a GPT-style classifier
   reads position ``lengths - 1``;
 - ``labels``: [B] class ids / choice indices (-100 when unlabeled), [B] float32
-  scores (NaN when unlabeled), or [B, L] token tags with -100 at padding;
+  scores (NaN when unlabeled), [B, L] token tags with -100 at padding, or [B, 2]
+  answer start/end positions (question answering);
 - ``word_index``: [B, W] first-sub-token position per word, -1 past the row's
   words (token classification);
 - ``line``: [B] the examples' lines in their file.
@@ -61,7 +62,10 @@ def collate(rows: Sequence[dict[str, np.ndarray]], pad_id: int, pad_to_multiple:
         "line": torch.from_numpy(np.array([int(r["line"]) for r in rows], dtype=np.int64)),
     }
     first = rows[0]["labels"]
-    if first.ndim == 1:
+    if first.ndim == 1 and "word_index" not in rows[0]:
+        # A (start, end) answer span per row (question answering).
+        batch["labels"] = torch.from_numpy(np.stack([r["labels"] for r in rows]).astype(np.int64))
+    elif first.ndim == 1:
         tags = np.full((count, width), IGNORE_INDEX, dtype=np.int64)
         for i, row in enumerate(rows):
             tags[i, : lengths[i]] = row["labels"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ptmcli.errors import PtmError, where
+from ptmcli.tasks import QA
 from ptmcli.tasks.readers import LabeledExample
 
 OUTSIDE = "O"
@@ -85,5 +86,8 @@ def _tag_key(tag: str) -> tuple[str, int, str]:
 
 
 def output_size(task: str, labels: Sequence[str]) -> int:
-    """Width of the task head: one logit per label, or a single score (regression, each choice)."""
-    return len(labels) if has_label_list(task) else 1
+    """Width of the task head: one logit per label, a start and an end logit per token (question
+    answering), or a single score (regression, each choice)."""
+    if has_label_list(task):
+        return len(labels)
+    return 2 if task == QA else 1

@@ -97,6 +97,10 @@ class HFBackend:
             out.append((encoding.ids, starts))
         return out
 
+    def encode_batch_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        # The pipeline's normalizer keeps its alignments, so offsets index the original text.
+        return [(e.ids, list(e.offsets)) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
     def decode(self, ids: list[int], skip: frozenset[int]) -> str:
         # tokenizers skips every token registered as special, which ``skip`` lists too.
         size = self.vocab_size
@@ -166,6 +170,19 @@ class SentencePieceBackend:
         starts = self._starts_word
         return [(ids, [i == 0 or starts[t] for i, t in enumerate(ids)]) for ids in self.encode_batch(texts)]
 
+    def encode_batch_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        out = []
+        for text in texts:
+            prepared = self.prepare(text)
+            if len(prepared) != len(text):
+                # Text steps that change the length (stripped accents) lose the way back to the original.
+                raise PtmError("this sentencepiece tokenizer's text steps change the text's length; "
+                               "character offsets into the original text are not available")
+            pieces = self.processor.encode(prepared, out_type="immutable_proto").pieces
+            char_at = _char_index_of_bytes(prepared)
+            out.append(([p.id for p in pieces], [(char_at[p.begin], char_at[p.end]) for p in pieces]))
+        return out
+
     def special_piece_ids(self) -> list[int]:
         """Ids of the unknown, control and user-defined pieces."""
         return [i for i, t in enumerate(self.piece_types) if t in (_UNKNOWN, _CONTROL, _USER_DEFINED)]
@@ -188,6 +205,15 @@ class SentencePieceBackend:
 
 
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED = 1, 2, 3, 4  # SentencePiece.Type in sentencepiece_model.proto
+
+
+def _char_index_of_bytes(text: str) -> list[int]:
+    """For each UTF-8 byte position of ``text`` (and its end), the index of the character it lies in."""
+    index = []
+    for i, char in enumerate(text):
+        index.extend([i] * len(char.encode("utf-8")))
+    index.append(len(text))
+    return index
 
 
 def read_sentencepiece_proto(data: bytes) -> tuple[list[int], int]:

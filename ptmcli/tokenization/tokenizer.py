@@ -147,6 +147,11 @@ class PtmTokenizer:
         """
         return self._backend.encode_batch_words(list(texts))
 
+    def encode_batch_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(ids, (start, end) character span of each token in its text) per text, without special tokens:
+        where a token came from, for mapping answers to tokens and predicted tokens back to text."""
+        return self._backend.encode_batch_offsets(list(texts))
+
     def prepare_text(self, text: str) -> str:
         """What the model's own tokenizer is given: ``text`` after a published sentencepiece
         model's text steps (lowercasing ...); unchanged for every other tokenizer."""
