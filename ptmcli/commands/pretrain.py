@@ -62,8 +62,11 @@ def _check_model_fields(cfg: PretrainConfig) -> None:
     from ptmcli.models.registry import get_family
 
     known = {f.name for f in dataclasses.fields(get_family(cfg.arch).config_class)}
+    # The shape flags every family's preset_config translates (ELMo maps --hidden-size onto its own fields).
+    shared = {"hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings",
+              "hidden_dropout", "attention_dropout"}
     for name in cfg.model_overrides():
-        if name not in known:
+        if name not in known and name not in shared:
             raise PtmError(f"--{name.replace('_', '-')} is not a setting of --arch {cfg.arch} models")
 
 
