@@ -97,96 +97,76 @@ def check_task(task: dict | None, where: str) -> None:
         raise PtmError(f"{where}: task {task['type']!r} needs a non-empty list of labels")
 
 
-class BertForSequenceClassification(nn.Module):
+class _EncoderClassifier(nn.Module):
+    """An encoder + dropout + ``classifier``: over the pooled first token (``pooled``: ``[B, num_labels]``)
+    or on every token (``[B, T, num_labels]``). Subclasses name the encoder attribute (its state-dict prefix)."""
+
+    encoder_name = ""
+    dropout_field = "hidden_dropout"
+    pooled = True
+
+    def __init__(self, config, num_labels: int):
+        super().__init__()
+        from ptmcli.models.layers import Dropout, init_bert_weights
+
+        self.config = config
+        setattr(self, self.encoder_name, self.encoder_class()(config))
+        self.dropout = Dropout(getattr(config, self.dropout_field))
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    @staticmethod
+    def encoder_class() -> type:
+        raise NotImplementedError
+
+    def tied_weights(self) -> dict[str, str]:
+        return {}
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        encoder = getattr(self, self.encoder_name)
+        hidden = encoder(input_ids, token_type_ids, attention_mask)
+        return self.classifier(self.dropout(encoder.pool(hidden) if self.pooled else hidden))
+
+
+class _BertEncoder:
+    encoder_name = "bert"
+
+    @staticmethod
+    def encoder_class() -> type:
+        from ptmcli.models.bert import BertModel
+
+        return BertModel
+
+
+class _AlbertEncoder:
+    encoder_name, dropout_field = "albert", "classifier_dropout"
+
+    @staticmethod
+    def encoder_class() -> type:
+        from ptmcli.models.albert import AlbertModel
+
+        return AlbertModel
+
+
+class BertForSequenceClassification(_BertEncoder, _EncoderClassifier):
     """BERT encoder + dropout + ``classifier`` over the pooled [CLS] vector: ``[B, num_labels]`` logits."""
 
-    def __init__(self, config, num_labels: int):
-        super().__init__()
-        from ptmcli.models.bert import BertModel
-        from ptmcli.models.layers import Dropout, init_bert_weights
 
-        self.config = config
-        self.bert = BertModel(config)
-        self.dropout = Dropout(config.hidden_dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        init_bert_weights(self.classifier, config.initializer_range)
-
-    def tied_weights(self) -> dict[str, str]:
-        return {}
-
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.bert(input_ids, token_type_ids, attention_mask)
-        return self.classifier(self.dropout(self.bert.pool(hidden)))
-
-
-class BertForTokenClassification(nn.Module):
+class BertForTokenClassification(_BertEncoder, _EncoderClassifier):
     """BERT encoder + dropout + ``classifier`` on every token: ``[B, T, num_labels]`` logits."""
 
-    def __init__(self, config, num_labels: int):
-        super().__init__()
-        from ptmcli.models.bert import BertModel
-        from ptmcli.models.layers import Dropout, init_bert_weights
-
-        self.config = config
-        self.bert = BertModel(config)
-        self.dropout = Dropout(config.hidden_dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        init_bert_weights(self.classifier, config.initializer_range)
-
-    def tied_weights(self) -> dict[str, str]:
-        return {}
-
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.bert(input_ids, token_type_ids, attention_mask)
-        return self.classifier(self.dropout(hidden))
+    pooled = False
 
 
-class AlbertForSequenceClassification(nn.Module):
+class AlbertForSequenceClassification(_AlbertEncoder, _EncoderClassifier):
     """ALBERT encoder + dropout + ``classifier`` over the pooled [CLS] vector: ``[B, num_labels]`` logits."""
 
-    def __init__(self, config, num_labels: int):
-        super().__init__()
-        from ptmcli.models.albert import AlbertModel
-        from ptmcli.models.layers import Dropout, init_bert_weights
 
-        self.config = config
-        self.albert = AlbertModel(config)
-        self.dropout = Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        init_bert_weights(self.classifier, config.initializer_range)
-
-    def tied_weights(self) -> dict[str, str]:
-        return {}
-
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.albert(input_ids, token_type_ids, attention_mask)
-        return self.classifier(self.dropout(self.albert.pool(hidden)))
-
-
-class AlbertForTokenClassification(nn.Module):
+class AlbertForTokenClassification(_AlbertEncoder, _EncoderClassifier):
     """ALBERT encoder + dropout + ``classifier`` on every token: ``[B, T, num_labels]`` logits."""
 
-    def __init__(self, config, num_labels: int):
-        super().__init__()
-        from ptmcli.models.albert import AlbertModel
-        from ptmcli.models.layers import Dropout, init_bert_weights
-
-        self.config = config
-        self.albert = AlbertModel(config)
-        self.dropout = Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        init_bert_weights(self.classifier, config.initializer_range)
-
-    def tied_weights(self) -> dict[str, str]:
-        return {}
-
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.albert(input_ids, token_type_ids, attention_mask)
-        return self.classifier(self.dropout(hidden))
+    pooled = False
 
 
 class SpanQuestionAnswering(nn.Module):
