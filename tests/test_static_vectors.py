@@ -378,7 +378,11 @@ def test_glove_loss_decreases_and_learns_clusters(workers):
                                    device="cpu")
     result = glove.train(lambda: corpus, vocab, settings)
     assert result.epoch_losses[-1] < 0.5 * result.epoch_losses[0]
-    assert all(b <= a * 1.05 for a, b in zip(result.epoch_losses, result.epoch_losses[1:]))
+    # Once the fit is near exact, Hogwild's racing updates make the tiny remaining loss jitter by a few
+    # percent between epochs; before that it must fall every epoch.
+    floor = 0.01 * result.epoch_losses[0]
+    assert all(b <= a * 1.05 or b < floor for a, b in zip(result.epoch_losses, result.epoch_losses[1:])), \
+        result.epoch_losses
     np.testing.assert_allclose(result.vectors, result.word_vectors + result.context_vectors)
     within, across = cluster_gap(vectors_by_id(result.vectors, result.vocab, 20))
     assert within - across > 0.3, (within, across)
