@@ -104,6 +104,10 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     train_tokenizer(islice(iter_texts([str(p["text"])]), 2000), "wordpiece", 400).save(p["tok_other"])
     p["shards"] = root / "shards"
     encode_to_shards([str(p["text"])], str(p["tok"]), str(p["shards"]), workers=1, progress=False)
+    p["word_tok"] = root / "word-tok"
+    train_tokenizer(iter_texts([str(p["text"])]), "word", 5000).save(p["word_tok"])
+    p["word_shards"] = root / "word-shards"
+    encode_to_shards([str(p["text"])], str(p["word_tok"]), str(p["word_shards"]), workers=1, progress=False)
 
     manifest = json.loads((p["shards"] / "manifest.json").read_text())
     for name, change in (("shards_version", {"version": 99}), ("shards_format", {"format": "not-ptm"})):
@@ -170,6 +174,14 @@ def build_fixtures(root: Path) -> dict[str, Path]:
         pickle.dump({"bert.embeddings.word_embeddings.weight": _Trap(str(root / MARKER_NAME))}, handle)
     shutil.copy(p["tok"] / "tokenizer.json", hf / "tokenizer.json")
 
+    # An ELECTRA discriminator without its generator: a tiny rtd run, through transformers' ElectraForPreTraining and back.
+    electra_run = root / "electra-run"
+    _ptm_ok("pretrain", "--data", p["shards"], "--tokenizer", p["tok"], "-o", electra_run, "--arch", "electra", "--preset",
+            "electra-tiny", *TINY_BERT[2:], "--max-steps", "1")
+    _ptm_ok("convert", electra_run, root / "electra-hf")
+    p["electra_disc"] = root / "electra-disc"
+    _ptm_ok("convert", root / "electra-hf", p["electra_disc"])
+
     p["train"] = root / "train.tsv"
     _sentiment(p["train"], ["pos", "neg"])
     p["dev_unseen"] = root / "dev.tsv"
@@ -178,6 +190,8 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     p["nolabel"].write_text("sentence\tother\nhello there\tx\n", encoding="utf-8")
     p["features_in"] = root / "features.txt"
     p["features_in"].write_text("the river\nthe city\n", encoding="utf-8")
+    p["lexicon"] = root / "lexicon.txt"
+    p["lexicon"].write_text("the river\nnew york\n", encoding="utf-8")
 
     # Feature shards of train.tsv: pooled (what --task classification trains on) and per token (what it cannot).
     p["feats_text"] = root / "feats-text"
@@ -240,6 +254,8 @@ ROWS = [
     Row("encode-binary-input", "binary input file", "tokenize encode {binary} --tokenizer {tok} -o {out} -j 1", "binary.bin"),
     Row("encode-zero-shard-size", "zero shard size", "tokenize encode {text} --tokenizer {tok} -o {out} -j 1 --shard-size 0", "--shard-size"),
     Row("encode-negative-workers", "negative worker count", "tokenize encode {text} --tokenizer {tok} -o {out} -j -2", "--workers"),
+    Row("encode-segmenter-without-word-starts", "--word-segmenter jieba with --no-word-starts",
+        "tokenize encode {text} --tokenizer {tok} -o {out} -j 1 --word-segmenter jieba --no-word-starts", "--no-word-starts"),
     # pretrain
     Row("pretrain-unknown-arch", "unknown architecture", PRETRAIN + " --arch lstm9000", "lstm9000"),
     Row("pretrain-unknown-objective", "unknown objective", PRETRAIN + " --objective xlnet", "xlnet"),
@@ -262,6 +278,43 @@ ROWS = [
     Row("pretrain-data-missing", "missing --data", PRETRAIN.replace("{shards}", "{missing}"), "does-not-exist.txt"),
     Row("pretrain-config-wrong-type", "a string where a --config file needs an integer", PRETRAIN + " --config {config_types}",
         "wrong-types.toml: batch_size"),
+    Row("pretrain-ngram-mask-causal", "--ngram-mask with an objective that does not mask (clm)", PRETRAIN + " --arch gpt --ngram-mask 3",
+        "--objective clm does not mask tokens"),
+    Row("pretrain-whole-word-mask-bilm", "--whole-word-mask with an objective that does not mask (bilm)",
+        PRETRAIN + " --arch elmo --whole-word-mask", "--objective bilm does not mask tokens"),
+    Row("pretrain-denoise-encoder-only", "an encoder-decoder objective on an encoder-only family (denoise for bert)",
+        PRETRAIN + " --objective denoise", "not available for --arch bert"),
+    Row("pretrain-infill-ratio-causal", "a BART corruption rate with another objective (--infill-ratio with clm)",
+        PRETRAIN + " --arch gpt --infill-ratio 0.5", "it applies to --objective denoise"),
+    Row("pretrain-denoise-poisson-zero", "zero mean span length for BART's text infilling",
+        "pretrain --arch bart --data {shards} --tokenizer {tok} -o {out} --poisson-lambda 0 --eval-rows 0 --no-progress", "--poisson-lambda 0.0"),
+    Row("pretrain-word2vec-subword-shards", "sub-word (wordpiece) shards for static word vectors",
+        "pretrain --arch word2vec --data {shards} -o {out}", "--model word"),
+    Row("pretrain-word2vec-mlm", "an objective of another family (mlm for word2vec)",
+        "pretrain --arch word2vec --objective mlm --data {word_shards} -o {out}", "not available for --arch word2vec"),
+    Row("pretrain-word2vec-window-zero", "zero context window", "pretrain --arch word2vec --data {word_shards} -o {out} --window 0",
+        "--window 0"),
+    Row("pretrain-static-flag-for-bert", "a static-vector flag (--dim) for a transformer", PRETRAIN + " --dim 64",
+        "setting of static word vectors"),
+    Row("pretrain-seq-len-for-glove", "a transformer flag (--seq-len) for GloVe", "pretrain --arch glove --data {word_shards} -o {out} --seq-len 64",
+        "does not apply to --arch glove"),
+    Row("pretrain-glove-empty-vocabulary", "no word left after --min-count",
+        "pretrain --arch glove --data {word_shards} -o {out} --min-count 1000000", "lower --min-count"),
+    Row("pretrain-generator-size-not-electra", "--generator-size for a model without a generator (bert)",
+        PRETRAIN + " --generator-size 0.5", "it applies to --arch electra"),
+    Row("pretrain-generator-size-above-one", "--generator-size outside (0, 1]",
+        "pretrain --data {shards} --tokenizer {tok} -o {out} --arch electra --preset electra-tiny --generator-size 1.5 --max-steps 1",
+        "--generator-size 1.5"),
+    Row("pretrain-lexicon-missing", "missing --mask-lexicon file", PRETRAIN + " --mask-unit phrase --mask-lexicon {missing}",
+        "does-not-exist.txt"),
+    Row("pretrain-lexicon-empty", "empty --mask-lexicon file", PRETRAIN + " --mask-unit entity --mask-lexicon {empty}", "has no phrases"),
+    Row("pretrain-phrase-without-lexicon", "--mask-unit phrase without a lexicon", PRETRAIN + " --mask-unit phrase", "--mask-lexicon"),
+    Row("pretrain-lexicon-with-token-unit", "--mask-lexicon with --mask-unit token", PRETRAIN + " --mask-unit token --mask-lexicon {lexicon}",
+        "--mask-lexicon"),
+    Row("pretrain-mask-unit-clm", "--mask-unit for GPT's clm", "pretrain --arch gpt --data {shards} --tokenizer {tok} -o {out} --mask-unit word",
+        "--mask-unit word"),
+    Row("pretrain-mask-unit-bilm", "--mask-unit for ELMo's bilm",
+        "pretrain --arch elmo --data {shards} --tokenizer {tok} -o {out} --mask-unit phrase --mask-lexicon {lexicon}", "--mask-unit phrase"),
     Row("pretrain-fsdp-without-torchrun", "--fsdp in a single process", PRETRAIN + " --fsdp", "--fsdp shards the model across processes"),
     Row("pretrain-resume-world-size", "resume at a world size that does not divide the global batch (4)",
         "WORLD_SIZE=3 RANK=0 LOCAL_RANK=0 pretrain --resume {ckpt}", "cannot be split over 3 processes"),
@@ -312,6 +365,14 @@ ROWS = [
     Row("eval-zero-batch", "zero batch size", "eval -c {ckpt} --data {text} --batch-size 0", "--batch-size"),
     Row("eval-latin1-data", "Latin-1 (non-UTF-8) file", "eval -c {ckpt} --data {latin1}", "latin1.txt"),
     Row("eval-sample-on-bert", "generation from a BERT", "eval -c {ckpt} --sample hello", "language model"),
+    Row("generate-on-bert", "ptm generate with a BERT checkpoint", "generate -c {ckpt} --input {text}", "does not generate text"),
+    Row("generate-zero-beams", "a beam size of 0", "generate -c {ckpt} --input {text} --num-beams 0", "--num-beams 0"),
+    Row("generate-top-p-zero", "top-p of 0", "generate -c {ckpt} --input {text} --top-p 0", "--top-p"),
+    Row("generate-missing-input", "missing input file", "generate -c {ckpt} --input {missing}", "does-not-exist.txt"),
+    Row("eval-part-on-bert", "--part generator for a model of one network", "eval -c {ckpt} --data {text} --part generator",
+        "one network"),
+    Row("eval-part-generator-missing", "--part generator for an ELECTRA discriminator converted alone",
+        "eval -c {electra_disc} --data {text} --part generator", "no generator weights"),
     Row("eval-similarity-no-score", "similarity line without a score", "eval -c {vec} --probe similarity --data {pairs_noscore}",
         "pairs.tsv:2"),
     Row("eval-vec-short", ".vec file with fewer rows than its header", "eval -c {vec_short} --probe similarity --data {pairs}",
@@ -325,6 +386,8 @@ ROWS = [
     # convert
     Row("convert-pickle-bin", "pytorch_model.bin pickling a non-tensor object", "convert {hf_pickle} {out}", "pytorch_model.bin"),
     Row("convert-pickle-safetensors", "torch.save pickle as model.safetensors", "convert {ckpt_pickle} {out}", "model.safetensors"),
+    Row("convert-generator-missing", "exporting an ELECTRA without a generator as one",
+        "convert {electra_disc} {out} --hf-class ElectraForMaskedLM", "no generator"),
     Row("convert-missing-source", "missing source", "convert {missing} {out}", "does-not-exist.txt"),
     Row("convert-unknown-target", "unknown target format", "convert {ckpt} {out} --to onnx9", "onnx9"),
     Row("convert-vocab-mismatch", "tokenizer smaller than the model's vocabulary", "convert {ckpt_vocab} {out}", "vocab"),

@@ -187,7 +187,7 @@ def test_config_round_trip_and_errors():
         BertConfig(vocab_size=10, hidden_size=30, num_layers=1, num_heads=4, intermediate_size=8)
     assert get_family("bert").config_class is BertConfig
     assert find_preset("bert-base").name == "bert"
-    with pytest.raises(PtmError, match="known: albert, bert"):
+    with pytest.raises(PtmError, match="known: albert, bart, bert"):
         get_family("xlnet")
 
 

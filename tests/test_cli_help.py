@@ -31,7 +31,7 @@ def test_help_has_no_type_labels_no_stray_periods_and_one_default_per_flag(capsy
 def test_finetune_help_shows_the_defaults_that_used_to_vanish_and_marks_what_is_required(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     text = " ".join(_help(capsys, "finetune").split())
-    assert "Peak learning rate [default: finetune 3e-4 for models up to 256 wide (bert-mini), 1e-4 wider; features 1e-3]" in text
+    assert "Peak learning rate [default: finetune 3e-4 for models up to 256 wide (bert-mini), 1e-4 wider; features and static word vectors 1e-3]" in text
     assert "CPU threads for torch [default: all cores]" in text
     assert "[required unless --resume]" in text
     assert "Show a progress bar [default: when stderr is a terminal]." in text

@@ -287,3 +287,55 @@ def test_finetune_features_and_conversion_of_an_rtd_checkpoint(trained, tmp_path
     # A transformers generator alone is refused in one line.
     code, _, err = run_cli(capsys, "convert", tmp_path / "gen", tmp_path / "nope")
     assert code == 2 and "generator" in err and not (tmp_path / "nope").exists()
+
+
+def test_eval_part_generator_scores_text_with_the_generator(trained, tmp_path, capsys):
+    from ptmcli.checkpoint.loading import load_checkpoint
+    from ptmcli.models.electra import GENERATOR_FAMILY, GeneratorMaskedLM
+
+    run, _ = trained
+    ckpt = list_step_checkpoints(run)[-1]
+    text = tmp_path / "text.txt"
+    text.write_text("The cat sat on a mat. The dog is running in the park.\n\nA second document follows here.\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "eval", "-c", ckpt, "--data", text, "--part", "generator", "--json")
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert metrics["part"] == "generator" and metrics["tokens_scored"] > 0
+    assert np.isfinite(metrics["ppl"]) and metrics["mlm_tokens"] > 0 and 0.0 <= metrics["pseudo_accuracy"] <= 1.0
+
+    # What it scores is the generator: at a [MASK], the logits transformers' ElectraForMaskedLM computes.
+    assert run_cli(capsys, "convert", ckpt, tmp_path / "gen", "--hf-class", "ElectraForMaskedLM")[0] == 0
+    loaded = load_checkpoint(ckpt)
+    view = GeneratorMaskedLM(loaded.model).eval()
+    ids = torch.tensor([[2, 40, 41, loaded.tokenizer.mask_id, 42, 3]])
+    gen = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "gen").eval()
+    with torch.no_grad():
+        ours = view.mlm(GENERATOR_FAMILY.top(view, ids, None, None))
+        assert worst([(ours, gen(input_ids=ids).logits)]) < ATOL
+
+    # The discriminator (the default part) is no language model: refused, pointing at --part generator.
+    capsys.readouterr()  # transformers' loading progress
+    code, _, err = run_cli(capsys, "eval", "-c", ckpt, "--data", text)
+    assert code == 2 and "--part generator" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_without_a_generator_is_not_scored_or_exported_as_one(trained, tmp_path, capsys):
+    run, _ = trained
+    ckpt = list_step_checkpoints(run)[-1]
+    assert run_cli(capsys, "convert", ckpt, tmp_path / "disc")[0] == 0
+    assert run_cli(capsys, "convert", tmp_path / "disc", tmp_path / "alone")[0] == 0  # the discriminator alone
+    text = tmp_path / "text.txt"
+    text.write_text("The cat sat on a mat.\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "eval", "-c", tmp_path / "alone", "--data", text, "--part", "generator")
+    assert code == 2 and "no generator weights" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli(capsys, "convert", tmp_path / "alone", tmp_path / "gen", "--hf-class", "ElectraForMaskedLM")
+    assert code == 2 and "no generator" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "gen").exists()
+
+
+def test_part_and_generator_size_outside_electra_are_refused_in_one_line(corpus, tmp_path, capsys):
+    shards, tok = corpus
+    code, err = ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", tmp_path / "run", "--arch", "bert",
+                    "--generator-size", "0.5", "--max-steps", "1")
+    assert code == 2 and "--generator-size is not a setting of --arch bert models; it applies to --arch electra" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -203,6 +203,8 @@ def test_every_task_type_trains_and_evaluates(pretrained, tmp_path, capsys, monk
     (["--task", "classification", "--train", "{train}", "--discriminative-lr", "0.5"], "--discriminative-lr"),
     (["--task", "classification", "--train", "{train}", "--mode", "features", "--gradual-unfreeze"], "--gradual-unfreeze conflicts"),
     (["--task", "classification", "--train", "{train}", "--patience", "2"], "--patience needs --dev"),
+    (["--task", "classification", "--train", "{train}", "--encoder", "cnn"], "--encoder applies to static word vectors"),
+    (["--task", "classification", "--train", "{train}", "--no-freeze-embeddings"], "--freeze-embeddings applies to static"),
 ])
 def test_bad_flags_fail_with_one_line(pretrained, sentiment, tmp_path, capsys, args, message):
     args = [a.replace("{train}", str(sentiment / "train.tsv")) for a in args]

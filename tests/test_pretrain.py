@@ -162,6 +162,26 @@ def test_bad_flags_fail_with_one_line(corpus, tmp_path, capsys, args, message):
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--arch", "gpt", "--ngram-mask", "3"], "--ngram-mask 3: --objective clm does not mask tokens"),
+        (["--arch", "elmo", "--ngram-mask", "2"], "--ngram-mask 2: --objective bilm does not mask tokens"),
+        (["--arch", "gpt", "--whole-word-mask"], "--whole-word-mask: --objective clm does not mask tokens"),
+        (["--arch", "elmo", "--mask-prob", "0.3"], "--mask-prob 0.3: --objective bilm does not mask tokens"),
+        (["--objective", "span", "--ngram-mask", "3"], "--ngram-mask 3: --objective span does not use it"),
+        (["--objective", "mlm", "--disc-weight", "10"], "--disc-weight 10.0: --objective mlm does not use it"),
+    ],
+)
+def test_settings_the_objective_does_not_read_are_refused(corpus, tmp_path, capsys, args, message):
+    shards, tok = corpus
+    preset = [] if "--arch" in args else ["--preset", "bert-tiny"]
+    code, err = ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", tmp_path / "run", *preset, *args,
+                    "--max-steps", "1", "--no-progress")
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_existing_run_dir_is_refused(corpus, tmp_path, capsys):
     shards, tok = corpus
     run = tmp_path / "run"

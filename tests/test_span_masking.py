@@ -216,3 +216,36 @@ def test_span_needs_word_starts(tmp_path, capsys):
                     "-o", tmp_path / "run", *TINY, "--eval-rows", "0", "--max-steps", "1")
     assert code == 2 and "without word boundaries" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_span_boundary_checkpoint_exports_to_transformers_without_its_head(corpus, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    from ptmcli.convert.ptm_model import load_model
+
+    shards, tok = corpus
+    run = tmp_path / "run"
+    code, err = ptm(capsys, "pretrain", "--objective", "span+sbo", "--preset", "bert-tiny", "--data", shards,
+                    "--tokenizer", tok, "-o", run, *TINY, "--max-steps", "3", "--lr", "3e-3")
+    assert code == 0, err
+    code, err = ptm(capsys, "convert", run, tmp_path / "hf")
+    assert code == 0, err
+    assert "left out sbo (sbo.*)" in err and "pretraining only" in err
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["BertForMaskedLM"]  # span masking trains the MLM head alone
+    assert not any(k.startswith("sbo.") for k in load_file(str(tmp_path / "hf" / "model.safetensors")))
+
+    module, _, initialised = load_model(run)
+    assert initialised == []
+    ids = torch.randint(5, config["vocab_size"], (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    types = torch.zeros_like(ids)
+    with torch.no_grad():
+        last = module.bert(ids, types, mask)
+        logits = module.mlm(last)
+        mlm = transformers.BertForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+        base = transformers.BertModel.from_pretrained(tmp_path / "hf", add_pooling_layer=False).eval()
+        theirs = mlm(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+        hidden = base(input_ids=ids, token_type_ids=types, attention_mask=mask).last_hidden_state
+    assert float((logits - theirs).abs().max()) < 1e-5
+    assert float((last - hidden).abs().max()) < 1e-5

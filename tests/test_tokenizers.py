@@ -41,7 +41,7 @@ def probe_lines() -> list[str]:
     return wiki + chinese + ["Ünïcödé naïve façade, [MASK] and [cls]\u200b\ttab\x07 end"]
 
 
-SIZES = {"wordpiece": 1500, "bpe": 1500, "bytelevel": 1200, "unigram": 1000, "sp-bpe": 1000}
+SIZES = {"wordpiece": 1500, "bpe": 1500, "bytelevel": 1200, "unigram": 1000, "sp-bpe": 1000, "word": 1500}
 
 
 @pytest.fixture(scope="module")

@@ -266,6 +266,66 @@ def test_a_fasttext_bin_model_is_refused_with_a_pointer_to_the_vec_file(tmp_path
         read_vectors(path)
 
 
+def test_a_fasttext_bin_converts_with_its_ngrams_and_gives_gensims_vectors(tmp_path, capsys):
+    """gensim's FastText as the reference: ptm's words and unseen words get gensim's vectors (its hashing and
+    averaging are fastText's), read from the .bin gensim writes and through ptm eval."""
+    gensim = pytest.importorskip("gensim", reason="gensim writes the reference fastText model")
+    from gensim.models.fasttext import save_facebook_model
+
+    from ptmcli.evaluation.token_words import TokenWordTable
+    from ptmcli.static.similarity import cosine
+    from ptmcli.tasks.metrics import pearson
+
+    rng = np.random.default_rng(0)
+    words = ["walking", "talking", "baking", "making", "zebra", "zeppelin", "zenith", "zero", "über", "naïve"]
+    sentences = [[words[i] for i in rng.integers(len(words), size=8)] for _ in range(200)]
+    model = gensim.models.FastText(sentences, vector_size=16, window=3, min_count=1, min_n=3, max_n=5, bucket=3000,
+                                   epochs=2, workers=1, seed=1)
+    save_facebook_model(model, str(tmp_path / "model.bin"))
+    code, _out, err = run_cli(capsys, "convert", tmp_path / "model.bin", tmp_path / "ckpt")
+    assert code == 0, err
+
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert {k: loaded.config["model"][k] for k in ("buckets", "min_n", "max_n", "ngram_hash")} == \
+        {"buckets": 3000, "min_n": 3, "max_n": 5, "ngram_hash": "fnv1a32"}
+    table = TokenWordTable(loaded.tokenizer, loaded.family.input_embeddings(loaded.model).detach().numpy(), None,
+                           loaded.family.subwords(loaded.model))
+    for word in words:
+        np.testing.assert_allclose(table.vectors[table.rows([word])[0]], model.wv[word], atol=1e-5)
+    unseen = ["walked", "zebras", "übel", "naïveté", "baker"]
+    assert table.rows(unseen) == [None] * len(unseen)
+    for word in unseen:
+        np.testing.assert_allclose(table.missing_vector(word), model.wv[word], atol=1e-5)
+
+    pairs = [("walked", "walking", 9), ("zebras", "zebra", 8), ("übel", "über", 6), ("baker", "zero", 2),
+             ("naïveté", "talking", 1), ("making", "zenith", 3)]
+    (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\t{s}\n" for a, b, s in pairs), encoding="utf-8")
+    result = eval_json(capsys, "-c", tmp_path / "ckpt", "--probe", "similarity", "--data", tmp_path / "pairs.tsv")
+    assert (result["oov_pairs"], result["built_vectors"]) == (0, 5)
+    expected = pearson([s for _, _, s in pairs], [cosine(model.wv[a], model.wv[b]) for a, b, _ in pairs])
+    assert result["pearson"] == pytest.approx(expected, abs=1e-5)
+
+    # --to word2vec writes the words' vectors alone; read back, they are gensim's.
+    code, _out, err = run_cli(capsys, "convert", tmp_path / "ckpt", tmp_path / "words.vec", "--to", "word2vec")
+    assert code == 0, err
+    back = read_vectors(tmp_path / "words.vec")
+    assert sorted(back.words) == sorted(words)
+    np.testing.assert_allclose(back.vectors[back.words.index("zebra")], model.wv["zebra"], atol=1e-5)
+
+
+def test_a_truncated_fasttext_bin_is_one_line(tmp_path, capsys):
+    gensim = pytest.importorskip("gensim", reason="gensim writes the fastText model")
+    from gensim.models.fasttext import save_facebook_model
+
+    model = gensim.models.FastText([["a", "b", "c"]] * 5, vector_size=4, min_count=1, bucket=100, epochs=1, workers=1)
+    save_facebook_model(model, str(tmp_path / "model.bin"))
+    data = (tmp_path / "model.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(data[: len(data) // 2])
+    line = fails_in_one_line(capsys, "convert", tmp_path / "cut.bin", tmp_path / "ckpt")
+    assert "cut.bin" in line and "truncated" in line
+    assert not (tmp_path / "ckpt").exists()
+
+
 # -- bad input through the command line -----------------------------------------------------------------
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from ptmcli.errors import PtmError
 
-# Tensors a pretraining model never holds: a task head and its learned scalar mix.
-TASK_PARTS = {"classifier": "classifier.", "scalar_mix": "scalar_mix."}
+# Tensors a pretraining model never holds: a task head, its learned scalar mix, the encoder over static vectors.
+TASK_PARTS = {"classifier": "classifier.", "scalar_mix": "scalar_mix.", "word_encoder": "word_encoder."}
 SCALAR_MIX_WEIGHTS = "scalar_mix.weights"
 SCALAR_MIX_GAMMA = "scalar_mix.gamma"
 
@@ -68,7 +68,7 @@ def describe(path: str | Path):
     return ckpt, config, family, model_config, tokenizer
 
 
-def load_checkpoint(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
+def load_checkpoint(path: str | Path, device: Any = "cpu", note_initialised: bool = True) -> LoadedCheckpoint:
     """Rebuild the model a checkpoint describes and load its weights and tokenizer, strictly.
 
     A converted encoder may lack pretraining heads (a BertModel has no MLM or NSP head): those
@@ -82,11 +82,15 @@ def load_checkpoint(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
     model = family.build(model_config)
     initialised, _ = load_partial_weights(ckpt, model, model.tied_weights(), family.head_parts,
                                           {**TASK_PARTS, **extra_head_parts(config)})
-    if initialised:
-        print(f"ptm: note: {ckpt} has no {', '.join(initialised)} weights; initialised at random", file=sys.stderr)
+    if initialised and note_initialised:
+        say_initialised(ckpt, initialised)
     model.to(torch.device(device) if isinstance(device, str) else device)
     model.eval()
     return LoadedCheckpoint(ckpt, config, config["arch"], model, model_config, tokenizer, initialised, family)
+
+
+def say_initialised(ckpt: Path, initialised: list[str]) -> None:
+    print(f"ptm: note: {ckpt} has no {', '.join(initialised)} weights; initialised at random", file=sys.stderr)
 
 
 def load_encoder(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:

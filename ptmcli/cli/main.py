@@ -15,7 +15,16 @@ import threading
 import typer
 
 from ptmcli import __version__
-from ptmcli.cli import convert, eval_cmd, extract_features, finetune, predict, pretrain, tokenize
+from ptmcli.cli import (
+    convert,
+    eval_cmd,
+    extract_features,
+    finetune,
+    generate,
+    predict,
+    pretrain,
+    tokenize,
+)
 
 EXAMPLES = """Examples:
 
@@ -50,6 +59,7 @@ app.command("finetune", help=finetune.HELP, short_help=finetune.SHORT_HELP, epil
 app.command("extract-features", help=extract_features.HELP, short_help=extract_features.SHORT_HELP)(extract_features.extract_features)
 app.command("eval", help=eval_cmd.HELP, short_help=eval_cmd.SHORT_HELP)(eval_cmd.eval_command)
 app.command("predict", help=predict.HELP, short_help=predict.SHORT_HELP)(predict.predict)
+app.command("generate", help=generate.HELP, short_help=generate.SHORT_HELP)(generate.generate)
 app.command("convert", help=convert.HELP, short_help=convert.SHORT_HELP)(convert.convert)
 
 

@@ -19,6 +19,7 @@ class Model(str, Enum):
     bytelevel = "bytelevel"
     unigram = "unigram"
     sp_bpe = "sp-bpe"
+    word = "word"
 
 
 class SpecialSet(str, Enum):
@@ -44,7 +45,7 @@ class ErrorMode(str, Enum):
 
 INPUT_HELP = "Text files, glob patterns, directories (read recursively) or - for stdin; .gz is read as is."
 
-TRAIN_SHORT_HELP = "Train a tokenizer (WordPiece, BPE, byte-level BPE, unigram) on raw text."
+TRAIN_SHORT_HELP = "Train a tokenizer (WordPiece, BPE, byte-level BPE, unigram, whole words) on raw text."
 TRAIN_HELP = (
     "Train a tokenizer on raw text and write it to a directory (tokenizer.json or tokenizer.model, "
     "plus tokenizer_config.json).\n\n"
@@ -52,7 +53,9 @@ TRAIN_HELP = (
     "WikiExtractor output or TSV/CSV; the format is detected per file unless --format is given.\n\n"
     "Defaults depend on --model: wordpiece lowercases, strips accents, splits CJK characters and uses "
     "BERT's special tokens; bpe is the same but cased; bytelevel is cased with GPT-2's <|endoftext|>; "
-    "unigram and sp-bpe (sentencepiece) are cased with BERT's special tokens."
+    "unigram and sp-bpe (sentencepiece) are cased with BERT's special tokens; word (one id per whole word, "
+    "for static word vectors) lowercases like wordpiece, keeps the --max-vocab most frequent words seen at least "
+    "--min-count times, and maps every other word to [UNK]."
 )
 TRAIN_EPILOG = """Examples:
 
@@ -61,6 +64,8 @@ TRAIN_EPILOG = """Examples:
   zcat wiki.jsonl.gz | ptm tokenize train - --model bytelevel --vocab-size 50000 -o tok-gpt/
 
   ptm tokenize train --vocab bert-base-uncased/vocab.txt -o tok-bert/   # no training
+
+  ptm tokenize train corpus.txt --model word --min-count 5 --max-vocab 100000 -o tok-words/   # for word2vec, GloVe
 """
 
 
@@ -69,8 +74,8 @@ def train(
     inputs: list[str] | None = typer.Argument(None, metavar="INPUT", help=INPUT_HELP, show_default=False),
     output: Path = typer.Option(..., "--output", "-o", metavar="PATH", help="Directory to write the tokenizer to."),
     model: Model = typer.Option(Model.wordpiece, "--model", "-m", help="Tokenizer model."),
-    vocab_size: int = typer.Option(30000, "--vocab-size", metavar="N", help="Vocabulary size, special tokens included."),
-    min_frequency: int = typer.Option(2, "--min-frequency", metavar="N", help="Merge only pairs seen this often (not used by sentencepiece models)."),
+    vocab_size: int = typer.Option(30000, "--vocab-size", "--max-vocab", metavar="N", help="Vocabulary size, special tokens included (--model word: the most frequent words kept)."),
+    min_frequency: int = typer.Option(2, "--min-frequency", "--min-count", metavar="N", help="Merge only pairs seen this often (not used by sentencepiece models); --model word: keep only words seen this often."),
     limit_alphabet: int = typer.Option(1000, "--limit-alphabet", metavar="N", help="wordpiece, bpe: keep this many of the most frequent characters; rarer ones become [UNK]. Raise it for Chinese or Japanese (each ideograph is a character: 5000 or more)."),
     overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace the output directory if it exists."),
     lowercase: bool | None = typer.Option(None, "--lowercase/--cased", metavar="", help="Lowercase text first.", show_default="per model"),

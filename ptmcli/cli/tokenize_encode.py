@@ -34,14 +34,17 @@ def encode(
     overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing shard directory (only once the new one is complete)."),
     split_sentences: bool = typer.Option(True, "--split-sentences/--no-split-sentences", metavar="", help="Split paragraphs into sentences; without it each paragraph (line) is one sentence."),
     word_starts: bool = typer.Option(True, "--word-starts/--no-word-starts", metavar="", help="Store which tokens start a word (for whole-word masking)."),
+    word_segmenter: str = typer.Option("tokenizer", "--word-segmenter", metavar="TEXT", help="Where words start, for whole-word masking: tokenizer (its own words: whitespace and punctuation, each CJK character alone) or jieba (Chinese words from jieba's segmentation, as Chinese BERT-wwm; pip install jieba)."),
     document_boundary: str = typer.Option("blank", "--document-boundary", metavar="TEXT", help="Plain text: what ends a document: blank (a blank line, BERT's layout), line (every line is a document: one-sentence- or one-paragraph-per-line corpora) or none (each file is one document)."),
     pairs: bool = typer.Option(False, "--pairs", metavar="", help="The inputs hold source/target pairs (TSV `source<TAB>target` or JSONL), for sequence-to-sequence training: writes pair shards (a target column beside the source)."),
     pair_fields: str = typer.Option("source,target", "--pair-fields", metavar="TEXT", help="With --pairs and JSONL input: the JSON keys of the source and the target."),
+    target_tokenizer: str = typer.Option(None, "--target-tokenizer", metavar="DIR", help="With --pairs: encode the targets with this tokenizer (translation: the other language's) [default: --tokenizer for both sides].", show_default=False),
     progress: bool = typer.Option(None, "--progress/--no-progress", metavar="", help="Progress bar on stderr (default: when stderr is a terminal).", show_default=False),
 ) -> None:
     from ptmcli.commands.tokenize_encode import run
 
     run(inputs=inputs, tokenizer=tokenizer, out=out, workers=workers, shard_size=shard_size, fmt=fmt,
         text_field=text_field, tsv_column=tsv_column, errors=errors, overwrite=overwrite,
-        split_sentences=split_sentences, word_starts=word_starts, document_boundary=document_boundary,
-        pairs=pairs, pair_fields=pair_fields, progress=progress)
+        split_sentences=split_sentences, word_starts=word_starts, word_segmenter=word_segmenter,
+        document_boundary=document_boundary, pairs=pairs, pair_fields=pair_fields,
+        target_tokenizer=target_tokenizer, progress=progress)

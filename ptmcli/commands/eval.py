@@ -32,6 +32,8 @@ def run(cfg: EvalConfig) -> dict | None:
             raise PtmError("nothing to do: give --data FILE to score text, or --sample PROMPT to generate (gpt)")
         if cfg.data is not None and cfg.sample:
             raise PtmError("give either --data (scoring) or --sample (generation), not both")
+    if cfg.part is not None and cfg.probe is not None:
+        raise PtmError("--part applies to scoring --data, not to --probe (the input embeddings are shared)")
     if cfg.threads is not None:
         if cfg.threads < 1:
             raise PtmError(f"--threads {cfg.threads}: must be positive")
@@ -45,6 +47,8 @@ def run(cfg: EvalConfig) -> dict | None:
 
     checkpoint = open_checkpoint(cfg.checkpoint)
     config = read_config(checkpoint)
+    if config.get("task") is not None and cfg.part is not None:
+        raise PtmError(f"--part {cfg.part}: {checkpoint} is a finetuned {config['task'].get('type')} model, one network")
     if config.get("task") is not None:
         from ptmcli.evaluation.labeled import evaluate_labeled
         from ptmcli.tasks.readers import UnlabeledData
@@ -58,7 +62,7 @@ def run(cfg: EvalConfig) -> dict | None:
 
     from ptmcli.checkpoint.loading import load_checkpoint
 
-    loaded = load_checkpoint(checkpoint, device)
+    loaded = _part(load_checkpoint(checkpoint, device, note_initialised=cfg.part is None), cfg.part)
     if cfg.sample:
         from ptmcli.evaluation.sampling import run_samples
 
@@ -66,7 +70,32 @@ def run(cfg: EvalConfig) -> dict | None:
         return None
     from ptmcli.evaluation.language_model import evaluate_language_model
 
-    return _report(evaluate_language_model(loaded, cfg, device), cfg)
+    metrics = evaluate_language_model(loaded, cfg, device)
+    if cfg.part is not None:
+        items = list(metrics.items())
+        after_arch = [key for key, _ in items].index("arch") + 1
+        metrics = dict([*items[:after_arch], ("part", cfg.part), *items[after_arch:]])
+    return _report(metrics, cfg)
+
+
+def _part(loaded, name: str | None):
+    """The checkpoint as ``--part name`` reads it: the whole model for its default part, else the family's view."""
+    import dataclasses
+
+    from ptmcli.checkpoint.loading import say_initialised
+
+    family = loaded.family
+    if name is not None and not family.parts:
+        raise PtmError(f"--part {name}: a {loaded.arch} checkpoint is one network (--part chooses within an ELECTRA's)")
+    if name is not None and name in (loaded.initialised or []):
+        raise PtmError(f"--part {name}: {loaded.path} has no {name} weights (a model converted from the "
+                       f"{family.parts[0]} alone); nothing to score with")
+    if loaded.initialised and name is not None:
+        say_initialised(loaded.path, loaded.initialised)
+    if name is None or name == family.parts[0]:
+        return loaded
+    module, part_family = family.part(loaded.model, name)
+    return dataclasses.replace(loaded, model=module, family=part_family)
 
 
 def _report(metrics: dict, cfg: EvalConfig) -> dict:

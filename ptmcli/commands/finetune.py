@@ -115,6 +115,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     from ptmcli import checkpoint as ckpt_io
     from ptmcli.checkpoint.loading import load_checkpoint, saved_normed_top
     from ptmcli.convert.open import open_checkpoint
+    from ptmcli.finetuning import word_encoders
     from ptmcli.finetuning.config import default_lr
     from ptmcli.finetuning.evaluate import DEFAULT_METRIC, predict, scalar_metrics, score
     from ptmcli.finetuning.methods import discriminative_groups
@@ -136,6 +137,11 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     if source.config.get("task"):
         raise PtmError(f"--checkpoint {cfg.checkpoint}: already finetuned for {source.config['task'].get('type')}; start from a pretrained checkpoint")
     arch, family, tokenizer = source.arch, source.family, source.tokenizer
+    encoder = word_encoders.encoder_spec(cfg, family, pairs=False)
+    if ckpt_to_resume is not None and encoder is not None:
+        encoder = (ckpt_io.read_config(ckpt_to_resume).get("task") or {}).get("encoder") or encoder
+    if encoder is not None and cfg.lr is None:
+        lr = word_encoders.ENCODER_LR
     if stored is not None:
         from ptmcli.finetuning.stored_features import check_model
 
@@ -168,6 +174,13 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     if main:
         distributed.barrier(dist_info)
     metric = cfg.metric or DEFAULT_METRIC[cfg.task]
+    if encoder is not None and ckpt_to_resume is None:
+        encoder["pairs"] = word_encoders.has_pairs(train_rows[0])
+    if encoder is not None:
+        which, rows = ("dev", dev_rows) if dev_rows is not None else ("train", train_rows)
+        unknown, words = word_encoders.unknown_share(rows, tokenizer.unk_id, family.pair_delimiter_repeats)
+        session.announce(f"ptm: {unknown:,} of the {words:,} {which} words ({unknown / max(words, 1):.1%}) are out of the "
+                         "vocabulary: they read the [UNK] vector")
 
     torch.manual_seed(cfg.seed)
     lm = source.model
@@ -188,7 +201,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     # GPT's top layer enters a mix after its final LayerNorm, as in extract-features and HF's hidden_states;
     # a run resumed from before that was the rule keeps the layers its mix was learned on.
     normed_top = True if ckpt_to_resume is None else saved_normed_top(ckpt_io.read_config(ckpt_to_resume).get("task"))
-    model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode, pool=pool, normed_top=normed_top)
+    model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode, pool=pool, normed_top=normed_top,
+                      word_encoder=encoder)
     model.set_mask_id(tokenizer.mask_id)
     if cfg.aux_lm_weight > 0 and family.lm_needs_mask_token() and tokenizer.mask_id is None:
         raise PtmError(f"--aux-lm-weight with {family.title} needs a tokenizer with a [MASK] token")
@@ -229,6 +243,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     }
     if pool is not None and cfg.task != QA:
         task_config["pool"] = pool
+    if encoder is not None:
+        task_config.update(encoder=encoder, pool=model.pool)
     if cfg.task == QA:
         task_config.update(doc_stride=cfg.doc_stride, max_answer_len=cfg.max_answer_len)
     if stored is not None:
@@ -276,7 +292,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     batch_text = f"{session.global_batch_text()}, " if dist_info.enabled else ""
     session.announce(
         f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
-        f"({_outputs_text(cfg.task, labels)}), mode {cfg.mode}"
+        f"({_outputs_text(cfg.task, labels)}), {word_encoders.describe_encoder(encoder, model.pool) if encoder else f'mode {cfg.mode}'}"
         f"{f' on stored features ({cfg.train_features})' if stored is not None else ''}, {len(train_rows):,} train"
         f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} {'windows' if cfg.task == QA else 'examples'}, {max_steps:,} steps "
         f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "

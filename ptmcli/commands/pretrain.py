@@ -8,8 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from ptmcli.errors import PtmError
-from ptmcli.pretraining.config import MODEL_FIELDS, PretrainConfig
-from ptmcli.pretraining.objective_table import default_objective, get_objective
+from ptmcli.pretraining import mask_units
+from ptmcli.pretraining.config import MODEL_FIELDS, STATIC_FIELDS, PretrainConfig
+from ptmcli.pretraining.objective_table import check_settings, default_objective, get_objective
 from ptmcli.training import resume
 from ptmcli.training.session import RunSession
 
@@ -28,7 +29,11 @@ def _with_arch_defaults(cfg: PretrainConfig) -> PretrainConfig:
 
 
 def _validate(cfg: PretrainConfig) -> None:
+    import dataclasses
+
     get_objective(cfg.objective, cfg.arch)
+    _refuse_static_fields(cfg)
+    check_settings(cfg.objective, cfg, {f.name: f.default for f in dataclasses.fields(PretrainConfig)})
     positive = {"seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_steps": cfg.max_steps, "log_every": cfg.log_every, "eval_batches": cfg.eval_batches}
     for name, value in positive.items():
         if value <= 0:
@@ -47,6 +52,7 @@ def _validate(cfg: PretrainConfig) -> None:
             raise PtmError(f"--{name.replace('_', '-')} {value}: must be positive")
     if cfg.ngram_mask < 1:
         raise PtmError(f"--ngram-mask {cfg.ngram_mask}: must be at least 1 (1 masks single tokens or words)")
+    mask_units.check_flags(cfg)
     if not 0.0 < cfg.mask_prob < 1.0:
         raise PtmError(f"--mask-prob {cfg.mask_prob}: must be between 0 and 1")
     if cfg.lr <= 0:
@@ -55,11 +61,25 @@ def _validate(cfg: PretrainConfig) -> None:
         raise PtmError(f"--seq-len {cfg.seq_len}: too short (use at least 8)")
 
 
+def _refuse_static_fields(cfg: PretrainConfig) -> None:
+    """The static word-vector settings (--dim, --window ...) would be ignored by the shared loop: refused."""
+    import dataclasses
+
+    from ptmcli.pretraining.objective_table import own_loop_families
+
+    for f in dataclasses.fields(PretrainConfig):
+        if f.name in STATIC_FIELDS and getattr(cfg, f.name) is not None:
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            raise PtmError(f"{flag} is a setting of static word vectors (--arch {', '.join(own_loop_families())}), "
+                           f"not of --arch {cfg.arch}")
+
+
 def _check_model_fields(cfg: PretrainConfig) -> None:
     """Model flags the family's config has no field for (``--share`` for BERT) are refused, not ignored."""
     import dataclasses
 
-    from ptmcli.models.registry import get_family
+    from ptmcli.models.registry import FAMILIES, get_family
+    from ptmcli.pretraining.objective_table import families
 
     known = {f.name for f in dataclasses.fields(get_family(cfg.arch).config_class)}
     # The shape flags every family's preset_config translates (ELMo maps --hidden-size onto its own fields).
@@ -67,7 +87,11 @@ def _check_model_fields(cfg: PretrainConfig) -> None:
               "hidden_dropout", "attention_dropout"}
     for name in cfg.model_overrides():
         if name not in known and name not in shared:
-            raise PtmError(f"--{name.replace('_', '-')} is not a setting of --arch {cfg.arch} models")
+            # Name the families that do have it: --generator-size sizes ELECTRA's generator, --share ALBERT's layers.
+            having = [arch for arch, family in FAMILIES.items() if arch in families()
+                      and name in {f.name for f in dataclasses.fields(family.config_class)}]
+            where = f"; it applies to --arch {', '.join(having)}" if having else ""
+            raise PtmError(f"--{name.replace('_', '-')} is not a setting of --arch {cfg.arch} models{where}")
 
 
 def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, Path]:
@@ -156,7 +180,7 @@ def _check_shard_dir(data: str) -> None:
 def _absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
     """Paths as the run records them: absolute, so ``--resume`` works from any directory."""
     absolute = {name: str(Path(getattr(cfg, name)).absolute())
-                for name in ("data", "tokenizer", "eval_data", "init_from") if getattr(cfg, name)}
+                for name in ("data", "tokenizer", "eval_data", "init_from", "init_vectors") if getattr(cfg, name)}
     return replace(cfg, **absolute)
 
 
@@ -190,7 +214,7 @@ def _build_task(cfg: PretrainConfig, objective, family, tokenizer, dataset, trai
     if len(held_rows):
         eval_sets.append(("heldout", dataset, held_rows))
     if cfg.eval_data:
-        extra = ShardDataset.open(cfg.eval_data, verify=True)
+        extra = ShardDataset.open(cfg.eval_data, verify=True, kind=objective.shard_kind)
         extra.check_tokenizer(tokenizer)
         eval_sets.append(("evaldata", extra, np.arange(len(extra))))
     context = ObjectiveContext(replace(cfg, batch_size=cfg.batch_size * world_size), tokenizer, dataset, train_rows, eval_sets, family)
@@ -227,6 +251,10 @@ def _init_source(cfg: PretrainConfig, explicit: set[str], tokenizer) -> dict:
 def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     """Pretrain per ``cfg``; returns the final logged metrics."""
     explicit = explicit or set()
+    objective = get_objective(cfg.objective or default_objective(cfg.arch), cfg.arch)
+    if objective.own_loop:
+        return objective.run_alone(replace(cfg, objective=cfg.objective or default_objective(cfg.arch)), explicit,
+                                   _resolve_data)
     ckpt_to_resume = None
     if cfg.resume:
         try:
@@ -261,15 +289,16 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     device = session.start()
     dist_info = session.dist_info
     tokenizer = PtmTokenizer.load(tokenizer_dir)
-    # Checksums are read once here (about 1 GB/s), so a damaged shard is named before any training.
-    dataset = ShardDataset.open(data_dir, verify=True)
-    dataset.check_tokenizer(tokenizer)
     family, objective = get_family(cfg.arch), get_objective(cfg.objective, cfg.arch)
+    # Checksums are read once here (about 1 GB/s), so a damaged shard is named before any training.
+    dataset = ShardDataset.open(data_dir, verify=True, kind=objective.shard_kind)
+    dataset.check_tokenizer(tokenizer)
     _check_tokenizer_roles(cfg, objective, family, tokenizer, tokenizer_dir)
     if ckpt_to_resume is not None:
         _check_same_data(ckpt_to_resume, dataset, tokenizer, explicit)
-    if cfg.whole_word_mask and not dataset.has_word_starts:
-        raise PtmError(f"--whole-word-mask: {data_dir} was encoded without word boundaries (re-encode with --word-starts)")
+    if mask_units.needs_word_starts(cfg) and not dataset.has_word_starts:
+        flag = f"--mask-unit {cfg.mask_unit}" if cfg.mask_unit else "--whole-word-mask"
+        raise PtmError(f"{flag}: {data_dir} was encoded without word boundaries (re-encode with --word-starts)")
     if cfg.ngram_mask > 1 and not dataset.has_word_starts:
         raise PtmError(f"--ngram-mask {cfg.ngram_mask}: {data_dir} was encoded without word boundaries (re-encode with --word-starts)")
 
@@ -280,7 +309,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         dropouts = {k: v for k, v in cfg.model_overrides().items() if k in ("hidden_dropout", "attention_dropout") and hasattr(model_config, k)}
         model_config = replace(model_config, **dropouts)
     else:
-        model_config = family.model_config(cfg.preset, tokenizer, **cfg.model_overrides())
+        model_config = family.model_config(cfg.preset, tokenizer, **cfg.model_overrides(),
+                                           **objective.settings_for(cfg, tokenizer, dataset))
     model = family.build(model_config, tokenizer)
     objective.prepare(model, cfg)
     if init is not None:

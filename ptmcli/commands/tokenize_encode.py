@@ -26,8 +26,8 @@ def parse_size(text: str, flag: str = "--shard-size") -> int:
 def run(*, inputs: list[str], tokenizer: str, out: str, workers: int | None = None, shard_size: str = "256MB",
         fmt: str = "auto", text_field: str = "text", tsv_column: str | None = None, errors: str = "strict",
         overwrite: bool = False, split_sentences: bool = True, word_starts: bool = True,
-        document_boundary: str = "blank", pairs: bool = False, pair_fields: str = "source,target",
-        progress: bool | None = None) -> dict:
+        word_segmenter: str = "tokenizer", document_boundary: str = "blank", pairs: bool = False, pair_fields: str = "source,target",
+        target_tokenizer: str | None = None, progress: bool | None = None) -> dict:
     from ptmcli.data.encode import encode_to_shards, summary_line
     from ptmcli.textio.inputs import ERROR_MODES, FORMATS
 
@@ -51,8 +51,9 @@ def run(*, inputs: list[str], tokenizer: str, out: str, workers: int | None = No
     manifest = encode_to_shards(
         inputs, tokenizer, out, workers=workers, shard_size_bytes=parse_size(shard_size), fmt=fmt,
         text_field=text_field, tsv_column=column, errors=errors, overwrite=overwrite,
-        split_sentences=split_sentences, word_starts=word_starts, document_boundary=document_boundary,
-        progress=progress, rank=rank, world_size=world_size, pairs=pairs, pair_fields=fields,
+        split_sentences=split_sentences, word_starts=word_starts, word_segmenter=word_segmenter,
+        document_boundary=document_boundary, progress=progress, rank=rank, world_size=world_size, pairs=pairs, pair_fields=fields,
+        target_tokenizer_dir=target_tokenizer,
     )
     if rank == 0:
         print(f"ptm: {summary_line(manifest, time.monotonic() - started)} -> {out}", file=sys.stderr)

@@ -13,6 +13,9 @@ from typing import Any
 
 from ptmcli.errors import PtmError
 
+# SpanBERT's objectives train the masked-LM head alone (the span boundary head is pretraining-only).
+SPAN_OBJECTIVES = frozenset({"span", "span+sbo"})
+
 
 @dataclass(frozen=True)
 class HFClass:
@@ -27,6 +30,8 @@ class HFClass:
     """The ptm ``objective`` a checkpoint converted from this class records."""
     task: str | None = None
     """The ptm task type of its head, if it is a task model."""
+    exported_from: frozenset[str] = frozenset()
+    """Other ptm objectives whose checkpoints convert to this class by default (span masking is a masked LM)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class ArchSpec:
         for cls in self.classes.values():
             if task is not None and cls.task == task.get("type"):
                 return cls
-            if task is None and cls.task is None and cls.objective == (objective or None):
+            if task is None and cls.task is None and (cls.objective == (objective or None) or objective in cls.exported_from):
                 return cls
         what = f"task {task.get('type')!r}" if task else f"objective {objective!r}"
         raise PtmError(f"no transformers class for a {self.arch} checkpoint with {what}; "
@@ -87,15 +92,17 @@ def _entries() -> list[ArchSpec]:
     # Imported here: each family pulls in torch and its model module.
     from ptmcli.convert import (
         hf_albert,
+        hf_bart,
         hf_bert,
         hf_distilbert,
         hf_electra,
         hf_gpt,
         hf_roberta,
+        nnlm,
         word2vec,
     )
 
-    return [hf_bert.SPEC, hf_gpt.SPEC, hf_albert.SPEC, hf_roberta.SPEC, hf_distilbert.SPEC, hf_electra.SPEC, word2vec.SPEC]
+    return [hf_bert.SPEC, hf_gpt.SPEC, hf_albert.SPEC, hf_roberta.SPEC, hf_distilbert.SPEC, hf_electra.SPEC, hf_bart.SPEC, word2vec.SPEC, nnlm.SPEC]
 
 
 def supported_classes() -> list[str]:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import torch
 
-from ptmcli.convert.archs import ArchSpec, HFClass
+from ptmcli.convert.archs import SPAN_OBJECTIVES, ArchSpec, HFClass
 from ptmcli.errors import PtmError
 from ptmcli.models import albert
 
 CLASSES = {
     "AlbertModel": HFClass("AlbertModel", frozenset({"pooler"}), frozenset({"pooler"})),
     "AlbertForPreTraining": HFClass("AlbertForPreTraining", frozenset({"pooler", "mlm", "sop"}), objective="mlm+sop"),
-    "AlbertForMaskedLM": HFClass("AlbertForMaskedLM", frozenset({"mlm"}), objective="mlm"),
+    "AlbertForMaskedLM": HFClass("AlbertForMaskedLM", frozenset({"mlm"}), objective="mlm", exported_from=SPAN_OBJECTIVES),
     "AlbertForSequenceClassification": HFClass(
         "AlbertForSequenceClassification", frozenset({"pooler", "classifier"}), task="classification"),
     "AlbertForTokenClassification": HFClass(

@@ -151,7 +151,7 @@ SPEC = ArchSpec(
     hf_aliases=ALIASES,
     hf_buffers=("embeddings.position_ids", "embeddings.token_type_ids"),
     hf_part_names={"pooler": "classifier.dense.* in a sequence classifier", "rtd": "discriminator_predictions.*",
-                   "generator": "the generator (ElectraForMaskedLM)", "classifier": "classifier.*"},
+                   "generator": "generator.*, ELECTRA's generator; a discriminator converted alone has none", "classifier": "classifier.*"},
     guess_class=guess_class,
     class_config_to_hf=class_config_to_hf,
 )

@@ -41,6 +41,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
     initialised; anything else missing or mismatched is a PtmError.
     """
     from ptmcli.checkpoint import load_partial_weights, read_config, resolve_checkpoint
+    from ptmcli.checkpoint.loading import extra_head_parts
     from ptmcli.convert.archs import spec_for_arch
 
     checkpoint = resolve_checkpoint(path)
@@ -60,5 +61,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict, list[str]]:
     # Task models have no pretraining heads but the pooler; those tensors, if any, are not theirs to load.
     if task is not None:
         ignored.update({p: prefix for p, prefix in parts.items() if p != "pooler"})
+    ignored.update(extra_head_parts(config))  # pretraining-only heads an objective attached (SpanBERT's sbo.*)
     initialised, _ = load_partial_weights(checkpoint, module, tied, parts, ignored)
     return module.eval(), config, initialised

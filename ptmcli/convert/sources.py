@@ -155,6 +155,10 @@ def _state_from_hf(spec: ArchSpec, cls: HFClass, hf_state: dict, weights_file: P
     """ptm tensors of the class's parts; anything in the file not mapped is an error naming it."""
     hf_state = {_modern_name(k): v for k, v in hf_state.items()}
     for alias, target in spec.hf_aliases.items():
+        # Some files keep a tied pair under a copy's name only (older BART files: embed_tokens, no shared).
+        if alias in hf_state and target not in hf_state:
+            hf_state[target] = hf_state[alias]
+    for alias, target in spec.hf_aliases.items():
         if alias in hf_state and target in hf_state and not torch.equal(hf_state[alias], hf_state[target]):
             raise PtmError(f"{weights_file}: {alias!r} differs from {target!r}; ptm ties them, "
                            "so untied weights cannot be converted without loss")
@@ -203,6 +207,7 @@ def _task_from_hf(hf_config: dict, cls: HFClass, directory: Path) -> dict | None
 def read_ptm(path: str | Path) -> Model:
     """A ptm checkpoint (or a run directory: its latest checkpoint), checked."""
     from ptmcli.checkpoint import WEIGHTS, read_config
+    from ptmcli.checkpoint.loading import extra_head_parts
     from ptmcli.convert.open import open_checkpoint
     from ptmcli.convert.sentence_transformers import check_embedding
     from ptmcli.convert.tokenizer_files import read_ptm_tokenizer
@@ -219,16 +224,29 @@ def read_ptm(path: str | Path) -> Model:
     if not weights_file.is_file():
         raise PtmError(f"{checkpoint}: checkpoint has no {WEIGHTS}")
     state = hf_files.read_safetensors(weights_file)
+    notes: list[str] = []
+    state = _without_extra_heads(state, extra_head_parts(config), config.get("objective"), notes)
     parts = check_state(spec, state, expected_shapes(spec, model, task), str(weights_file))
     if task is not None and "classifier" not in parts:
         raise PtmError(f"{weights_file}: config.json names a {task['type']} task but the file has no classifier tensors")
     tokenizer = read_ptm_tokenizer(checkpoint)
     spec.check_tokenizer(model, tokenizer, str(checkpoint))
-    notes: list[str] = []
     check_vocab(tokenizer, model, str(checkpoint), notes)
     source = dict(config.get("converted_from") or {})
     embedding = check_embedding(config.get("sentence_embedding"), str(checkpoint / "config.json"))
     return Model(spec, model, config.get("objective"), task, state, parts, tokenizer, source, notes, embedding)
+
+
+def _without_extra_heads(state: dict, extra: dict[str, str], objective: str | None, notes: list[str]) -> dict:
+    """The weights without the heads an objective attached for pretraining only (SpanBERT's span boundary
+    head): no exported model has a place for them, and a model that keeps training reads the checkpoint."""
+    dropped = [name for name, prefix in extra.items() if any(k.startswith(prefix) for k in state)]
+    if not dropped:
+        return state
+    notes.append(f"left out {', '.join(dropped)} ({', '.join(extra[n] + '*' for n in dropped)}), a head the "
+                 f"{objective or 'pretraining'} objective uses in pretraining only: exported models have no place for it")
+    prefixes = tuple(extra[name] for name in dropped)
+    return {k: v for k, v in state.items() if not k.startswith(prefixes)}
 
 
 def read_source(path: str | Path, kind: str) -> Model:

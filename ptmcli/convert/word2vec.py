@@ -17,6 +17,11 @@ vector, recorded in ``converted_from.added_tokens`` and left out when the
 vectors are written back, so file -> checkpoint -> file keeps every word,
 vector and the order. A word listed twice keeps its first (most frequent)
 row; the repeats are left out and counted.
+
+A fastText ``.bin`` model (``ptmcli.static.fasttext_bin``) becomes the same
+checkpoint with its character n-gram table besides, as ``ptm pretrain --arch
+fasttext`` writes one: the words' vectors (own row and n-grams averaged) and
+the ``ngrams`` rows, so words outside the vocabulary get vectors.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 from ptmcli.convert.archs import ArchSpec
 from ptmcli.convert.sources import Model
 from ptmcli.errors import PtmError
-from ptmcli.models.static import VECTORS, StaticConfig, StaticVectors
+from ptmcli.models.static import NGRAM_HASH, NGRAMS, VECTORS, StaticConfig, StaticVectors
 from ptmcli.static.vector_files import (
     FORMAT_NAMES,
     WORD2VEC_BINARY,
@@ -94,19 +99,33 @@ def read_word2vec(path: str | Path, binary: bool | None = None) -> tuple[list[st
 
 
 def read_vector_model(path: str | Path) -> Model:
-    """A word2vec, GloVe or fastText .vec file as a ``static`` model with a word-level tokenizer."""
+    """A word2vec, GloVe or fastText .vec file, or a fastText .bin model, as a ``static`` model with a
+    word-level tokenizer."""
+    from ptmcli.static.fasttext_bin import is_fasttext_bin, read_fasttext_bin
+
+    if Path(path).is_file() and is_fasttext_bin(path):
+        found = read_fasttext_bin(path)
+        subwords = {"buckets": found.buckets, "min_n": found.min_n, "max_n": found.max_n, "ngram_hash": NGRAM_HASH}
+        return _static_model(path, found.words, found.vectors, {"format": "fasttext-bin", "class": "fastText .bin"},
+                             subwords if found.buckets else {}, found.ngrams if found.buckets else None)
     vectors = read_vectors(path)
+    return _static_model(path, vectors.words, vectors.vectors,
+                         {"format": vectors.format, "class": FORMAT_NAMES[vectors.format]})
+
+
+def _static_model(path, file_words: list[str], file_vectors: np.ndarray, kind: dict, subwords: dict | None = None,
+                  ngrams: np.ndarray | None = None) -> Model:
     first_rows: dict[str, int] = {}
-    for row, word in enumerate(vectors.words):
+    for row, word in enumerate(file_words):
         first_rows.setdefault(word, row)
     notes = []
     rows = list(first_rows.values())
-    if len(rows) < len(vectors.words):
-        repeated = next(w for i, w in enumerate(vectors.words) if first_rows[w] != i)
-        notes.append(f"left out {len(vectors.words) - len(rows)} repeated word(s), e.g. {repeated!r}: "
+    if len(rows) < len(file_words):
+        repeated = next(w for i, w in enumerate(file_words) if first_rows[w] != i)
+        notes.append(f"left out {len(file_words) - len(rows)} repeated word(s), e.g. {repeated!r}: "
                      "each word keeps its first, most frequent, vector")
     words = list(first_rows)
-    matrix = vectors.vectors if len(rows) == len(vectors.words) else vectors.vectors[rows]
+    matrix = file_vectors if len(rows) == len(file_words) else file_vectors[rows]
     unknown = next((w for w in _UNKNOWN_WORDS if w in first_rows), None)
     added = []
     if unknown is None:
@@ -117,10 +136,11 @@ def read_vector_model(path: str | Path) -> Model:
     if spaced:
         notes.append(f"{spaced} word(s) contain whitespace: kept, but no text splits into them, and --to word2vec leaves them out")
     lowercase = not has_uppercase(w for w in words if w != unknown)
-    source = {"format": vectors.format, "class": FORMAT_NAMES[vectors.format], "path": str(path),
-              "vectors": len(vectors.words), "added_tokens": added}
+    source = {**kind, "path": str(path), "vectors": len(file_words), "added_tokens": added}
     state = {VECTORS: torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))}
-    model = {"vocab_size": len(words), "hidden_size": int(matrix.shape[1]), "num_layers": 0}
+    if ngrams is not None:
+        state[NGRAMS] = torch.from_numpy(np.ascontiguousarray(ngrams, dtype=np.float32))
+    model = {"vocab_size": len(words), "hidden_size": int(matrix.shape[1]), "num_layers": 0, **(subwords or {})}
     return Model(SPEC, model, None, None, state, set(), _word_tokenizer(words, unknown, lowercase), source, notes)
 
 

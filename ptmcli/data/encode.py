@@ -42,19 +42,25 @@ def encode_to_shards(
     overwrite: bool = False,
     split_sentences: bool = True,
     word_starts: bool = True,
+    word_segmenter: str = "tokenizer",
     document_boundary: str = "blank",
     progress: bool | None = None,
     rank: int = 0,
     world_size: int = 1,
     pairs: bool = False,
     pair_fields: tuple[str, str] = ("source", "target"),
+    target_tokenizer_dir: str | None = None,
 ) -> dict:
     """Encode text inputs into a ``ptm-shards`` directory and return its manifest.
 
     ``pairs``: the inputs hold source/target pairs (``fmt`` auto, tsv or
     jsonl; ``pair_fields`` are the JSON keys), written as ``kind: "pairs"``
-    shards; the options of documents (sentences, word starts, ``text_field``,
+    shards; ``target_tokenizer_dir`` encodes the targets with a tokenizer of their own (recorded as the
+    manifest's ``target_tokenizer``), for a translation between two languages; the options of documents (sentences, word starts, ``text_field``,
     ``tsv_column``, ``document_boundary``, ``workers``) do not apply.
+
+    ``word_segmenter``: where words begin for the word starts
+    (``tokenization.word_segmenters``: the tokenizer's words, or jieba's).
 
     The directory is built under ``<out_dir>.tmp-<pid>`` and renamed into place
     when complete; on any error (or Ctrl-C) nothing is left behind and an
@@ -76,6 +82,13 @@ def encode_to_shards(
         raise PtmError(f"--shard-size must be at least 64KB, got {shard_size_bytes} bytes")
     if world_size < 1 or not 0 <= rank < world_size:
         raise PtmError(f"rank {rank} is out of range for world size {world_size}")
+    if word_segmenter != "tokenizer":
+        from ptmcli.tokenization.word_segmenters import check_available
+
+        if pairs or not word_starts:
+            raise PtmError(f"--word-segmenter {word_segmenter} finds where words start, which "
+                           f"{'--pairs shards do not store' if pairs else '--no-word-starts leaves out'}")
+        check_available(word_segmenter)
     paths = expand_inputs(inputs)
     if world_size > 1 and "-" in paths:
         raise PtmError("stdin ('-') cannot be split across ranks; pass input files when running under torchrun")
@@ -86,14 +99,20 @@ def encode_to_shards(
 
         if fmt not in PAIR_FORMATS:
             raise PtmError(f"--format {fmt!r}: pairs are read as {', '.join(PAIR_FORMATS)}")
+    if target_tokenizer_dir is not None and not pairs:
+        raise PtmError("--target-tokenizer encodes the target side of --pairs; documents have one side")
     tokenizer = PtmTokenizer.load(tokenizer_dir)
     if pairs:
         options = {"pairs": True, "format": fmt, "fields": list(pair_fields), "errors": errors,
                    "shard_size_bytes": shard_size_bytes}
+        if target_tokenizer_dir is not None:
+            options["target_tokenizer"] = os.path.abspath(target_tokenizer_dir)
+            PtmTokenizer.load(target_tokenizer_dir)  # a bad directory is named before any output
     else:
         options = {
             "split_sentences": split_sentences,
             "word_starts": word_starts,
+            "word_segmenter": word_segmenter,
             "format": fmt,
             "text_field": text_field,
             "tsv_column": tsv_column,
@@ -149,7 +168,8 @@ def _encode_share(paths: list[str], tokenizer, tokenizer_dir: str, staging: str,
     """Encode this rank's share of ``paths`` into ``staging``; the manifest of what was written."""
     if options.get("pairs"):
         return _encode_pairs_share(paths, tokenizer, tokenizer_dir, staging, rank, world_size, progress, options)
-    encoder = ChunkEncoder(tokenizer, tokenizer_dir, workers, options["split_sentences"], options["word_starts"])
+    encoder = ChunkEncoder(tokenizer, tokenizer_dir, workers, options["split_sentences"], options["word_starts"],
+                           options.get("word_segmenter", "tokenizer"))
     with encoder:
         # Imported once the workers are starting: their start-up overlaps with this.
         from ptmcli.data.shard_writer import ShardWriter
@@ -202,6 +222,7 @@ def _encode_pairs_share(paths: list[str], tokenizer, tokenizer_dir: str, staging
     from ptmcli.data.pairs import encode_pairs, iter_pairs
     from ptmcli.data.shard_writer import PAIRS, ShardWriter
     from ptmcli.textio.inputs import ReadStats, total_input_bytes
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
 
     by_file = len(paths) >= world_size
     own_paths = paths[rank::world_size] if by_file else paths
@@ -209,13 +230,15 @@ def _encode_pairs_share(paths: list[str], tokenizer, tokenizer_dir: str, staging
                          shard_size_bytes=options["shard_size_bytes"], kind=PAIRS)
     stats = ReadStats()
     counts = {"pairs": 0, "empty_pairs": 0}
+    target_dir = options.get("target_tokenizer")
+    target_tokenizer = PtmTokenizer.load(target_dir) if target_dir else None
     pairs = iter_pairs(own_paths, options["format"], tuple(options["fields"]), options["errors"], stats)
     if not by_file:
         pairs = (pair for i, pair in enumerate(pairs) if i % world_size == rank)
     bar = progress_bar(progress, total_input_bytes(own_paths))
     try:
         while batch := list(islice(pairs, PAIRS_PER_BATCH)):
-            chunk = encode_pairs(tokenizer, [p.source for p in batch], [p.target for p in batch])
+            chunk = encode_pairs(tokenizer, [p.source for p in batch], [p.target for p in batch], target_tokenizer)
             writer.add(chunk)
             counts["pairs"] += len(batch)
             counts["empty_pairs"] += chunk.empty_pairs
@@ -227,7 +250,9 @@ def _encode_pairs_share(paths: list[str], tokenizer, tokenizer_dir: str, staging
         raise
     finally:
         bar.close()
-    return writer.manifest(_tokenizer_info(tokenizer, tokenizer_dir), paths, options=options, input={
+    # The targets' own tokenizer, when they have one, is recorded and checked like the sources'.
+    target = {"target_tokenizer": _tokenizer_info(target_tokenizer, target_dir)} if target_tokenizer else {}
+    return writer.manifest(_tokenizer_info(tokenizer, tokenizer_dir), paths, options=options, **target, input={
         "bytes": stats.bytes_read,
         **counts,
         "skipped_lines": stats.skipped_lines,

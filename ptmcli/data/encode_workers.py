@@ -32,6 +32,7 @@ from itertools import chain
 import numpy as np
 
 from ptmcli.data.sentences import split_sentences as _split
+from ptmcli.tokenization.word_segmenters import encode_words
 
 CHUNK_DOCUMENTS = 256
 CHUNK_CHARS = 128 * 1024
@@ -111,13 +112,19 @@ def wordpiece_shortcut(tokenizer) -> WordPieceShortcut | None:
 
 
 def _encode_sentences(tokenizer, sentences: list[str], per_paragraph: list[int], word_starts: bool,
-                      shortcut: WordPieceShortcut | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                      shortcut: WordPieceShortcut | None,
+                      segmenter: str = "tokenizer") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(token ids of all sentences back to back, tokens per sentence, word-start flags or None).
+
+    ``segmenter`` names where words begin (``tokenization.word_segmenters``); another than the
+    tokenizer's own words goes without the shortcut, whose word starts are the tokenizer's.
 
     ``per_paragraph`` counts the sentences of each paragraph: with the shortcut
     a paragraph's sentences are encoded as one text (inputs of paragraph size
     are what the tokenizer handles fastest; whole documents are slower).
     """
+    if word_starts and segmenter != "tokenizer":
+        shortcut = None
     marker = None
     if shortcut is not None and len(per_paragraph) < len(sentences):
         text = "\n".join(sentences)
@@ -138,7 +145,7 @@ def _encode_sentences(tokenizer, sentences: list[str], per_paragraph: list[int],
             return token_ids, np.diff(ends, prepend=0), shortcut.word_table[token_ids] if word_starts else None
     flags = None
     if word_starts and shortcut is None:
-        encoded = tokenizer.encode_batch_words(sentences)
+        encoded = encode_words(tokenizer, sentences, segmenter)
         ids = [pair[0] for pair in encoded]
         flags = [pair[1] for pair in encoded]
     else:
@@ -152,7 +159,8 @@ def _encode_sentences(tokenizer, sentences: list[str], per_paragraph: list[int],
 
 
 def encode_documents(tokenizer, documents: list[list[str]], split_sentences: bool = True,
-                     word_starts: bool = True, shortcut: WordPieceShortcut | None = None) -> EncodedChunk:
+                     word_starts: bool = True, shortcut: WordPieceShortcut | None = None,
+                     segmenter: str = "tokenizer") -> EncodedChunk:
     """Encode documents (each a list of paragraphs) into one flat ``EncodedChunk``.
 
     All sentences of all documents go through one batched tokenizer call.
@@ -174,7 +182,7 @@ def encode_documents(tokenizer, documents: list[list[str]], split_sentences: boo
         per_document[d] = len(sentences) - before
     if not split_sentences:
         per_paragraph = [1] * len(sentences)
-    token_ids, lengths, starts = _encode_sentences(tokenizer, sentences, per_paragraph, word_starts, shortcut)
+    token_ids, lengths, starts = _encode_sentences(tokenizer, sentences, per_paragraph, word_starts, shortcut, segmenter)
 
     sentence_document = np.repeat(np.arange(len(documents)), per_document)
     doc_lengths = np.bincount(sentence_document, weights=lengths, minlength=len(documents)).astype(np.int64)
@@ -212,8 +220,8 @@ def _start_worker(tokenizer_dir: str) -> None:
     _worker_shortcut = wordpiece_shortcut(_worker_tokenizer[1])
 
 
-def _encode_in_worker(documents: list[list[str]], split_sentences: bool, word_starts: bool) -> EncodedChunk:
-    return encode_documents(_worker_tokenizer[1], documents, split_sentences, word_starts, _worker_shortcut)
+def _encode_in_worker(documents: list[list[str]], split_sentences: bool, word_starts: bool, segmenter: str) -> EncodedChunk:
+    return encode_documents(_worker_tokenizer[1], documents, split_sentences, word_starts, _worker_shortcut, segmenter)
 
 
 def chunk_documents(documents: Iterable[list[str]], max_documents: int = CHUNK_DOCUMENTS,
@@ -239,11 +247,13 @@ class ChunkEncoder:
     manager: leaving it stops the workers, also on errors and Ctrl-C.
     """
 
-    def __init__(self, tokenizer, tokenizer_dir: str, workers: int, split_sentences: bool, word_starts: bool):
+    def __init__(self, tokenizer, tokenizer_dir: str, workers: int, split_sentences: bool, word_starts: bool,
+                 segmenter: str = "tokenizer"):
         self.tokenizer = tokenizer
         self.workers = workers
         self.split_sentences = split_sentences
         self.word_starts = word_starts
+        self.segmenter = segmenter
         self._executor: ProcessPoolExecutor | None = None
         self._pending: deque[tuple[Future, object]] = deque()
         if workers > 1:
@@ -259,11 +269,12 @@ class ChunkEncoder:
             shortcut = wordpiece_shortcut(self.tokenizer)
             for documents, tag in chunks:
                 yield encode_documents(self.tokenizer, documents, self.split_sentences, self.word_starts,
-                                       shortcut), tag
+                                       shortcut, self.segmenter), tag
             return
         pending = self._pending
         for documents, tag in chunks:
-            future = self._executor.submit(_encode_in_worker, documents, self.split_sentences, self.word_starts)
+            future = self._executor.submit(_encode_in_worker, documents, self.split_sentences, self.word_starts,
+                                           self.segmenter)
             pending.append((future, tag))
             if len(pending) >= self.workers * IN_FLIGHT_PER_WORKER:
                 future, oldest_tag = pending.popleft()

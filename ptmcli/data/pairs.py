@@ -109,10 +109,13 @@ def _jsonl_pair(text: str, fields: tuple[str, str]) -> tuple[str, str]:
     return values[0], values[1]
 
 
-def encode_pairs(tokenizer, sources: Sequence[str], targets: Sequence[str]) -> PairChunk:
-    """Token ids of each side, flattened; pairs with a side of no tokens are dropped and counted."""
+def encode_pairs(tokenizer, sources: Sequence[str], targets: Sequence[str], target_tokenizer=None) -> PairChunk:
+    """Token ids of each side, flattened; pairs with a side of no tokens are dropped and counted.
+
+    ``target_tokenizer`` encodes the targets when they have a vocabulary of their own (another language).
+    """
     source_ids = tokenizer.encode_batch(list(sources))
-    target_ids = tokenizer.encode_batch(list(targets))
+    target_ids = (target_tokenizer or tokenizer).encode_batch(list(targets))
     kept = [(s, t) for s, t in zip(source_ids, target_ids) if s and t]
 
     def flat(side: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 GPT: perplexity over a sliding window (``causal``); BERT: MLM loss/accuracy
 and pseudo-perplexity (``masked``); ELMo: forward, backward and average
-perplexity (``bidirectional``). Every family reports the same headline keys
+perplexity (``bidirectional``); the NNLM: perplexity over each sentence's
+vocabulary words (``feedforward``). Every family reports the same headline keys
 (``tokens_scored``, ``words``, ``loss``, ``ppl``, ``word_ppl``, ``seconds``,
 ``tokens_per_s``) so results line up across models.
 """
@@ -69,7 +70,9 @@ def evaluate_language_model(loaded, cfg: EvalConfig, device: torch.device) -> di
     arch = loaded.arch
     scorer = _SCORERS.get(loaded.family.scorer)
     if scorer is None:
-        raise PtmError(f"`ptm eval` cannot score {arch} checkpoints on text yet")
+        others = loaded.family.parts[1:]
+        hint = f"; --part {others[0]} scores text with its {others[0]}" if others else ""
+        raise PtmError(f"`ptm eval` cannot score {arch} checkpoints on text yet{hint}")
     context = resolve_context(loaded, cfg.context)
     if cfg.stride is not None and not loaded.family.generates:
         raise PtmError("--stride applies to causal LMs such as GPT (sliding-window perplexity); "
@@ -175,6 +178,21 @@ def _bidirectional(run: _Run, sentences) -> tuple[str, int, dict, dict]:
     return "perplexity (bidirectional LM: forward, backward, average)", scored, headline, extra
 
 
+def _feedforward(run: _Run, sentences) -> tuple[str, int, dict, dict]:
+    from ptmcli.evaluation.feedforward import score_feedforward
+
+    config, stats = run.loaded.model_config, run.stats
+    if run.cfg.context is not None:
+        raise PtmError(f"--context: this {run.loaded.arch} model reads exactly the {config.context} words before each "
+                       "word (its n - 1)")
+    if run.cfg.precision != "fp32":
+        raise PtmError(f"--precision {run.cfg.precision}: a {run.loaded.arch} model scores in fp32")
+    nll, scored = score_feedforward(run.loaded.model, sentences, run.loaded.tokenizer.all_special_ids,
+                                    batch_size=run.cfg.batch_size, device=run.device, on_batch=run.show)
+    extra = {"context": config.context, "vocabulary_words": config.words}
+    return "perplexity (feed-forward LM, each sentence alone)", scored, nll_summary("", nll, scored, stats.words), extra
+
+
 # Each returns (what was measured, tokens scored, headline metrics, family-specific metrics).
 # By the family's ``scorer``: how its kind of language model scores text.
-_SCORERS = {"causal": _causal, "masked": _masked, "bidirectional": _bidirectional}
+_SCORERS = {"causal": _causal, "masked": _masked, "bidirectional": _bidirectional, "feedforward": _feedforward}

@@ -8,6 +8,11 @@ gives such words a vector. The candidate answers of an analogy are the tokens
 that are such a word: a token whose text, decoded alone, encodes back to it
 (``##s`` and GPT-2's ``Ġcat`` are not; ``cat`` is). Rows keep the tokenizer's
 id order.
+
+A checkpoint with a character n-gram table (fastText's, ``Family.subwords``)
+gives a word outside the vocabulary the mean of its n-gram rows, as fastText
+does; the word is looked up as the table matches words (lowercased when it
+lowercases), the form its n-grams were trained on.
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ptmcli.static.subwords import subword_vector
 from ptmcli.static.word_table import WordTable, has_uppercase
 
 _ENCODE_BATCH = 8192
 
 
 class TokenWordTable(WordTable):
-    def __init__(self, tokenizer, embeddings: np.ndarray, lowercase: bool | None = None) -> None:
+    def __init__(self, tokenizer, embeddings: np.ndarray, lowercase: bool | None = None, subwords=None) -> None:
         self.tokenizer = tokenizer
+        self.subwords = subwords
+        self._ngrams = subwords.ngrams.detach().float().cpu().numpy() if subwords is not None else None
         specials = set(tokenizer.all_special_ids)
         ids = [i for i in range(tokenizer.vocab_size) if i not in specials]
         surfaces = [tokenizer.decode([i]).strip() for i in ids]
@@ -37,6 +45,16 @@ class TokenWordTable(WordTable):
     def rows(self, words: Sequence[str]) -> list[int | None]:
         encoded = _encode(self.tokenizer, [self.key(w) for w in words])
         return [self._row_of_id.get(ids[0]) if len(ids) == 1 else None for ids in encoded]
+
+    def missing_vector(self, word: str) -> np.ndarray | None:
+        if self.subwords is None:
+            return None
+        sub = self.subwords
+        return subword_vector(self._ngrams, self.key(word), sub.min_n, sub.max_n, sub.buckets)
+
+    @property
+    def builds_missing(self) -> bool:
+        return self.subwords is not None
 
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:

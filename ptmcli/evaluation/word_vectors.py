@@ -2,7 +2,8 @@
 
 The vectors come from ``--checkpoint``: a word2vec, GloVe or fastText .vec
 file read directly (``ptmcli.static.vector_files``), or a checkpoint of any
-family through its input embeddings (``token_words``) or, with
+family through its input embeddings (``token_words``; a fastText checkpoint's
+n-gram table gives words outside its vocabulary vectors) or, with
 ``--contextual-from FILE``, its top layer averaged over a text
 (``contextual_words``). The test file is read before the vectors, so a bad
 line fails at once. Results: a table on stderr, ``--json`` one object on stdout.
@@ -80,7 +81,7 @@ def open_word_table(cfg: EvalConfig, needed: set[str], rows_needed: int | None, 
 
     loaded = load_checkpoint(open_checkpoint(cfg.checkpoint), device)
     embeddings = loaded.family.input_embeddings(loaded.model).detach().float().cpu().numpy()
-    tokens = TokenWordTable(loaded.tokenizer, embeddings, cfg.lowercase)
+    tokens = TokenWordTable(loaded.tokenizer, embeddings, cfg.lowercase, loaded.family.subwords(loaded.model))
     source: dict[str, Any] = {"checkpoint": str(loaded.path), "arch": loaded.arch}
     if not cfg.contextual_from:
         return tokens, {**source, "vectors": "input embeddings"}

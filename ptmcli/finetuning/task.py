@@ -73,7 +73,7 @@ class FinetuneTask:
 
     def _train_in(self, epoch: int, epoch_after: int) -> None:
         if self.gradual_unfreeze and self._applied_epoch != epoch:
-            unfreeze_for_epoch(self.model, epoch, self.num_layers, frozen_encoder=self.model.mode == "features")
+            unfreeze_for_epoch(self.model, epoch, self.num_layers, frozen_encoder=self.model.frozen_lm)
         self._applied_epoch = epoch
         self.trained_epoch = epoch_after
 

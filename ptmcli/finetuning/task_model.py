@@ -21,7 +21,9 @@ last token). A BERT whose pretraining never trained its pooler (MLM alone) reads
 the mean over the real tokens instead of the pooled [CLS], and a
 sentence-transformers model reads what it was trained to pool
 (``checkpoint_pool``). In features mode the head is a one-hidden-layer MLP;
-otherwise a linear layer after dropout.
+otherwise a linear layer after dropout. Static word vectors (a family with a ``task_encoder``) feed a
+small BiLSTM or CNN trained with the head (``word_encoders.py``: ``word_encoder.*`` keys), the vectors
+frozen unless ``--no-freeze-embeddings``.
 
 A batch may carry the layers themselves instead of token ids (``features``:
 ``[B, K, D]`` pooled, ``[B, W, K, D]`` per word, as ``ptm extract-features``
@@ -40,6 +42,7 @@ from torch import nn
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.config import MODES, POOLS  # noqa: E402
+from ptmcli.finetuning.word_encoders import ENCODERS, WordEncoder
 from ptmcli.models.layers import Dropout
 from ptmcli.models.scalar_mix import ScalarMix
 from ptmcli.tasks import FINETUNE_TASKS as TASK_TYPES  # noqa: E402
@@ -55,13 +58,14 @@ PADDING_LOGIT = -1e4  # keeps an answer's start and end off the padding
 
 class TaskModel(nn.Module):
     def __init__(self, arch: str, lm: nn.Module, task_type: str, num_labels: int, mode: str = "finetune",
-                 pool: str | None = None, normed_top: bool = False) -> None:
+                 pool: str | None = None, normed_top: bool = False, word_encoder: dict | None = None) -> None:
         """``pool``: where a sentence task reads its vector (mean or max over the real tokens, position 0,
         the last real token, or BERT's pooler on [CLS]); None is the architecture's own: BERT's pooler and GPT's
         last real token when finetuning, the mean over a scalar mix (``checkpoint_pool`` says when a
         checkpoint asks for another). ``normed_top``: GPT's top layer
         after its final LayerNorm, as ``ptm extract-features`` defines the stack (the default keeps
-        the block's own output)."""
+        the block's own output). ``word_encoder``: the small encoder between static word vectors and the
+        head (``finetuning/word_encoders.py``'s spec), whose pooling ``pool`` then names."""
         super().__init__()
         if pool is not None and pool not in POOLS:
             raise PtmError(f"pooling {pool!r}: choose one of {', '.join(POOLS)}")
@@ -79,7 +83,10 @@ class TaskModel(nn.Module):
             if family.sentence_pool != "pooler" or self.uses_mix:
                 raise PtmError(f"--pool pooler reads BERT's pooler, which a {family.title} model has not (only a family with a pooler, in --mode finetune)")
             pool = None
-        if pool is None and (self.uses_mix or family.sentence_pool != "pooler"):
+        self.word_encoder: WordEncoder | None = None
+        if word_encoder is not None:
+            pool = pool or ENCODERS[word_encoder["type"]].pools[0]
+        elif pool is None and (self.uses_mix or family.sentence_pool != "pooler"):
             pool = "mean" if self.uses_mix else family.sentence_pool
         self.pool, self.normed_top = pool, normed_top  # pool None: the family's pooler
         self.stored_layers: tuple[int, ...] | None = None
@@ -90,6 +97,12 @@ class TaskModel(nn.Module):
             self.scalar_mix = ScalarMix(self._num_layer_outputs())
         outputs = 1 if task_type in ("regression", "multiple-choice") else num_labels
         self.dropout = Dropout(family.head_dropout(lm.config))
+        self.frozen_lm = mode == "features"
+        if word_encoder is not None:
+            self.word_encoder = WordEncoder(size, word_encoder, pool, family.pair_delimiter_repeats)
+            size = self.word_encoder.token_size if task_type in PER_TOKEN_TASKS else self.word_encoder.sentence_size
+            self.dropout = Dropout(float(word_encoder["dropout"]))
+            self.frozen_lm = bool(word_encoder["frozen_embeddings"])
         if mode == "features":
             self.classifier = nn.Sequential(nn.Linear(size, size), nn.GELU(), Dropout(family.head_dropout(lm.config)), nn.Linear(size, outputs))
         else:
@@ -98,7 +111,7 @@ class TaskModel(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-        if mode == "features":
+        if self.frozen_lm:
             for param in self.lm.parameters():
                 param.requires_grad_(False)
 
@@ -118,14 +131,17 @@ class TaskModel(nn.Module):
 
     def _top(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features for the head: ``[B, T, D]`` per token, and ``[B, D]`` per sequence (None for tagging)."""
-        frozen = self.mode == "features"
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_lm):
             if self.uses_mix:
                 last, states = self.encoder_layers(batch)
             else:
                 last = self.family.top(self.lm, batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"])
         self._last_hidden = last
         mask = batch["attention_mask"]
+        if self.word_encoder is not None:
+            per_token = self.task_type in PER_TOKEN_TASKS
+            out = self.word_encoder(last, mask, batch.get("token_type_ids"), per_token)
+            return (out, None) if per_token else (out, out)
         if self.uses_mix:
             tokens = self.scalar_mix([s.float() if s.dtype != last.dtype else s for s in states])
         else:
@@ -319,7 +335,7 @@ def load_task_model(path, device: torch.device | str = "cpu"):
     family = get_family(config["arch"])
     lm = family.build(family.config_class.from_dict(config["model"]))
     model = TaskModel(config["arch"], lm, task["type"], output_size(task["type"], task.get("labels") or []), task.get("mode", "finetune"),
-                      pool=task.get("pool"), normed_top=saved_normed_top(task))
+                      pool=task.get("pool"), normed_top=saved_normed_top(task), word_encoder=task.get("encoder"))
     state = read_weights(path)
     # A checkpoint converted from a transformers task model has no pretraining heads (nor, for a token or
     # span model, the pooler); the task never reads them, so the freshly built ones stand in.

@@ -244,6 +244,23 @@ class ElectraForPreTraining(nn.Module):
         embedded = self.electra.embeddings(input_ids, token_type_ids)
         return self.generator.run(embedded, padding_attention_mask(attention_mask), output_hidden_states)
 
+    def generator_terms(self, input_ids, token_type_ids, attention_mask, mlm_labels):
+        """(``mlm_loss_sum``/``mlm_count``/``mlm_correct``, the flat masked positions, their count, the generator's
+        logits there): the generator's MLM on the rows ``mlm_labels`` marks (zeros when it is None)."""
+        zero = torch.zeros((), dtype=torch.long, device=input_ids.device)
+        out: dict[str, torch.Tensor] = {"mlm_loss_sum": torch.zeros((), device=input_ids.device), "mlm_count": zero,
+                                        "mlm_correct": zero}
+        if mlm_labels is None:
+            return out, None, 0, None
+        positions, targets, count = _masked_rows(mlm_labels)
+        hidden = self.generator_hidden(input_ids, token_type_ids, attention_mask)
+        rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+        logits = self.generator.logits(rows)
+        out["mlm_loss_sum"] = F.cross_entropy(logits.float(), targets, reduction="sum")
+        out["mlm_count"] = torch.tensor(count, device=input_ids.device)
+        out["mlm_correct"] = (logits[:count].detach().argmax(-1) == targets[:count]).sum()
+        return out, positions, count, logits
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -262,18 +279,9 @@ class ElectraForPreTraining(nn.Module):
         draw equal to the original is original): ``disc_loss_sum`` (binary cross-entropy), ``disc_count``,
         ``disc_correct``, ``replaced_count``; ``disc_logits`` ``[B, T]`` too.
         """
-        zero = torch.zeros((), dtype=torch.long, device=input_ids.device)
-        out: dict[str, torch.Tensor] = {"mlm_loss_sum": torch.zeros((), device=input_ids.device), "mlm_count": zero,
-                                        "mlm_correct": zero}
+        out, positions, count, logits = self.generator_terms(input_ids, token_type_ids, attention_mask, mlm_labels)
         corrupted = input_ids
         if mlm_labels is not None:
-            positions, targets, count = _masked_rows(mlm_labels)
-            hidden = self.generator_hidden(input_ids, token_type_ids, attention_mask)
-            rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
-            logits = self.generator.logits(rows)
-            out["mlm_loss_sum"] = F.cross_entropy(logits.float(), targets, reduction="sum")
-            out["mlm_count"] = torch.tensor(count, device=input_ids.device)
-            out["mlm_correct"] = (logits[:count].detach().argmax(-1) == targets[:count]).sum()
             if replacements is None:
                 uniforms = None if sample_uniforms is None else sample_uniforms.reshape(-1)[positions[:count]]
                 replacements = sample_rows(logits[:count], uniforms)
@@ -436,12 +444,31 @@ def encoder_to_hf(state: dict[str, torch.Tensor], ours: str) -> dict[str, torch.
     return out
 
 
+class GeneratorMaskedLM(nn.Module):
+    """The generator of an :class:`ElectraForPreTraining` on its own, as a masked LM: ``forward`` returns the
+    MLM sums a BERT model returns and ``mlm`` projects hidden rows to the vocabulary (``ptm eval --part
+    generator``: MLM accuracy, pseudo-perplexity). It shares the model's parameters."""
+
+    def __init__(self, model: ElectraForPreTraining):
+        super().__init__()
+        self.model = model
+
+    def hidden(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        return self.model.generator_hidden(input_ids, token_type_ids, attention_mask)
+
+    def mlm(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.generator.logits(hidden)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, mlm_labels=None) -> dict[str, torch.Tensor]:
+        return self.model.generator_terms(input_ids, token_type_ids, attention_mask, mlm_labels)[0]
+
+
 class ElectraFamily(BertFamily):
     """ELECTRA: the discriminator is the encoder that finetuning, features and eval read; framed as BERT.
 
     A sentence task reads [CLS] through dense + GELU (``electra.pooler``), learned on the task as in
-    ELECTRA's finetuning recipe. ``ptm eval`` has no text scorer for it: the discriminator is no language
-    model, and scoring with the generator is not offered.
+    ELECTRA's finetuning recipe. ``ptm eval`` has no text scorer for the discriminator, which is no language
+    model; ``--part generator`` scores text with the generator, a masked LM.
     """
 
     name, title = "electra", "ELECTRA"
@@ -452,9 +479,15 @@ class ElectraFamily(BertFamily):
     encoder_prefix = "electra."
     bottom_prefixes = ("electra.embeddings.", "electra.projection.")
     scorer = None
+    parts = ("discriminator", "generator")
 
     def unused_by_features(self, stored_keys: set[str]) -> tuple[str, ...]:
         return ("pooler.",)
+
+    def part(self, model, name):
+        if name != "generator":
+            return super().part(model, name)
+        return GeneratorMaskedLM(model).eval(), GENERATOR_FAMILY
 
     def pooler_trained(self, objective, initialised):
         return True
@@ -480,4 +513,15 @@ class ElectraFamily(BertFamily):
         raise PtmError("ELECTRA's discriminator is no language model: finetune it without an auxiliary LM loss")
 
 
+class GeneratorFamily(ElectraFamily):
+    """What ``ptm eval`` asks of a :class:`GeneratorMaskedLM`: a masked LM whose top layer is the generator's."""
+
+    scorer = "masked"
+    parts = ()
+
+    def top(self, model, input_ids, type_ids, attention_mask):
+        return model.hidden(input_ids, type_ids, attention_mask)
+
+
 FAMILY = ElectraFamily()
+GENERATOR_FAMILY = GeneratorFamily()

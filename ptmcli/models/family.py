@@ -57,7 +57,8 @@ class Family:
     pair_delimiter_repeats: int = 1
     """How many delimiter tokens separate the two texts of a pair (RoBERTa: two ``</s>``)."""
     scorer: str | None = None
-    """How ``ptm eval`` scores text: ``masked`` (pseudo-perplexity), ``causal``, ``bidirectional``."""
+    """How ``ptm eval`` scores text: ``masked`` (pseudo-perplexity), ``causal``, ``bidirectional``,
+    ``feedforward`` (the NNLM)."""
     min_context: int = 3
     """Shortest evaluation window: room for one token between the special ones."""
     generates: bool = False
@@ -65,8 +66,22 @@ class Family:
     then has ``incremental_decoder(context=None)``, returning a :class:`ptmcli.models.generation.Decoder`:
     ``start(prompt_ids) -> (logits, state)`` and ``step(state, next_ids) -> (logits, state)`` over a
     key/value cache, which is all ``generate`` needs."""
+    is_encoder_decoder: bool = False
+    """Whether the model encodes a source and decodes a target (BART): its forward takes a two-sequence
+    batch (``ptmcli.data.seq2seq``: ``input_ids``, ``attention_mask``, ``decoder_input_ids``, ``labels``)
+    and returns ``lm_loss_sum``/``lm_count``/``lm_correct``; its ``incremental_decoder(context)``'s
+    ``start`` takes the sources (right-padded, optionally with their ``attention_mask``), encodes them
+    once and feeds the decoder-start token. The stack is the encoder's. Such a family does not continue
+    text, so ``generates`` stays False."""
     compiles: bool = True
     """Whether ``--compile`` applies (an LSTM with per-batch unique tokens does not compile)."""
+    task_encoder: str | None = None
+    """For context-free word vectors: the small encoder finetuning trains between them and the head by default
+    (``bilstm``; ``--encoder``, ``ptmcli/finetuning/word_encoders.py``), the vectors frozen unless told
+    otherwise. None: the head reads the top layer."""
+    parts: tuple[str, ...] = ()
+    """The networks of a checkpoint that ``ptm eval --part`` chooses between, the default first (ELECTRA:
+    discriminator, generator); empty when the model is one network. Each other one is a ``head_parts`` name."""
 
     # -- shapes --------------------------------------------------------------------------------
 
@@ -119,9 +134,19 @@ class Family:
         """Whether the checkpoint's pooler learned to summarise a sentence (None: the family has none)."""
         return None
 
+    def part(self, model: nn.Module, name: str) -> tuple[nn.Module, Family]:
+        """(module, the family that answers for it) of ``--part name``, not the default one: what ``ptm eval``
+        scores in place of the whole model (ELECTRA's generator, scored as a masked LM)."""
+        raise PtmError(f"a {self.name} checkpoint has no part {name!r}")
+
     def input_embeddings(self, model: nn.Module) -> torch.Tensor:
         """``[vocab, D]``: the context-free vector of each token id, what static-vector probes read."""
         raise PtmError(f"{self.title or self.name} has no input embedding matrix to read word vectors from")
+
+    def subwords(self, model: nn.Module) -> Any:
+        """The character n-gram table that gives a word outside the vocabulary a vector (fastText's), as
+        ``ptmcli.models.static.Subwords``; None when the model has none."""
+        return None
 
     # -- inputs ----------------------------------------------------------------------------------
 

@@ -144,7 +144,10 @@ class GPTModel(nn.Module):
             nn.init.normal_(layer.attention.out.weight, mean=0.0, std=residual_std)
             nn.init.normal_(layer.ffn.down.weight, mean=0.0, std=residual_std)
 
-    def embed(self, input_ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, start: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``positions`` (``[B, T]``) replaces ``start``: a left-padded batch numbers each row from its first real token."""
+        if positions is not None:
+            return self.dropout(self.word_embeddings(input_ids) + self.position_embeddings(positions))
         length = input_ids.shape[1]
         if start + length > self.config.max_position_embeddings:
             raise PtmError(
@@ -154,7 +157,8 @@ class GPTModel(nn.Module):
         return self.dropout(self.word_embeddings(input_ids) + self.position_embeddings.weight[start : start + length])
 
     def forward(
-        self, input_ids: torch.Tensor, output_hidden_states: bool = False, cache: KVCache | None = None
+        self, input_ids: torch.Tensor, output_hidden_states: bool = False, cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """``[B, T]`` ids -> the final hidden state ``[B, T, H]``.
 
@@ -167,7 +171,7 @@ class GPTModel(nn.Module):
         it holds: they take the next positions, see the cached ones, and are
         added to it.
         """
-        x = self.embed(input_ids, 0 if cache is None else cache.length)
+        x = self.embed(input_ids, 0 if cache is None else cache.length, positions)
         states = [x]
         for i, layer in enumerate(self.layers):
             x = layer(x, None, True, None if cache is None else cache.layers[i])
@@ -250,6 +254,10 @@ class GPTDecodingState:
     cache: KVCache
     tokens: torch.Tensor
     """``[B, n]``: what the cache holds, kept so that a full cache can be rebuilt from its recent half."""
+    real: torch.Tensor | None = None
+    """``[B, n]``: False at the left padding of a padded batch; None when nothing is padded."""
+    next_position: torch.Tensor | None = None
+    """``[B]``: the position of each row's next token in a padded batch."""
 
 
 class GPTDecoder:
@@ -260,6 +268,9 @@ class GPTDecoder:
     the last half of the sequence is encoded again (positions restart from 0)
     and decoding goes on, so a learned position table never runs out.
     """
+
+    padding_side = "left"
+    """Prompts of a batch end together, so every row's next token goes in the same column."""
 
     def __init__(self, model: GPTForCausalLM, context: int | None = None) -> None:
         positions = model.config.max_position_embeddings
@@ -273,27 +284,53 @@ class GPTDecoder:
         return self.model.output_weight.device
 
     @torch.no_grad()
-    def start(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, GPTDecodingState]:
-        """Encode ``[B, T]`` prompts (a longer one keeps its last ``capacity - 1`` tokens); the next-token logits."""
-        return self._encode(prompt_ids[:, -(self.capacity - 1):])
+    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, GPTDecodingState]:
+        """Encode ``[B, T]`` prompts (a longer one keeps its last ``capacity - 1`` tokens); the next-token logits.
+
+        ``attention_mask`` (1 real, 0 padding) marks the left padding of a batch of unequal prompts.
+        """
+        keep = self.capacity - 1
+        real = None if attention_mask is None or bool(attention_mask.all()) else attention_mask[:, -keep:].bool()
+        return self._encode(prompt_ids[:, -keep:], real)
 
     @torch.no_grad()
     def step(self, state: GPTDecodingState, next_ids: torch.Tensor) -> tuple[torch.Tensor, GPTDecodingState]:
         """Feed ``[B, n]`` tokens after the state's; the logits ``[B, vocab]`` after the last, and the state
         to go on from (``state`` itself, updated, or a new one when the cache was rebuilt)."""
         tokens = torch.cat([state.tokens, next_ids], dim=1)
+        real = None if state.real is None else torch.cat([state.real, torch.ones_like(next_ids, dtype=torch.bool)], dim=1)
         if state.cache.length + next_ids.shape[1] > self.capacity:
-            return self._encode(tokens[:, -(self.capacity // 2):])
-        logits = self._last_logits(next_ids, state.cache)
-        state.tokens = tokens
+            keep = self.capacity // 2
+            return self._encode(tokens[:, -keep:], None if real is None else real[:, -keep:])
+        positions = None
+        if real is not None:
+            positions = state.next_position[:, None] + torch.arange(next_ids.shape[1], device=next_ids.device)
+            state.cache.mark(real[:, -next_ids.shape[1]:])
+            state.next_position = positions[:, -1] + 1
+        logits = self._last_logits(next_ids, state.cache, positions)
+        state.tokens, state.real = tokens, real
         return logits, state
 
-    def _encode(self, ids: torch.Tensor) -> tuple[torch.Tensor, GPTDecodingState]:
-        cache = KVCache(len(self.model.gpt.layers), self.capacity)
-        return self._last_logits(ids, cache), GPTDecodingState(cache, ids)
+    def reorder(self, state: GPTDecodingState, rows: torch.Tensor, same_source: bool = False) -> GPTDecodingState:
+        """Row ``rows[i]`` of the state becomes row ``i`` (beam search; repeated rows expand a batch)."""
+        state.cache.reorder(rows)
+        state.tokens = state.tokens.index_select(0, rows)
+        if state.real is not None:
+            state.real, state.next_position = state.real.index_select(0, rows), state.next_position.index_select(0, rows)
+        return state
 
-    def _last_logits(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        return self.model.logits(self.model.gpt(ids, cache=cache)[:, -1])
+    def _encode(self, ids: torch.Tensor, real: torch.Tensor | None = None) -> tuple[torch.Tensor, GPTDecodingState]:
+        cache = KVCache(len(self.model.gpt.layers), self.capacity)
+        if real is None:
+            return self._last_logits(ids, cache), GPTDecodingState(cache, ids)
+        # Each row counts positions from its first real token; padding reads position 0 (it is never seen).
+        positions = (real.long().cumsum(dim=1) - 1).clamp(min=0)
+        cache.mark(real)
+        state = GPTDecodingState(cache, ids, real, positions[:, -1] + 1)
+        return self._last_logits(ids, cache, positions), state
+
+    def _last_logits(self, ids: torch.Tensor, cache: KVCache, positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.logits(self.model.gpt(ids, cache=cache, positions=positions)[:, -1])
 
 
 # Hugging Face GPT2LMHeadModel keys. Its Conv1D layers store weights as [in, out]:

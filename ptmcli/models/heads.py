@@ -50,6 +50,11 @@ is the dense + GELU of transformers' ELECTRA sequence classifier, whose ``out_pr
 GPT (``arch: "gpt"``): the trunk ``gpt.*``; the output projection is the token
 embedding itself, so a ``clm`` checkpoint has no separate head weight.
 
+BART (``arch: "bart"``): the encoder-decoder ``bart.*`` (the shared embedding
+``bart.word_embeddings.*``, ``bart.encoder.*``, ``bart.decoder.*``); the output
+projection is the shared embedding, and its ``final_logits_bias`` buffer is the
+part ``lm`` (absent from a converted ``BartModel``).
+
 A part that a checkpoint lacks is initialised when a model that has it is
 built from the checkpoint (:func:`ptmcli.checkpoint.load_partial_weights`),
 and the loader says which parts it initialised.

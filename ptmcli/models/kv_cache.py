@@ -6,6 +6,10 @@ A forward pass given a :class:`KVCache` hands each layer's attention its
 stored positions each new one may see. The attention then runs the same
 scaled-dot-product call as in training, so decoding has no second copy of
 the attention math.
+
+A padded batch (left-padded prompts) marks which positions hold real tokens
+(:meth:`KVCache.mark`); every layer then hides the padding from the new
+queries. Beam search reorders the rows (:meth:`KVCache.reorder`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ class LayerCache:
         self.length = 0
         self.keys: torch.Tensor | None = None
         self.values: torch.Tensor | None = None
+        self.real: torch.Tensor | None = None
+        """``[B, capacity]``, True at real tokens; shared by all layers; None when nothing is padded."""
 
     def extend(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
         """Append ``[B, h, T, d]`` new keys and values; ``(keys, values, mask, causal)`` for the new queries.
@@ -40,6 +46,8 @@ class LayerCache:
         self.values[:, :, start:stop] = value
         self.length = stop
         keys, values = self.keys[:, :, :stop], self.values[:, :, :stop]
+        if self.real is not None:
+            return keys, values, self._padded_mask(start, stop, key.device), False
         if start == 0:
             return keys, values, None, True
         if stop - start == 1:
@@ -48,6 +56,21 @@ class LayerCache:
         device = key.device
         visible = torch.arange(stop, device=device)[None, :] <= torch.arange(start, stop, device=device)[:, None]
         return keys, values, visible, False
+
+    def _padded_mask(self, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        """``[B, 1, new, stop]``: causal, real keys only; each query also sees itself, so a padding
+        query keeps a finite output (a row with no visible key would give NaN values that
+        a real query's zero weight still multiplies)."""
+        queries = torch.arange(start, stop, device=device)[:, None]
+        keys = torch.arange(stop, device=device)[None, :]
+        visible = (keys <= queries) & self.real[:, None, :stop]
+        return (visible | (keys == queries))[:, None]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep row ``rows[i]`` as row ``i`` (beam search; repeated rows expand the batch)."""
+        if self.keys is not None:
+            self.keys = self.keys.index_select(0, rows)
+            self.values = self.values.index_select(0, rows)
 
 
 class KVCache:
@@ -61,3 +84,26 @@ class KVCache:
     def length(self) -> int:
         """Positions held (read it before a forward pass: that is where the new tokens go)."""
         return self.layers[0].length if self.layers else 0
+
+    @property
+    def real(self) -> torch.Tensor | None:
+        return self.layers[0].real if self.layers else None
+
+    def mark(self, real: torch.Tensor) -> None:
+        """Say which of the next ``[B, n]`` positions are real tokens (False: padding), before the
+        forward pass that adds them; a cache never marked has no padding."""
+        start, stop = self.length, self.length + real.shape[1]
+        shared = self.real
+        if shared is None:
+            shared = torch.ones(real.shape[0], self.capacity, dtype=torch.bool, device=real.device)
+            for layer in self.layers:
+                layer.real = shared
+        shared[:, start:stop] = real.bool()
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep row ``rows[i]`` of every layer as row ``i``: beam search's choice of surviving beams,
+        or with repeated rows the expansion of each prompt into its beams."""
+        real = None if self.real is None else self.real.index_select(0, rows)
+        for layer in self.layers:
+            layer.reorder(rows)
+            layer.real = real

@@ -163,16 +163,19 @@ class FeedForward(nn.Module):
     """Position-wise feed-forward network: ``up`` (H -> I), GELU, ``down`` (I -> H).
 
     ``gelu="none"`` is the exact (erf) GELU of BERT; ``"tanh"`` the approximation GPT-2 used.
+    ``activation_dropout`` drops inner activations before ``down`` (BART's recipe; 0 elsewhere).
     """
 
-    def __init__(self, hidden_size: int, intermediate_size: int, gelu: str = "none"):
+    def __init__(self, hidden_size: int, intermediate_size: int, gelu: str = "none", activation_dropout: float = 0.0):
         super().__init__()
         self.up = nn.Linear(hidden_size, intermediate_size)
         self.down = nn.Linear(intermediate_size, hidden_size)
         self.gelu = gelu
+        self.activation_dropout = activation_dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x), approximate=self.gelu))
+        inner = F.gelu(self.up(x), approximate=self.gelu)
+        return self.down(dropout(inner, self.activation_dropout, self.training))
 
 
 class PostNormBlock(nn.Module):
@@ -187,11 +190,12 @@ class PostNormBlock(nn.Module):
         attention_dropout: float,
         layer_norm_eps: float,
         gelu: str = "none",
+        activation_dropout: float = 0.0,
     ):
         super().__init__()
         self.attention = SelfAttention(hidden_size, num_heads, attention_dropout)
         self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.ffn = FeedForward(hidden_size, intermediate_size, gelu)
+        self.ffn = FeedForward(hidden_size, intermediate_size, gelu, activation_dropout)
         self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = Dropout(hidden_dropout)
 

@@ -7,7 +7,19 @@ An explicit table: adding a family means one model file defining its
 from __future__ import annotations
 
 from ptmcli.errors import PtmError
-from ptmcli.models import albert, bert, distilbert, electra, elmo, gpt, roberta, static
+from ptmcli.models import (
+    albert,
+    bart,
+    bert,
+    cove,
+    distilbert,
+    electra,
+    elmo,
+    gpt,
+    nnlm,
+    roberta,
+    static,
+)
 from ptmcli.models.family import Family
 
 FAMILIES: dict[str, Family] = {
@@ -19,6 +31,9 @@ FAMILIES: dict[str, Family] = {
     "distilbert": distilbert.FAMILY,
     "electra": electra.FAMILY,
     "static": static.FAMILY,
+    "nnlm": nnlm.FAMILY,
+    "cove": cove.FAMILY,
+    "bart": bart.FAMILY,
 }
 
 

@@ -6,6 +6,13 @@ word-level tokenizer (``tokenizer.json``, a ``WordLevel`` model over
 whitespace-separated words) whose ids are the rows. Its stack is one layer,
 the vectors themselves, so ``extract-features`` reads them as it reads any
 encoder's.
+
+A fastText checkpoint also holds ``ngrams`` ``[buckets, hidden_size]``, the
+character n-gram rows by hash bucket, and its config records how a word's
+n-grams are found (``min_n``, ``max_n``, ``buckets``, ``ngram_hash``), so a
+word outside the vocabulary gets a vector, the mean of its n-gram rows, as in
+fastText. The vocabulary words' rows in ``vectors`` already include their
+n-grams (each is the mean of the word's own row and its n-gram rows).
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ from ptmcli.models.family import Family
 from ptmcli.models.framing import Framing
 
 VECTORS = "vectors"
+NGRAMS = "ngrams"
+NGRAM_HASH = "fnv1a32"
+"""fastText's n-gram hash: 32-bit FNV-1a over the UTF-8 bytes of each n-gram of ``<word>``, bytes taken as
+signed chars (``ptmcli.static.subwords``); the bucket is the hash modulo ``buckets``."""
+_SUBWORD_FIELDS = ("buckets", "min_n", "max_n", "ngram_hash")
 
 
 @dataclass(frozen=True)
@@ -34,15 +46,36 @@ class StaticConfig:
     """Width of every vector."""
     num_layers: int = 0
     """No layers above the vectors (the stack is the vectors alone)."""
+    buckets: int = 0
+    """Rows of the character n-gram table (fastText); 0: no table, a word outside the vocabulary has no vector."""
+    min_n: int = 0
+    """Shortest n-gram, in characters of ``<word>``."""
+    max_n: int = 0
+    """Longest n-gram; below ``min_n``, a word has no n-grams."""
+    ngram_hash: str = ""
+    """How an n-gram finds its bucket: ``NGRAM_HASH``, the one there is."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 1 or self.hidden_size < 1:
             raise PtmError(f"static config: vocab_size {self.vocab_size} and hidden_size {self.hidden_size} must be positive")
         if self.num_layers != 0:
             raise PtmError(f"static config: num_layers must be 0, not {self.num_layers}")
+        if self.buckets < 0:
+            raise PtmError(f"static config: buckets {self.buckets} must not be negative")
+        if self.buckets and (self.min_n < 1 or self.max_n < 0 or self.ngram_hash != NGRAM_HASH):
+            raise PtmError(f"static config: an n-gram table needs min_n >= 1 (got {self.min_n}), max_n >= 0 "
+                           f"(got {self.max_n}) and ngram_hash {NGRAM_HASH!r} (got {self.ngram_hash!r})")
+
+    @property
+    def has_ngrams(self) -> bool:
+        return self.buckets > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if not self.has_ngrams:  # word2vec and GloVe checkpoints keep their three keys
+            for name in _SUBWORD_FIELDS:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StaticConfig:
@@ -56,23 +89,39 @@ class StaticConfig:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class Subwords:
+    """A checkpoint's character n-gram table and how words find their rows in it."""
+
+    ngrams: torch.Tensor
+    """``[buckets, dim]``."""
+    min_n: int
+    max_n: int
+    buckets: int
+    ngram_hash: str
+
+
 class StaticVectors(nn.Module):
-    """The vector table; ``forward`` looks ids up."""
+    """The vector table (and a fastText n-gram table); ``forward`` looks ids up."""
 
     def __init__(self, config: StaticConfig):
         super().__init__()
         self.config = config
         self.vectors = nn.Parameter(torch.empty(config.vocab_size, config.hidden_size))
         nn.init.normal_(self.vectors, std=0.02)
+        self.ngrams = nn.Parameter(torch.zeros(config.buckets, config.hidden_size)) if config.has_ngrams else None
 
     def tied_weights(self) -> dict[str, str]:
         return {}
+
+    def tie_weights(self) -> None:
+        """Nothing shares a tensor (a finetuned task model asks)."""
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.vectors[input_ids]
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        return 0 if exclude_embeddings else self.vectors.numel()
+        return 0 if exclude_embeddings else sum(p.numel() for p in self.parameters())
 
 
 def _no_presets(name: str, **overrides: Any) -> StaticConfig:
@@ -89,6 +138,9 @@ class StaticFamily(Family):
     features_all_layers = True  # the one layer there is
     min_context = 1
     compiles = False
+    # A word tokenizer may have no special token but [UNK]; the word encoder drops these positions again.
+    task_tokens = (("bos", "cls", "unk"), ("eos", "sep", "unk"), ("eos", "sep", "unk"))
+    task_encoder = "bilstm"
 
     def position_limit(self, config):
         return None
@@ -102,6 +154,12 @@ class StaticFamily(Family):
 
     def input_embeddings(self, model):
         return model.vectors
+
+    def subwords(self, model):
+        config = model.config
+        if model.ngrams is None:
+            return None
+        return Subwords(model.ngrams, config.min_n, config.max_n, config.buckets, config.ngram_hash)
 
     def framing(self, tokenizer) -> Framing:
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0

@@ -34,12 +34,13 @@ class BertPretrainTask(PretrainTask):
 
     ``pair_head`` names the sentence-pair head the model is given labels for (``"nsp"``, ``"sop"``:
     the pairs' ``is_random_next`` become ``<head>_labels``); by default NSP when the stream makes pairs.
-    ``ngram`` above 1: ALBERT's n-gram masking of spans of up to that many words.
+    ``ngram`` above 1: ALBERT's n-gram masking of spans of up to that many words. ``masker``: what masks
+    the rows (``mask_units.build_masker``: whole words, lexicon units); by default BERT's keyed masking.
     """
 
     def __init__(self, stream: ExampleStream, specials: Specials, *, batch_size: int, mask_prob: float, seed: int,
                  eval_streams: dict[str, ExampleStream] | None = None, eval_batches: int = 20, pad_to_longest: bool = True,
-                 pair_head: str | None = None, ngram: int = 1) -> None:
+                 pair_head: str | None = None, ngram: int = 1, masker=None) -> None:
         self.specials = specials
         self.pair_head = pair_head or ("nsp" if stream.pairs else None)
         self.sum_keys = _MLM_KEYS + (tuple(f"{self.pair_head}_{k}" for k in ("loss_sum", "count", "correct")) if self.pair_head else ())
@@ -48,8 +49,8 @@ class BertPretrainTask(PretrainTask):
         self.whole_word = stream.whole_word
         self.mask_seed = seed + 17
         self.eval_mask_seed = seed + 4242
-        self.masker = KeyedMasker(specials.vocab_size, specials.mask_id, (specials.cls_id, specials.sep_id, specials.pad_id), mask_prob,
-                                  ngram=ngram)
+        self.masker = masker or KeyedMasker(specials.vocab_size, specials.mask_id, (specials.cls_id, specials.sep_id, specials.pad_id),
+                                            mask_prob, ngram=ngram)
         super().__init__(stream, batch_size, eval_streams, eval_batches)
 
     def _batch(self, taken: Drawn, evaluation: bool = False) -> dict[str, torch.Tensor]:

@@ -9,12 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ptmcli.config_fields import option
+from ptmcli.pretraining.mask_units import MASK_UNITS
 from ptmcli.pretraining.objective_table import families, help_text
 from ptmcli.training import options
 from ptmcli.training.options import TrainingOptions
 
 MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "hidden_dropout", "attention_dropout",
                 "embedding_size", "share", "generator_size")
+# Settings of the static word-vector trainers (--arch word2vec, fasttext, glove, nnlm) alone; None: not given.
+STATIC_FIELDS = ("dim", "window", "negative", "hs", "epochs", "min_count", "sample", "buckets", "min_n", "max_n",
+                 "x_max", "alpha", "workers")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,17 @@ class PretrainConfig(TrainingOptions):
     whole_word_mask: bool = option(False, "Mask whole words (all sub-tokens of a word together), using the shards' word boundaries.")
     disc_weight: float = option(50.0, "ELECTRA (--objective rtd): weight of the discriminator's loss against the generator's MLM loss.")
     ngram_mask: int = option(1, "Mask spans of 1..N whole words, lengths drawn with probability proportional to 1/n, as ALBERT (which used 3); 1: single tokens or words.")
+    mask_unit: str | None = option(None, "What MLM masks as one unit: token; word (whole words, as --whole-word-mask; Chinese words with shards encoded with --word-segmenter jieba); phrase or entity (ERNIE: the lines of --mask-lexicon matched over whole words, mixed with words) [default: token, or word with --whole-word-mask].", choices=tuple(MASK_UNITS))
+    mask_lexicon: str | None = option(None, "--mask-unit phrase/entity: text file with one phrase or entity per line, matched longest first over the words of each document.")
+    lexicon_mask_ratio: float = option(0.5, "--mask-unit phrase/entity: share of each row's masked tokens taken from lexicon units, the rest from whole words (all of it when a row has too few lexicon units).")
     short_seq_prob: float = option(0.1, "NSP and SOP: probability of a shorter target length, as in BERT.")
+    infill_ratio: float = option(0.3, "BART (--objective denoise): share of words covered by text infilling: spans of whole words, Poisson(--poisson-lambda) long, each replaced by one mask token (a zero-length span inserts one).")
+    poisson_lambda: float = option(3.5, "BART: mean length in words of the text-infilling spans.")
+    mask_ratio: float = option(0.0, "BART: share of words whose every token is replaced by the mask token (token masking).")
+    delete_ratio: float = option(0.0, "BART: share of words deleted from the source (token deletion).")
+    permute_sentences: float = option(1.0, "BART: share of each example's sentences shuffled among their places (sentence permutation).")
+    rotate_ratio: float = option(0.0, "BART: share of examples rotated to start at a random token (document rotation).")
+    mask_random: float = option(0.1, "BART: share of the mask tokens (infilling and token masking) replaced by a random token instead.")
     eval_every: int = option(0, "Evaluate on held-out data every N steps (0: only at the end).")
     eval_rows: int = option(200, "Documents held out of the training shards for evaluation.")
     eval_batches: int = option(20, "Batches per evaluation.")
@@ -66,6 +80,20 @@ class PretrainConfig(TrainingOptions):
     threads: int | None = options.threads()
     fsdp: bool = option(False, "Under torchrun: shard parameters, gradients and optimizer state across the processes (FSDP), for models too big for one device. Checkpoints are gathered into the usual single directory.")
     peak_tflops: float | None = option(None, "Device peak TFLOP/s for the MFU figure [default: known GPUs; measured matmul peak on CPU].")
+    dim: int | None = option(None, "Static vectors: width of each word vector [default: 100].")
+    window: int | None = option(None, "word2vec, fastText: largest distance from a word to its context words (each word draws 1..N), 5 unless given; GloVe: words counted either side, weighted 1/distance, 10 unless given; NNLM: previous words the model reads, 4 unless given.")
+    negative: int | None = option(None, "word2vec, fastText: noise words per window for negative sampling; 0 with --hs for hierarchical softmax alone [default: 5].")
+    hs: bool | None = option(None, "word2vec, fastText: train a hierarchical softmax (alone with --negative 0, else beside negative sampling) [default: off].")
+    epochs: int | None = option(None, "Static vectors: passes over the corpus [default: 5; GloVe 25].")
+    min_count: int | None = option(None, "Static vectors: train only words seen this often; rarer words are dropped from the text [default: 5].")
+    sample: float | None = option(None, "word2vec, fastText: frequent-word subsampling threshold; 0 keeps every word [default: 1e-3].")
+    buckets: int | None = option(None, "fastText: hash buckets for the character n-grams [default: 2000000].")
+    min_n: int | None = option(None, "fastText: shortest character n-gram [default: 3].", flag="--minn")
+    max_n: int | None = option(None, "fastText: longest character n-gram; below --minn, words alone [default: 6].", flag="--maxn")
+    x_max: float | None = option(None, "GloVe: co-occurrence count at which an entry's weight reaches 1 [default: 100].")
+    alpha: float | None = option(None, "GloVe: exponent of the weighting function (x / x_max) ** alpha [default: 0.75].")
+    workers: int | None = option(None, "word2vec, fastText, GloVe: processes updating the shared vectors; 0: one per CPU [default: 0].")
+    init_vectors: str | None = option(None, "CoVe (--objective translation): the static word vectors its encoder reads, frozen: a ptm glove/word2vec checkpoint or a converted .vec file (ptm convert); encode the source side with its tokenizer.")
     init_from: str | None = option(None, "Start from this checkpoint's weights (continued pretraining / domain adaptation, e.g. a converted Hugging Face BERT): its architecture and shape are used, the shards must use its tokenizer; optimizer and data order start fresh.")
     resume: str | None = option(None, "Continue a run: a run directory (its latest checkpoint) or a checkpoint directory.")
     progress: bool | None = options.progress()

@@ -18,6 +18,17 @@ from typing import Any
 
 from ptmcli.errors import PtmError
 
+# --mask-unit and its lexicon flags: what the keyed MLM maskers mask as one unit (mask_units.py).
+MASK_UNIT_SETTINGS = ("mask_unit", "mask_lexicon", "lexicon_mask_ratio")
+
+# Run settings only some objectives read. A row lists those it reads (``settings``); a run that sets
+# another away from its default (--ngram-mask with clm) is refused rather than trained as if unset.
+MASKING_SETTINGS = ("mask_prob", "whole_word_mask", "ngram_mask", *MASK_UNIT_SETTINGS)
+# BART's corruption rates (pretraining/denoising.py), read by --objective denoise alone.
+DENOISE_SETTINGS = ("infill_ratio", "poisson_lambda", "mask_ratio", "delete_ratio", "permute_sentences", "rotate_ratio",
+                    "mask_random")
+OBJECTIVE_SETTINGS = (*MASKING_SETTINGS, "short_seq_prob", "disc_weight", "init_vectors", *DENOISE_SETTINGS)
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -42,13 +53,45 @@ class Objective:
     extra_heads: dict[str, str] = field(default_factory=dict)
     """The parts ``prepare_model`` adds, by state-dict prefix (``{"sbo": "sbo."}``): checkpoints record them,
     so finetuning and features know to skip them."""
+    settings: tuple[str, ...] = ()
+    """Of ``OBJECTIVE_SETTINGS``, the run settings its builder reads (``"ngram_mask"``...)."""
+    shard_kind: str = "lm"
+    """The shards it trains on: ``lm`` documents, or ``pairs`` (source/target, ``ptm tokenize encode --pairs``)."""
+    model_settings: str | Callable[..., Any] | None = None
+    """``"module:function"`` (or the function) taking the run config, the tokenizer and the training shards and
+    returning model-config fields the data decides (a translation's target vocabulary), given to the family's
+    ``model_config`` beside the preset."""
+    own_loop: bool = False
+    """The builder trains the whole run itself instead of returning a task for the shared loop: it takes the run
+    config, the flags given and ``resolve_data(cfg) -> (shard dir, tokenizer dir)``, and returns the final metrics.
+    For engines that are not batched gradient steps (static word vectors, ``pretraining/static_vectors.py``)."""
 
     def build(self, context: Any) -> Any:
         return _resolve(self.builder)(context)
 
+    def run_alone(self, config: Any, explicit: set[str], resolve_data: Callable[[Any], tuple[str, str]]) -> dict:
+        return _resolve(self.builder)(config, explicit, resolve_data)
+
+    def settings_for(self, config: Any, tokenizer: Any, dataset: Any) -> dict:
+        return {} if self.model_settings is None else _resolve(self.model_settings)(config, tokenizer, dataset)
+
     def prepare(self, model: Any, config: Any) -> None:
         if self.prepare_model is not None:
             _resolve(self.prepare_model)(model, config)
+
+
+def check_settings(name: str, cfg: Any, defaults: dict[str, Any]) -> None:
+    """A PtmError naming the first objective-specific setting ``cfg`` moves off its default that ``--objective
+    name`` does not read; ``defaults`` are the settings' defaults by field name."""
+    row = OBJECTIVES[name]
+    for setting in OBJECTIVE_SETTINGS:
+        value = getattr(cfg, setting, defaults.get(setting))
+        if setting in row.settings or value == defaults.get(setting):
+            continue
+        flag = f"--{setting.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value}")
+        users = ", ".join(other for other, r in OBJECTIVES.items() if setting in r.settings)
+        why = "does not mask tokens" if "mask_prob" not in row.settings and setting in MASKING_SETTINGS else "does not use it"
+        raise PtmError(f"{flag}: --objective {name} {why}; it applies to --objective {users}")
 
 
 def _resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
@@ -58,21 +101,26 @@ def _resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
     return target
 
 
+_STATIC = "ptmcli.pretraining.static_vectors:train"
+
 OBJECTIVES: dict[str, Objective] = {
     "mlm+nsp": Objective(
         ("bert",), "ptmcli.pretraining.masked_lm:build", "masked LM + next sentence prediction, as BERT",
         special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
         metrics=("loss", "mlm_loss", "mlm_acc", "nsp_acc"),
+        settings=(*MASKING_SETTINGS, "short_seq_prob"),
     ),
     "mlm+sop": Objective(
         ("albert",), "ptmcli.pretraining.sentence_order:build", "masked LM + sentence-order prediction, as ALBERT",
         special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
         metrics=("loss", "mlm_loss", "mlm_acc", "sop_acc"),
+        settings=(*MASKING_SETTINGS, "short_seq_prob"),
     ),
     "mlm": Objective(
         ("bert", "roberta", "distilbert", "albert"), "ptmcli.pretraining.masked_lm:build", "masked LM on full-sentence packed blocks, no NSP (RoBERTa)",
         special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
         metrics=("loss", "mlm_loss", "mlm_acc"), find_unused_parameters=True,
+        settings=MASKING_SETTINGS,
     ),
     "clm": Objective(("gpt",), "ptmcli.pretraining.causal_lm:build", "next-token prediction", metrics=("loss", "lm_ppl")),
     "bilm": Objective(("elmo",), "ptmcli.pretraining.bidirectional_lm:build", "forward + backward LM, as ELMo",
@@ -82,18 +130,43 @@ OBJECTIVES: dict[str, Objective] = {
         "replaced-token detection: a small MLM generator fills masked tokens, the discriminator spots them (ELECTRA)",
         special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: 1.0,
         metrics=("loss", "mlm_loss", "mlm_acc", "disc_loss", "disc_acc", "replaced_fraction"), find_unused_parameters=True,
+        settings=("mask_prob", "whole_word_mask", *MASK_UNIT_SETTINGS, "disc_weight"),
     ),
     "span": Objective(
         ("bert", "albert"), "ptmcli.pretraining.span_lm:build_span", "masked LM on spans of whole words, as SpanBERT",
         special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
         metrics=("loss", "mlm_loss", "mlm_acc"), find_unused_parameters=True,
+        settings=("mask_prob", "whole_word_mask"),
     ),
     "span+sbo": Objective(
         ("bert", "albert"), "ptmcli.pretraining.span_lm:build_span_boundary", "span masking + span boundary objective, as SpanBERT",
         special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: 2 * cfg.mask_prob,
         metrics=("loss", "mlm_loss", "mlm_acc", "sbo_loss", "sbo_acc"), find_unused_parameters=True,
         prepare_model="ptmcli.pretraining.span_lm:attach_span_boundary", extra_heads={"sbo": "sbo."},
+        settings=("mask_prob", "whole_word_mask"),
     ),
+    "translation": Objective(
+        ("cove",), "ptmcli.pretraining.translation_task:build",
+        "teacher-forced translation over source/target pair shards, BLEU on a greedy decode (CoVe)",
+        metrics=("loss", "ppl", "bleu"), shard_kind="pairs", settings=("init_vectors",),
+        model_settings="ptmcli.pretraining.translation_task:model_settings",
+        prepare_model="ptmcli.pretraining.translation_task:load_input_vectors",
+    ),
+    "denoise": Objective(
+        ("bart",), "ptmcli.pretraining.denoise_task:build",
+        "BART's denoising: text infilling, token masking and deletion, sentence permutation, document rotation; "
+        "the decoder restores the text",
+        special_tokens=("mask", "pad"), predicted_fraction=lambda cfg: 1.0, metrics=("loss", "lm_loss", "lm_acc"),
+        settings=DENOISE_SETTINGS,
+    ),
+    # Static word vectors: each family's engine is a row of pretraining/static_vectors.py's ENGINES.
+    "skipgram": Objective(("word2vec", "fasttext"), _STATIC, "each word predicts the words around it (word2vec, fastText)",
+                          own_loop=True),
+    "cbow": Objective(("word2vec", "fasttext"), _STATIC, "the mean of the context words predicts the word (word2vec, fastText)",
+                      own_loop=True),
+    "glove": Objective(("glove",), _STATIC, "weighted least squares on log co-occurrence counts (GloVe)", own_loop=True),
+    "nnlm": Objective(("nnlm",), _STATIC, "feed-forward LM over the previous words (Bengio et al. 2003)",
+                      metrics=("loss", "ppl"), own_loop=True),
 }
 
 
@@ -111,6 +184,11 @@ def default_objective(family: str) -> str:
     if not found:
         raise PtmError(f"--arch {family!r}: no objective pretrains it (choose from {', '.join(families())})")
     return found[0]
+
+
+def own_loop_families() -> tuple[str, ...]:
+    """Families whose objectives train outside the shared loop (static word vectors)."""
+    return tuple(dict.fromkeys(f for row in OBJECTIVES.values() if row.own_loop for f in row.families))
 
 
 def get_objective(name: str, family: str) -> Objective:

@@ -15,6 +15,7 @@ import torch
 
 from ptmcli.errors import PtmError
 from ptmcli.objectives.collate import collate_blocks
+from ptmcli.pretraining import mask_units
 from ptmcli.pretraining.bert_task import Specials
 from ptmcli.pretraining.examples import Drawn, ExampleStream
 from ptmcli.pretraining.keyed_masking import KeyedMasker
@@ -35,15 +36,15 @@ class ReplacedTokenTask(PretrainTask):
 
     def __init__(self, stream: ExampleStream, specials: Specials, *, batch_size: int, mask_prob: float, seed: int,
                  disc_weight: float, eval_streams: dict[str, ExampleStream] | None = None, eval_batches: int = 20,
-                 pad_to_longest: bool = True) -> None:
+                 pad_to_longest: bool = True, masker=None) -> None:
         self.specials = specials
         self.disc_weight = disc_weight
         self.pad_to_longest = pad_to_longest
         self.seq_len = stream.seq_len
         self.whole_word = stream.whole_word
         self.mask_seed, self.eval_mask_seed = seed + 17, seed + 4242
-        self.masker = KeyedMasker(specials.vocab_size, specials.mask_id, (specials.cls_id, specials.sep_id, specials.pad_id),
-                                  mask_prob, replace_prob=1.0, random_prob=0.0)
+        self.masker = masker or KeyedMasker(specials.vocab_size, specials.mask_id, (specials.cls_id, specials.sep_id, specials.pad_id),
+                                            mask_prob, replace_prob=1.0, random_prob=0.0)
         super().__init__(stream, batch_size, eval_streams, eval_batches)
 
     def _batch(self, taken: Drawn, evaluation: bool = False) -> dict[str, torch.Tensor]:
@@ -91,6 +92,9 @@ def build(context: ObjectiveContext) -> ReplacedTokenTask:
         raise PtmError(f"--disc-weight {cfg.disc_weight}: must not be negative")
     train, evaluation = example_streams(context, "mlm")
     specials = Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id, tokenizer.mask_id, tokenizer.vocab_size)
+    # Every chosen token becomes [MASK], as the reference, whatever the unit.
+    masker = mask_units.build_masker(cfg, tokenizer, context.dataset, (specials.cls_id, specials.sep_id, specials.pad_id),
+                                     replace_prob=1.0, random_prob=0.0)
     return ReplacedTokenTask(train, specials, batch_size=cfg.batch_size, mask_prob=cfg.mask_prob, seed=cfg.seed,
                              disc_weight=cfg.disc_weight, eval_streams=evaluation, eval_batches=cfg.eval_batches,
-                             pad_to_longest=not cfg.compile)
+                             pad_to_longest=not cfg.compile, masker=masker)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ptmcli.pretraining.lexicon_units import check_same_lexicon, lexicon_fingerprint
 from ptmcli.runtime.device import autocast
 from ptmcli.training.running_sums import RunningSums
 
@@ -90,7 +91,11 @@ class PretrainTask:
         return results
 
     def state_dict(self) -> dict:
-        return {"stream": self.stream.state_dict()}
+        state = {"stream": self.stream.state_dict()}
+        # Masks drawn from a lexicon (--mask-unit phrase/entity) repeat on resume only with the same lexicon.
+        fingerprint = lexicon_fingerprint(getattr(self, "masker", None))
+        return state if fingerprint is None else dict(state, mask_lexicon_sha256=fingerprint)
 
     def load_state_dict(self, state: dict) -> None:
+        check_same_lexicon(getattr(self, "masker", None), state)
         self.stream.load_state_dict(state["stream"])

@@ -25,7 +25,7 @@ from ptmcli.errors import PtmError
 from ptmcli.static.corpus import SentenceSource
 from ptmcli.static.epochs import EpochStats, resolve_device, train_epochs
 from ptmcli.static.progress import ProgressCallback
-from ptmcli.static.subwords import ngram_buckets
+from ptmcli.static.subwords import ngram_buckets, subword_vector
 from ptmcli.static.vocab import Vocabulary
 from ptmcli.static.word2vec import Word2VecSettings, Word2VecTrainer, initial_vectors
 
@@ -90,10 +90,8 @@ class FastTextResult:
 def oov_vector(result: FastTextResult, word: str) -> np.ndarray:
     """A vector for a word outside the vocabulary: the mean of its n-gram rows (zeros if it has none)."""
     settings = result.settings
-    ids, _ = ngram_buckets([word], settings.min_n, settings.max_n, settings.buckets)
-    if ids.size == 0:
-        return np.zeros(result.ngram_vectors.shape[1], dtype=np.float32)
-    return result.ngram_vectors[ids].mean(axis=0)
+    found = subword_vector(result.ngram_vectors, word, settings.min_n, settings.max_n, settings.buckets)
+    return found if found is not None else np.zeros(result.ngram_vectors.shape[1], dtype=np.float32)
 
 
 class _FastTextTrainer(Word2VecTrainer):

@@ -1,28 +1,28 @@
-"""Bengio et al.'s feed-forward neural language model (2003, "A Neural Probabilistic Language Model").
+"""Training Bengio et al.'s feed-forward neural language model (the model: ``ptmcli.models.nnlm``).
 
-The previous ``n - 1`` words' embeddings are concatenated into ``x``; then
-``logits = b + W x + U tanh(d + H x)``, a softmax over the vocabulary. ``W``
-are the optional direct connections from the embeddings to the output. Unlike
-the other static-vector trainers this is an ordinary neural LM trained with
-autograd (Adam, full softmax); its word vectors are the embedding rows.
-
+Unlike the other static-vector trainers this is an ordinary neural LM trained
+with autograd (Adam, full softmax); its word vectors are the embedding rows.
 Positions before a sentence's first word read a dedicated boundary
 embedding (row ``V``), so every word of a sentence is predicted.
+
+``score`` is the one way text is scored, by the run's held-out evaluation and
+by ``ptm eval`` alike: each sentence (of vocabulary indices) on its own, every
+word predicted from the ``context`` words before it in the sentence.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ptmcli.errors import PtmError
+from ptmcli.models.nnlm import FeedForwardLM, NNLMConfig
 from ptmcli.static.corpus import SentenceSource, iter_chunks
 from ptmcli.static.epochs import resolve_device
 from ptmcli.static.progress import Progress, ProgressCallback
@@ -52,28 +52,6 @@ class NNLMSettings:
             raise PtmError("the NNLM needs hidden units, direct connections, or both")
         if self.learning_rate <= 0:
             raise PtmError("learning_rate must be positive")
-
-
-class FeedForwardLM(nn.Module):
-    """``P(w_t | w_{t-n+1} .. w_{t-1})`` by one tanh layer plus optional direct connections."""
-
-    def __init__(self, vocab_size: int, dim: int, context: int, hidden: int, direct: bool) -> None:
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.boundary = vocab_size  # the embedding row read before a sentence starts
-        self.embeddings = nn.Embedding(vocab_size + 1, dim)
-        width = context * dim
-        self.hidden = nn.Linear(width, hidden) if hidden else None  # H and d
-        self.output = nn.Linear(hidden, vocab_size) if hidden else None  # U and b
-        self.direct = nn.Linear(width, vocab_size, bias=self.output is None) if direct else None  # W
-
-    def forward(self, contexts: torch.Tensor) -> torch.Tensor:
-        """Logits ``[batch, V]`` for contexts ``[batch, n - 1]`` of word indices (oldest first)."""
-        x = self.embeddings(contexts).flatten(1)
-        logits = self.output(torch.tanh(self.hidden(x))) if self.hidden is not None else None
-        if self.direct is not None:
-            logits = self.direct(x) if logits is None else logits + self.direct(x)
-        return logits
 
 
 @dataclass
@@ -106,19 +84,67 @@ def _batches(sentences: Iterable[np.ndarray], vocab: Vocabulary, settings: NNLMS
             yield contexts[picked], targets[picked]
 
 
-def evaluate(model: FeedForwardLM, sentences: Iterable[np.ndarray], vocab: Vocabulary,
-             settings: NNLMSettings) -> tuple[float, float]:
-    """Mean cross-entropy (nats per word) and perplexity of ``model`` on ``sentences``."""
+def model_config(vocab: Vocabulary, settings: NNLMSettings) -> NNLMConfig:
+    """The model's shape: one embedding row per word, then the boundary row."""
+    return NNLMConfig(vocab_size=len(vocab) + 1, dim=settings.dim, context=settings.context,
+                      hidden_units=settings.hidden, direct=settings.direct)
+
+
+def sentence_batches(sentences: Iterable[np.ndarray], context: int, boundary: int,
+                     positions: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(contexts, targets) of every word of ``sentences`` in order, at most ``positions`` per batch.
+
+    Sentences are never cut: a context always reaches back to its sentence's
+    start (or the boundary), however the sentences fall into batches.
+    """
+    pieces: list[np.ndarray] = []
+    size = 0
+
+    def flush() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        lengths = np.fromiter((p.size for p in pieces), dtype=np.int64, count=len(pieces))
+        bounds = np.zeros(lengths.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=bounds[1:])
+        contexts, targets = examples(np.concatenate(pieces), bounds, context, boundary)
+        for first in range(0, targets.size, positions):
+            yield contexts[first:first + positions], targets[first:first + positions]
+
+    for sentence in sentences:
+        if sentence.size == 0:
+            continue
+        pieces.append(np.asarray(sentence, dtype=np.int64))
+        size += sentence.size
+        if size >= positions:
+            yield from flush()
+            pieces, size = [], 0
+    if pieces:
+        yield from flush()
+
+
+def score(model: FeedForwardLM, sentences: Iterable[np.ndarray], positions: int,
+          on_batch: Callable[[float, int], None] | None = None) -> tuple[float, int]:
+    """Summed cross-entropy (nats) and words scored of ``model`` on sentences of vocabulary indices."""
     device = next(model.parameters()).device
+    config = model.config
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for contexts, targets in _batches(sentences, vocab, settings, rng=None):
-            logits = model(torch.from_numpy(contexts).to(device))
-            total += float(F.cross_entropy(logits, torch.from_numpy(targets).to(device), reduction="sum"))
-            count += targets.size
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            for contexts, targets in sentence_batches(sentences, config.context, model.boundary, positions):
+                logits = model(torch.from_numpy(contexts).to(device))
+                total += float(F.cross_entropy(logits.float(), torch.from_numpy(targets).to(device), reduction="sum"))
+                count += targets.size
+                if on_batch is not None:
+                    on_batch(total, count)
+    finally:
+        model.train(was_training)
+    return total, count
+
+
+def evaluate(model: FeedForwardLM, sentences: Iterable[np.ndarray], vocab: Vocabulary,
+             settings: NNLMSettings) -> tuple[float, float]:
+    """Mean cross-entropy (nats per word) and perplexity of ``model`` on ``sentences`` (source word ids)."""
+    total, count = score(model, (vocab.encode(s) for s in sentences), settings.batch_size)
     if count == 0:
         raise PtmError("no vocabulary words to evaluate on")
     loss = total / count
@@ -133,7 +159,7 @@ def train(sentences: SentenceSource, vocab: Vocabulary, settings: NNLMSettings |
     device = resolve_device(settings.device)
     with torch.random.fork_rng(devices=[]):  # seeded initial weights without resetting the caller's generator
         torch.manual_seed(settings.seed)
-        model = FeedForwardLM(len(vocab), settings.dim, settings.context, settings.hidden, settings.direct)
+        model = FeedForwardLM(model_config(vocab, settings))
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     rng = np.random.default_rng(settings.seed)

@@ -61,3 +61,11 @@ def ngram_buckets(words: Sequence[str], min_n: int, max_n: int, buckets: int) ->
     encoded = [gram.encode("utf-8") for grams in grams_per_word for gram in grams]
     ids = (fnv1a_many(encoded).astype(np.int64) % buckets) if buckets > 0 else np.zeros(0, dtype=np.int64)
     return ids, offsets
+
+
+def subword_vector(ngrams, word: str, min_n: int, max_n: int, buckets: int) -> np.ndarray | None:
+    """fastText's vector of a word outside the vocabulary: the mean of its n-gram rows (None: it has no n-gram)."""
+    ids, _ = ngram_buckets([word], min_n, max_n, buckets)
+    if ids.size == 0:
+        return None
+    return np.asarray(ngrams[ids]).mean(axis=0)

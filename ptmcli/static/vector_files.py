@@ -15,8 +15,9 @@ is by decreasing word frequency. Files are written under a temporary name and
 renamed when complete; numbers as text have 9 significant digits, so float32
 values survive exactly.
 
-fastText's ``.bin`` model is refused with one line: its vectors are in the
-``.vec`` file fastText writes beside it.
+fastText's ``.bin`` model is not a vector file: ``ptm convert`` reads it into a
+checkpoint (``ptmcli.static.fasttext_bin``, n-grams kept); read here it is
+refused with one line pointing there and to the ``.vec`` file.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def detect_vector_format(path: str | Path) -> str:
     head = _head(path).removeprefix(BOM)
     name = str(path)
     if head.startswith(_FASTTEXT_MAGIC):
-        raise PtmError(f"{name} is a fastText .bin model, which ptm does not read; use the .vec file fastText "
-                       "writes beside it (fasttext's save_vectors, or print-word-vectors)")
+        raise PtmError(f"{name} is a fastText .bin model, not a vector file: convert it to a checkpoint first "
+                       f"(ptm convert {name} -o CKPT, n-grams kept), or use the .vec file fastText writes beside it")
     first, newline, rest = head.partition(b"\n")
     if _HEADER.fullmatch(first):
         dim = int(_HEADER.fullmatch(first).group(2))

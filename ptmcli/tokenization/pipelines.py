@@ -1,4 +1,4 @@
-"""Assembling Hugging Face ``tokenizers`` pipelines for the wordpiece, bpe and bytelevel models.
+"""Assembling Hugging Face ``tokenizers`` pipelines for the wordpiece, bpe, bytelevel and word models.
 
 Each model is the usual chain normalizer -> pre-tokenizer -> model -> decoder
 (-> post-processor, used only when exported for other libraries: ptm itself
@@ -69,6 +69,12 @@ def new_tokenizer(kind: str, lowercase: bool, strip_accents: bool, split_cjk: bo
         else:
             tokenizer.pre_tokenizer = byte_level
         tokenizer.decoder = decoders.ByteLevel()
+    elif kind == "word":
+        # One id per word; words outside the vocabulary become the unknown token. BERT's
+        # pre-tokenizer splits punctuation off, so "Athens," counts as "Athens" and ",".
+        tokenizer = Tokenizer(models.WordLevel(vocab or {}, unk_token=unk_token or "[UNK]"))
+        tokenizer.normalizer = bert_normalizer(lowercase, strip_accents, split_cjk)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     else:
         raise ValueError(f"no tokenizers pipeline for {kind!r}")
     return tokenizer

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ptmcli.errors import PtmError
 
 ROLES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
-MODELS = ("wordpiece", "bpe", "bytelevel", "unigram", "sp-bpe")
+MODELS = ("wordpiece", "bpe", "bytelevel", "unigram", "sp-bpe", "word")
 SENTENCEPIECE_MODELS = ("unigram", "sp-bpe")
 
 # GPT-2 has a single <|endoftext|>; it also stands for "unknown" only where no
@@ -42,6 +42,8 @@ DEFAULTS = {
     "bytelevel": ModelDefaults(lowercase=False, split_cjk=False, special="gpt"),
     "unigram": ModelDefaults(lowercase=False, split_cjk=False, special="bert"),
     "sp-bpe": ModelDefaults(lowercase=False, split_cjk=False, special="bert"),
+    # Whole words, for static word vectors: lowercased as the usual similarity and analogy sets are.
+    "word": ModelDefaults(lowercase=True, split_cjk=True, special="bert"),
 }
 
 

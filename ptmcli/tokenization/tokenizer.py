@@ -69,6 +69,15 @@ class PtmTokenizer:
         return self._settings.kind
 
     @property
+    def word_level(self) -> bool:
+        """One id per whole word (a ``WordLevel`` model): what static word vectors are trained on.
+
+        Read from the model itself, so a tokenizer made by ``ptm convert`` from a vector file counts too.
+        """
+        describe = getattr(self._backend, "describe", None)
+        return describe is not None and (describe().get("model") or {}).get("type") == "WordLevel"
+
+    @property
     def lowercase(self) -> bool:
         return self._settings.lowercase
 

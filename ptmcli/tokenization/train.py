@@ -1,6 +1,6 @@
 """Training tokenizers from a stream of texts.
 
-wordpiece, bpe (character-level) and bytelevel are trained by Hugging Face
+wordpiece, bpe (character-level), bytelevel and word (whole words) are trained by Hugging Face
 ``tokenizers``; unigram and sp-bpe by ``sentencepiece``. Texts are streamed
 into both libraries from an iterator, so the corpus is never held in a list.
 ``wordpiece_from_vocab`` builds a WordPiece tokenizer from an existing BERT
@@ -157,6 +157,9 @@ def _train_hf(texts: _Guarded, settings: TokenizerSettings, specials: list[str],
                                             continuing_subword_prefix=WORD_PREFIX)
     elif kind == "bpe":
         trainer = trainers.BpeTrainer(**common, limit_alphabet=limit_alphabet, end_of_word_suffix=END_OF_WORD)
+    elif kind == "word":
+        # Keeps the --vocab-size most frequent words seen at least --min-frequency times.
+        trainer = trainers.WordLevelTrainer(**common)
     else:
         trainer = trainers.BpeTrainer(**common, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     try:
