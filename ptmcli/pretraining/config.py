@@ -29,7 +29,7 @@ class PretrainConfig(TrainingOptions):
     tokenizer: str | None = option(None, "Tokenizer directory the shards were encoded with (default: the one recorded in the shard manifest).")
     out: str | None = options.out("checkpoints/, metrics.jsonl, run.json")
     overwrite: bool = options.overwrite()
-    preset: str | None = option(None, "Model size preset: bert-tiny ... bert-large, gpt-tiny, gpt-mini, gpt-small, gpt1, gpt2-124m ... gpt2-1.5b, elmo-small, elmo-mini, elmo-original, albert-tiny, albert-mini, albert-base ... albert-xxlarge, electra-tiny, electra-mini, electra-small, electra-base [default: bert-mini, gpt-mini, elmo-mini, albert-mini or electra-mini].")
+    preset: str | None = option(None, "Model size preset: bert-tiny ... bert-large, gpt-tiny, gpt-mini, gpt-small, gpt1, gpt2-124m ... gpt2-1.5b, elmo-small, elmo-mini, elmo-original, albert-tiny, albert-mini, albert-base ... albert-xxlarge, electra-tiny, electra-mini, electra-small, electra-base, bart-tiny, bart-mini, bart-base, bart-large, cove-tiny, cove-small, cove-original [default: the family's mini preset; cove-small].")
     hidden_size: int | None = option(None, "Override the preset's hidden size.")
     num_layers: int | None = option(None, "Override the preset's number of Transformer layers.")
     num_heads: int | None = option(None, "Override the preset's number of attention heads.")
