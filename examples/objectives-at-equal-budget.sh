@@ -15,6 +15,8 @@ D=${DATA:-../shared/data}
 OUT=${1:-runs/budget}
 BUDGET=${2:-6}
 SEEDS=${SEEDS:-0}
+LR=${LR:-1e-3}          # peak learning rate of every pretraining run
+ONLY=${ONLY:-}          # e.g. ONLY="mlm electra": run only these variants
 mkdir -p "$OUT"
 cd "$OUT"
 D=$(cd "$OLDPWD" && cd "$D" && pwd)
@@ -29,6 +31,9 @@ span|--arch bert --objective span --preset bert-mini
 ngram|--arch bert --objective mlm --ngram-mask 3 --preset bert-mini
 albert-sop|--arch albert --objective mlm+sop --preset albert-mini
 EOF
+if [ -n "$ONLY" ]; then
+  for name in $ONLY; do grep "^$name|" variants.txt; done > variants.only && mv variants.only variants.txt
+fi
 
 [ -d tok-enwiki-8k ] || ptm tokenize train -m wordpiece --vocab-size 8192 "$D/enwiki-sample/enwiki_sample.txt" -o tok-enwiki-8k
 [ -d shards-enwiki-8k ] || ptm tokenize encode --tokenizer tok-enwiki-8k "$D/enwiki-sample/enwiki_sample.txt" -o shards-enwiki-8k --no-progress
@@ -41,7 +46,7 @@ random.Random(0).shuffle(rows)
 open(sys.argv[2], "w", encoding="utf-8").write("\n".join([lines[0]] + rows[:8000]) + "\n")
 PY
 
-COMMON_PT="--data shards-enwiki-8k --tokenizer tok-enwiki-8k --seq-len 128 --batch-size 32 --lr 1e-3 --precision bf16 --threads 1 --seed 0 --no-progress --overwrite"
+COMMON_PT="--data shards-enwiki-8k --tokenizer tok-enwiki-8k --seq-len 128 --batch-size 32 --lr $LR --precision bf16 --threads 1 --seed 0 --no-progress --overwrite"
 
 # Seconds per step of each objective, measured alone.
 if [ ! -s calibration.txt ]; then

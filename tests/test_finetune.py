@@ -233,11 +233,13 @@ def test_slanted_triangular_schedule():
 
 
 def test_ulmfit_methods_together_still_learn(pretrained, sentiment, tmp_path, capsys, monkeypatch):
-    # Gradual unfreezing trains only the head in epoch 1; by the last epochs every group trains.
+    # Gradual unfreezing trains only the head in epoch 1; by the last epochs every group trains. Ten epochs: the
+    # fixture's tokenizer breaks frequency ties differently in each process, and at six the best dev accuracy
+    # ranged 0.83-0.99 across runs.
     monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "gpt", "--task", "classification", "--train", sentiment / "train.tsv",
-                    "--dev", sentiment / "dev.tsv", "-o", run, "--epochs", "6", "--lr", "3e-3", "--gradual-unfreeze",
+                    "--dev", sentiment / "dev.tsv", "-o", run, "--epochs", "10", "--lr", "3e-3", "--gradual-unfreeze",
                     "--discriminative-lr", "2.6", "--schedule", "stlr", *FT)
     assert code == 0, err
     assert json.loads((run / "results.json").read_text())["best"]["accuracy"] >= 0.85
