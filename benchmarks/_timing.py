@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -40,3 +41,13 @@ def time_alternately(variants: dict[str, Callable[[], None]], warmup: int, steps
             step()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def print_ratios(medians: dict[str, float], tokens_per_step: int) -> None:
+    """The table of s/step, tokens/s and speed against ``transformers fp32`` (the reference variant)."""
+    reference = medians["transformers fp32"]
+    print(f"\n{'variant':24s} {'s/step':>8s} {'tokens/s':>9s} {'vs HF':>6s}")
+    for name, seconds in medians.items():
+        print(f"{name:24s} {seconds:8.3f} {tokens_per_step / seconds:9.0f} {reference / seconds:5.2f}x")
+    print(f"speed-up ptm / transformers (fp32): {reference / medians['ptm fp32']:.2f}x")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")

@@ -23,7 +23,7 @@ import os
 
 import torch
 import torch.nn.functional as F
-from _timing import time_alternately
+from _timing import print_ratios, time_alternately
 from torch import nn
 
 from ptmcli.models import bert as ptm_bert
@@ -136,13 +136,7 @@ def main() -> None:
           f"batch {args.batch} x seq {args.seq_len} ({int((batch['mlm_labels'] != -100).sum())} masked tokens), "
           f"{args.threads} threads, torch {torch.__version__}, transformers {transformers.__version__}, "
           f"load average {os.getloadavg()[0]:.2f}")
-    medians = time_alternately(variants, args.warmup, args.steps)
-    reference = medians["transformers fp32"]
-    print(f"\n{'variant':24s} {'s/step':>8s} {'tokens/s':>9s} {'vs HF':>6s}")
-    for name, seconds in medians.items():
-        print(f"{name:24s} {seconds:8.3f} {tokens / seconds:9.0f} {reference / seconds:5.2f}x")
-    print(f"speed-up ptm / transformers (fp32): {reference / medians['ptm fp32']:.2f}x")
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print_ratios(time_alternately(variants, args.warmup, args.steps), tokens)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from ptmcli.errors import PtmError
 from ptmcli.models.cross_attention import Memory, PostNormDecoderBlock
 from ptmcli.models.family import Family
 from ptmcli.models.framing import Framing, first_token
+from ptmcli.models.generation import PositionBoundDecoder
 from ptmcli.models.kv_cache import KVCache
 from ptmcli.models.layers import (
     Dropout,
@@ -375,7 +376,7 @@ class BartDecodingState:
     """``[B, 1, 1, S]``: the source's padding, or None when nothing is padded."""
 
 
-class BartIncrementalDecoder:
+class BartIncrementalDecoder(PositionBoundDecoder):
     """Incremental decoding (``models.generation.Decoder``): ``start`` encodes the sources once, computes
     every layer's cross-attention keys and values, and feeds the decoder-start token; each ``step``
     then costs its new tokens' work. The decoder's positions are a learned table, so decoding stops
@@ -383,17 +384,6 @@ class BartIncrementalDecoder:
 
     padding_side = "right"
     """Sources are padded after their end; the decoder side of every row starts together."""
-
-    def __init__(self, model: BartForConditionalGeneration, context: int | None = None) -> None:
-        positions = model.config.max_position_embeddings
-        self.model = model
-        self.capacity = min(context or positions, positions)
-        if self.capacity < 2:
-            raise ValueError(f"a context of {self.capacity} positions leaves no room to generate")
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.output_weight.device
 
     @torch.no_grad()
     def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, BartDecodingState]:

@@ -26,7 +26,7 @@ from torch import nn
 from ptmcli.errors import PtmError
 from ptmcli.models.bert import BertConfig, BertEmbeddings, BertFamily, _masked_rows
 from ptmcli.models.framing import Framing
-from ptmcli.models.layers import Dropout, PostNormBlock, init_bert_weights, padding_attention_mask
+from ptmcli.models.layers import PostNormBlock, init_bert_weights, padding_attention_mask
 
 
 @dataclass(frozen=True)
@@ -333,43 +333,6 @@ def replaced_token_loss(out: dict[str, torch.Tensor], mlm_total, disc_total, dis
     whole optimizer step, so accumulation equals one big batch."""
     loss = out["mlm_loss_sum"] / max(1.0, float(mlm_total))
     return loss + disc_weight * out["disc_loss_sum"] / max(1.0, float(disc_total))
-
-
-class ElectraForSequenceClassification(nn.Module):
-    """The discriminator + ``classifier`` over the pooled [CLS] vector (dense + GELU): transformers'
-    classification head, whose ``out_proj`` is ``classifier``."""
-
-    def __init__(self, config: ElectraConfig, num_labels: int):
-        super().__init__()
-        self.config = config
-        self.electra = ElectraModel(config)
-        self.dropout = Dropout(config.hidden_dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        init_bert_weights(self.classifier, config.initializer_range)
-
-    def tied_weights(self) -> dict[str, str]:
-        return {}
-
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        return self.classifier(self.dropout(self.electra.pool(self.electra(input_ids, token_type_ids, attention_mask))))
-
-
-class ElectraForTokenClassification(nn.Module):
-    """The discriminator + dropout + ``classifier`` on every token."""
-
-    def __init__(self, config: ElectraConfig, num_labels: int):
-        super().__init__()
-        self.config = config
-        self.electra = ElectraModel(config)
-        self.dropout = Dropout(config.hidden_dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        init_bert_weights(self.classifier, config.initializer_range)
-
-    def tied_weights(self) -> dict[str, str]:
-        return {}
-
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        return self.classifier(self.dropout(self.electra(input_ids, token_type_ids, attention_mask)))
 
 
 # transformers ELECTRA keys: the encoder's as BERT's under "electra." (the projection "embeddings_project");

@@ -52,6 +52,22 @@ class Decoder(Protocol):
         ...
 
 
+class PositionBoundDecoder:
+    """The part every model's decoder shares: the model, and how many positions a sequence may use (the
+    model's table, or less when ``context`` says); subclasses implement ``start``/``step``/``reorder``."""
+
+    def __init__(self, model: Any, context: int | None = None) -> None:
+        positions = model.config.max_position_embeddings
+        self.model = model
+        self.capacity = min(context or positions, positions)
+        if self.capacity < 2:
+            raise ValueError(f"a context of {self.capacity} positions leaves no room to generate")
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.output_weight.device
+
+
 def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Keep exactly the ``k`` highest logits of each row (ties broken by index); the rest become -inf.
 

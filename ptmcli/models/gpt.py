@@ -24,6 +24,7 @@ from torch import nn
 from ptmcli.errors import PtmError
 from ptmcli.models.family import Family
 from ptmcli.models.framing import Framing
+from ptmcli.models.generation import PositionBoundDecoder
 from ptmcli.models.kv_cache import KVCache
 from ptmcli.models.layers import Dropout, PostNormBlock, PreNormBlock, linear_cross_entropy
 
@@ -260,7 +261,7 @@ class GPTDecodingState:
     """``[B]``: the position of each row's next token in a padded batch."""
 
 
-class GPTDecoder:
+class GPTDecoder(PositionBoundDecoder):
     """Incremental decoding (``models.generation.Decoder``): the prompt once, then a few tokens per step.
 
     Each call runs the training modules with a ``KVCache``, so a step costs its
@@ -271,17 +272,6 @@ class GPTDecoder:
 
     padding_side = "left"
     """Prompts of a batch end together, so every row's next token goes in the same column."""
-
-    def __init__(self, model: GPTForCausalLM, context: int | None = None) -> None:
-        positions = model.config.max_position_embeddings
-        self.model = model
-        self.capacity = min(context or positions, positions)
-        if self.capacity < 2:
-            raise ValueError(f"a context of {self.capacity} positions leaves no room to generate")
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.output_weight.device
 
     @torch.no_grad()
     def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, GPTDecodingState]:

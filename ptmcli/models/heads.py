@@ -174,6 +174,25 @@ class AlbertForTokenClassification(_AlbertEncoder, _EncoderClassifier):
     pooled = False
 
 
+class _ElectraEncoder:
+    encoder_name = "electra"
+
+    @staticmethod
+    def encoder_class() -> type:
+        return electra.ElectraModel
+
+
+class ElectraForSequenceClassification(_ElectraEncoder, _EncoderClassifier):
+    """The discriminator + dropout + ``classifier`` over the pooled [CLS] vector (dense + GELU): transformers'
+    classification head, whose ``out_proj`` is ``classifier``."""
+
+
+class ElectraForTokenClassification(_ElectraEncoder, _EncoderClassifier):
+    """The discriminator + dropout + ``classifier`` on every token."""
+
+    pooled = False
+
+
 class SpanQuestionAnswering(nn.Module):
     """An encoder + ``classifier`` (transformers' ``qa_outputs``) on every token: ``[B, T, 2]`` start/end logits."""
 
@@ -240,8 +259,8 @@ TASK_MODELS: dict[tuple[str, str], type] = {
     ("roberta", "token-classification"): roberta.RobertaForTokenClassification,
     ("distilbert", "classification"): distilbert.DistilBertForSequenceClassification,
     ("distilbert", "token-classification"): distilbert.DistilBertForTokenClassification,
-    ("electra", "classification"): electra.ElectraForSequenceClassification,
-    ("electra", "token-classification"): electra.ElectraForTokenClassification,
+    ("electra", "classification"): ElectraForSequenceClassification,
+    ("electra", "token-classification"): ElectraForTokenClassification,
 }
 
 
