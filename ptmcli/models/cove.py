@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ptmcli.errors import PtmError
-from ptmcli.models.family import Family
+from ptmcli.models.family import WORD_TOKENIZER_TASK_TOKENS, Family
 from ptmcli.models.framing import Framing
 from ptmcli.models.layers import linear_cross_entropy
 
@@ -326,7 +326,7 @@ class CoveFamily(Family):
     encoder_prefix = "encoder."
     bottom_prefixes = ("encoder.vectors",)
     # A static-vector word tokenizer often keeps only [UNK]: labeled tasks then mark a text's ends with it.
-    task_tokens = (("bos", "cls", "unk"), ("eos", "sep", "unk"), ("eos", "sep", "unk"))
+    task_tokens = WORD_TOKENIZER_TASK_TOKENS
     is_encoder_decoder = True
     compiles = False
     min_context = 1

@@ -23,6 +23,10 @@ from torch import nn
 from ptmcli.errors import PtmError
 from ptmcli.models.framing import Framing
 
+WORD_TOKENIZER_TASK_TOKENS = (("bos", "cls", "unk"), ("eos", "sep", "unk"), ("eos", "sep", "unk"))
+"""``task_tokens`` of families read through a word-level tokenizer, whose only special token may be [UNK]
+(their task encoders drop the frame before encoding)."""
+
 
 class Family:
     name: str = ""

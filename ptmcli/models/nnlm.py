@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ptmcli.errors import PtmError
-from ptmcli.models.family import Family
+from ptmcli.models.family import WORD_TOKENIZER_TASK_TOKENS, Family
 from ptmcli.models.framing import Framing
 
 EMBEDDINGS = "embeddings.weight"
@@ -123,7 +123,7 @@ class NNLMFamily(Family):
     min_context = 1
     compiles = False
     # Its embeddings are context-free word vectors: finetuning treats them as static vectors' (models/static.py).
-    task_tokens = (("bos", "cls", "unk"), ("eos", "sep", "unk"), ("eos", "sep", "unk"))
+    task_tokens = WORD_TOKENIZER_TASK_TOKENS
     task_encoder = "bilstm"
 
     def feature_size(self, config):

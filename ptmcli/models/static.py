@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ptmcli.errors import PtmError
-from ptmcli.models.family import Family
+from ptmcli.models.family import WORD_TOKENIZER_TASK_TOKENS, Family
 from ptmcli.models.framing import Framing
 
 VECTORS = "vectors"
@@ -139,7 +139,7 @@ class StaticFamily(Family):
     min_context = 1
     compiles = False
     # A word tokenizer may have no special token but [UNK]; the word encoder drops these positions again.
-    task_tokens = (("bos", "cls", "unk"), ("eos", "sep", "unk"), ("eos", "sep", "unk"))
+    task_tokens = WORD_TOKENIZER_TASK_TOKENS
     task_encoder = "bilstm"
 
     def position_limit(self, config):
