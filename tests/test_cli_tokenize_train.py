@@ -194,3 +194,31 @@ def test_limit_alphabet_keeps_every_chinese_character_when_raised(tmp_path):
     assert unknown_rate(["--limit-alphabet", "2000"]) == 0.0
     result = runner.invoke(app, ["tokenize", "train", str(corpus), "-o", str(tmp_path / "bad"), "--limit-alphabet", "0"])
     assert isinstance(result.exception, PtmError) and "--limit-alphabet" in str(result.exception)
+
+
+@pytest.mark.parametrize("model, vocab_size", [("wordpiece", 500), ("bpe", 300)])
+def test_training_twice_gives_the_same_file(model, vocab_size, tmp_path):
+    # Each run is its own process, so the trainer's hash maps are seeded differently each time;
+    # before the word-internal pieces were fixed up front, three runs gave three different files.
+    import ptmcli.sample
+
+    text = Path(ptmcli.sample.__file__).parent / "enwiki_excerpt.txt"
+    files = []
+    for run in range(3):
+        out = tmp_path / f"run{run}"
+        done = ptm("tokenize", "train", str(text), "-m", model, "--vocab-size", str(vocab_size), "-o", str(out))
+        assert done.returncode == 0, done.stderr.decode()
+        files.append((out / "tokenizer.json").read_bytes())
+    assert files[0] == files[1] == files[2]
+
+
+def test_a_small_alphabet_limit_is_filled_in_frequency_order(tmp_path):
+    # 'a' x5, 'b' x3, 'c' and 'd' x2 each, 'e' x1: a limit of 3 keeps a, b and the first of the tied c/d.
+    path = tmp_path / "t.txt"
+    path.write_text("aaaaa bbb cc dd e\n", encoding="utf-8")
+    out = tmp_path / "tok"
+    done = ptm("tokenize", "train", str(path), "-m", "wordpiece", "--vocab-size", "40", "--limit-alphabet", "3",
+               "--min-frequency", "1", "-o", str(out))
+    assert done.returncode == 0, done.stderr.decode()
+    vocab = json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]
+    assert {"a", "b", "c"} <= set(vocab) and not {"d", "e", "##d", "##e"} & set(vocab)

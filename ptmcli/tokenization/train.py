@@ -162,14 +162,36 @@ def _train_hf(texts: _Guarded, settings: TokenizerSettings, specials: list[str],
         trainer = trainers.WordLevelTrainer(**common)
     else:
         trainer = trainers.BpeTrainer(**common, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    try:
-        tokenizer.train_from_iterator(texts.batches(), trainer=trainer)
-    except BaseException:
-        texts.raise_failure()
-        raise
+    if kind in ("wordpiece", "bpe"):
+        tokenizer = _train_reproducibly(tokenizer, texts, trainer, kind, specials, limit_alphabet)
+    else:
+        # Word-level and byte-level training have no hash-order ties (their alphabets are fixed or sorted).
+        try:
+            tokenizer.train_from_iterator(texts.batches(), trainer=trainer)
+        except BaseException:
+            texts.raise_failure()
+            raise
     register_specials(tokenizer, specials)
     add_post_processor(tokenizer, settings.special_tokens, settings.special_set)
     return PtmTokenizer(HFBackend(tokenizer), settings)
+
+
+def _train_reproducibly(tokenizer, texts: _Guarded, trainer, kind: str, specials: list[str], limit_alphabet: int):
+    """Train with the alphabet and word-internal pieces fixed up front (reproducible_training.py)."""
+    from ptmcli.tokenization.reproducible_training import drop_added_tokens, spilled_statistics
+
+    try:
+        with spilled_statistics(tokenizer, texts) as (statistics, spilled):
+            alphabet = statistics.alphabet(limit_alphabet)
+            pieces = statistics.word_internal_pieces(kind, alphabet)
+            trainer.initial_alphabet = alphabet
+            trainer.limit_alphabet = len(alphabet)
+            trainer.special_tokens = [*specials, *pieces]
+            tokenizer.train_from_iterator(spilled, trainer=trainer)
+    except BaseException:
+        texts.raise_failure()
+        raise
+    return drop_added_tokens(tokenizer, pieces)
 
 
 def _train_sentencepiece(texts: _Guarded, settings: TokenizerSettings, specials: list[str], vocab_size: int,
