@@ -17,10 +17,10 @@ class MatmulProbe:
     lowers the peak and the step rates alike, so MFU stays meaningful.
     """
 
-    def __init__(self, size: int = 4096, dtype: torch.dtype = torch.float32):
+    def __init__(self, size: int = 4096, dtype: torch.dtype = torch.float32, device: str = "cpu"):
         self.size = size
-        self.a, self.b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        self.out = torch.empty(size, size, dtype=dtype)
+        self.a, self.b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+        self.out = torch.empty(size, size, dtype=dtype, device=device)
 
     def __call__(self) -> None:
         torch.mm(self.a, self.b, out=self.out)
@@ -29,18 +29,44 @@ class MatmulProbe:
         return 2.0 * self.size**3
 
 
-def time_alternately(variants: dict[str, Callable[[], None]], warmup: int, steps: int) -> dict[str, float]:
-    """Median seconds per step of each variant, the variants interleaved step by step."""
+def time_alternately(variants: dict[str, Callable[[], None]], warmup: int, steps: int,
+                     sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Median seconds per step of each variant, the variants interleaved step by step.
+
+    ``sync`` waits for queued device work (``torch.cuda.synchronize``), so a GPU step is timed whole.
+    """
     for step in variants.values():
         for _ in range(warmup):
             step()
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(steps):
         for name, step in variants.items():
+            sync()
             start = time.perf_counter()
             step()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def device_setup(device: str) -> tuple[torch.device, Callable[[], None], float | None, float | None]:
+    """(device, its sync, datasheet bf16 peak, datasheet fp32 peak): the peaks for known GPUs, else None
+    (the benchmarks then use the matmul probe's)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return dev, lambda: None, None, None
+    from ptmcli.runtime.device import peak_flops
+
+    return dev, lambda: torch.cuda.synchronize(dev), peak_flops(dev, "bf16"), peak_flops(dev, "fp32")
+
+
+def write_json(path: str | None, figures: dict) -> None:
+    """The benchmark's figures as JSON, for scripts (benchmarks/gpu.sh) that gather them."""
+    if path:
+        import json
+
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(figures, handle, indent=2)
 
 
 def print_ratios(medians: dict[str, float], tokens_per_step: int) -> None:

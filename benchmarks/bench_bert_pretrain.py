@@ -10,6 +10,10 @@ matmul peak measured here.
     python benchmarks/bench_bert_pretrain.py                 # the headline figure
     python benchmarks/bench_bert_pretrain.py --ablations     # what each choice buys
     python benchmarks/bench_bert_pretrain.py --compile       # torch.compile as well
+    python benchmarks/bench_bert_pretrain.py --device cuda --layers 12 --hidden 768 --heads 12 --json bert.json
+
+On CUDA both libraries are also timed under bf16 autocast, and MFU is against
+the GPU's datasheet peak for the row's precision (ptm's table of known GPUs).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from unittest import mock
 
 import torch
 import torch.nn.functional as F
-from _timing import MatmulProbe, time_alternately
+from _timing import MatmulProbe, device_setup, time_alternately, write_json
 
 from ptmcli.models import bert as ptm_bert
 from ptmcli.models import layers as ptm_layers
@@ -44,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-bf16", action="store_true", help="skip ptm under bf16 autocast")
     p.add_argument("--ablations", action="store_true", help="also time ptm with each optimisation undone")
     p.add_argument("--compile", action="store_true", help="also time ptm under torch.compile")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--json", help="also write the figures to this JSON file")
     return p.parse_args()
 
 
@@ -67,21 +73,22 @@ def make_batch(args: argparse.Namespace) -> dict[str, torch.Tensor]:
     }
 
 
-def hf_step(model, optimizer, batch) -> None:
-    out = model(
-        input_ids=batch["input_ids"],
-        token_type_ids=batch["token_type_ids"],
-        attention_mask=batch["attention_mask"],
-        labels=batch["mlm_labels"],
-        next_sentence_label=batch["nsp_labels"],
-    )
+def hf_step(model, optimizer, batch, autocast: bool = False, device_type: str = "cpu") -> None:
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+        out = model(
+            input_ids=batch["input_ids"],
+            token_type_ids=batch["token_type_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["mlm_labels"],
+            next_sentence_label=batch["nsp_labels"],
+        )
     out.loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def ptm_step(model, optimizer, batch, autocast: bool = False) -> None:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+def ptm_step(model, optimizer, batch, autocast: bool = False, device_type: str = "cpu") -> None:
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
         out = model(**batch)
     loss = ptm_bert.pretraining_loss(out, out["mlm_count"], out["nsp_count"])
     loss.backward()
@@ -130,21 +137,27 @@ def main() -> None:
         num_attention_heads=args.heads,
         intermediate_size=4 * args.hidden,
     )
+    device, sync, datasheet_bf16, datasheet_fp32 = device_setup(args.device)
     hf_model = HFBertForPreTraining(hf_config).train()
     model = ptm_bert.BertForPreTraining(config).train()
     model.load_state_dict(ptm_bert.state_dict_from_hf(hf_model.state_dict()))
+    hf_model.to(device)
+    model.to(device)
     hf_opt = torch.optim.AdamW(hf_model.parameters(), lr=1e-4)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    batch = make_batch(args)
+    batch = {k: v.to(device) for k, v in make_batch(args).items()}
     tokens = args.batch * args.seq_len
     masked = int((batch["mlm_labels"] != -100).sum())
 
+    kind = device.type
     variants: dict[str, Callable[[], None]] = {
         "transformers fp32": lambda: hf_step(hf_model, hf_opt, batch),
-        "ptm fp32": lambda: ptm_step(model, opt, batch),
+        "ptm fp32": lambda: ptm_step(model, opt, batch, device_type=kind),
     }
     if not args.no_bf16:
-        variants["ptm bf16 autocast"] = lambda: ptm_step(model, opt, batch, autocast=True)
+        if kind == "cuda":  # on a GPU both run bf16: the comparison that matters there
+            variants["transformers bf16 autocast"] = lambda: hf_step(hf_model, hf_opt, batch, autocast=True, device_type=kind)
+        variants["ptm bf16 autocast"] = lambda: ptm_step(model, opt, batch, autocast=True, device_type=kind)
     if args.ablations:
         base = variants["ptm fp32"]
         plain_opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -162,7 +175,7 @@ def main() -> None:
             }
         )
     if args.compile:
-        compiled = ptm_bert.BertForPreTraining(config).train()
+        compiled = ptm_bert.BertForPreTraining(config).train().to(device)
         compiled.load_state_dict(model.state_dict())
         compiled_opt = torch.optim.AdamW(compiled.parameters(), lr=1e-4, fused=True)
         compiled.compile()
@@ -171,9 +184,9 @@ def main() -> None:
         print(f"torch.compile: first step (compilation) took {time.perf_counter() - start:.1f} s")
         variants["ptm fp32 torch.compile"] = lambda: ptm_step(compiled, compiled_opt, batch)
 
-    probe = MatmulProbe()
+    probe = MatmulProbe(device=args.device)
     variants["fp32 matmul 4096^3 (peak probe)"] = probe
-    bf16_probe = None if args.no_bf16 else MatmulProbe(dtype=torch.bfloat16)
+    bf16_probe = None if args.no_bf16 else MatmulProbe(dtype=torch.bfloat16, device=args.device)
     if bf16_probe is not None:
         variants["bf16 matmul 4096^3 (peak probe)"] = bf16_probe
     print(
@@ -182,7 +195,7 @@ def main() -> None:
         f"torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}"
     )
 
-    medians = time_alternately(variants, args.warmup, args.steps)
+    medians = time_alternately(variants, args.warmup, args.steps, sync)
     peak = probe.flops() / medians.pop("fp32 matmul 4096^3 (peak probe)")
     print(f"fp32 matmul peak (median of the probes between steps): {peak / 1e9:.1f} GFLOP/s")
     bf16_peak = None
@@ -192,11 +205,18 @@ def main() -> None:
 
     model_flops = model.flops_per_token(args.seq_len, mask_fraction=masked / tokens) * tokens
     hf_executed = model.flops_per_token(args.seq_len, mask_fraction=1.0) * tokens
+    if datasheet_bf16:
+        peak, bf16_peak = datasheet_fp32, datasheet_bf16
+        print(f"MFU against the datasheet dense peaks: bf16 {bf16_peak / 1e12:.0f}, fp32 {peak / 1e12:.0f} TFLOP/s")
     reference = medians["transformers fp32"]
+    figures = {"model": f"bert L{args.layers} H{args.hidden} A{args.heads}", "seq_len": args.seq_len, "batch": args.batch,
+               "device": str(device), "variants": {}}
     print(f"\n{'variant':40s} {'s/step':>8s} {'tokens/s':>9s} {'vs HF':>6s} {'MFU':>6s}")
     for name, seconds in medians.items():
         mfu = model_flops / seconds / (bf16_peak if "bf16" in name else peak)
         print(f"{name:40s} {seconds:8.3f} {tokens / seconds:9.0f} {reference / seconds:5.2f}x {100 * mfu:5.1f}%")
+        figures["variants"][name] = {"s_per_step": seconds, "tokens_per_s": tokens / seconds, "mfu": mfu}
+    write_json(args.json, figures)
     print(
         f"\nMFU counts model flops ({model_flops / 1e9:.1f} GFLOP/step: MLM head on the masked tokens only). "
         f"transformers executes {hf_executed / 1e9:.1f} GFLOP/step (MLM head on every token): "

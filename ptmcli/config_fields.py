@@ -18,11 +18,48 @@ from typing import Any
 from ptmcli.errors import PtmError
 
 
+class Named(int):
+    """A word a number option also takes (``--batch-size auto``), as the field's value.
+
+    It is an ``int`` (so the field keeps its type, and ``0``'s place in
+    comparisons), yet no typed number is it: code asks ``value is AUTO``. It
+    prints as its word; one object per word, kept through copies.
+    """
+
+    word: str
+
+    def __new__(cls, word: str) -> Named:
+        value = super().__new__(cls, 0)
+        value.word = word
+        return value
+
+    def __repr__(self) -> str:
+        return self.word
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        try:
+            return format(self.word, spec)
+        except ValueError:  # a number's format (``,d``)
+            return int.__format__(self, spec)
+
+    def __copy__(self) -> Named:
+        return self
+
+    def __deepcopy__(self, memo) -> Named:
+        return self
+
+
+AUTO = Named("auto")
+
+
 def option(default: Any, help: str, *, flag: str | None = None, short: str | None = None, choices: tuple[str, ...] | None = None,
-           default_factory=None, required: str | None = None):
+           default_factory=None, required: str | None = None, named: tuple[Named, ...] = ()):
     """A dataclass field with its command-line help. ``required``: when the flag must be given
-    (``"always"``, or the condition, e.g. ``"unless --resume"``), shown in the help; the command checks it."""
-    meta = {"help": help, "flag": flag, "short": short, "choices": choices, "required": required}
+    (``"always"``, or the condition, e.g. ``"unless --resume"``), shown in the help; the command checks it.
+    ``named``: words a number option takes besides numbers (``(AUTO,)``); the field's help says what they mean."""
+    meta = {"help": help, "flag": flag, "short": short, "choices": choices, "required": required, "named": named}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -65,13 +102,17 @@ def cli_parameters(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
         if meta.get("short"):
             decls.append(meta["short"])
         annotation = base | None
+        metavar = "" if base is bool else _METAVARS.get(base, "VALUE")
+        extra = {}
+        if meta.get("named"):
+            metavar = "|".join([metavar, *(n.word for n in meta["named"])])
+            extra["parser"] = _named_parser(base, meta["named"])
         params.append(
             inspect.Parameter(
                 f.name,
                 inspect.Parameter.KEYWORD_ONLY,
                 # No type label: the help says what a value is, and bool flags take none.
-                default=typer.Option(None, *decls, help=help_text, show_default=False,
-                                     metavar="" if base is bool else _METAVARS.get(base, "VALUE")),
+                default=typer.Option(None, *decls, help=help_text, show_default=False, metavar=metavar, **extra),
                 annotation=annotation,
             )
         )
@@ -79,6 +120,27 @@ def cli_parameters(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
 
 
 _METAVARS = {int: "N", float: "X", str: "TEXT", list: "TEXT"}
+
+
+def _expected(base: type, named: tuple[Named, ...]) -> str:
+    return " or ".join([_TYPE_NAMES[base], *(n.word for n in named)])
+
+
+def _named_parser(base: type, named: tuple[Named, ...]):
+    """The command-line parser of a number option that also takes words: the word's ``Named``, else the number."""
+    import typer
+
+    words = {n.word: n for n in named}
+
+    def parse(text: str):
+        if text.strip().lower() in words:
+            return words[text.strip().lower()]
+        try:
+            return base(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r}: expected {_expected(base, named)}") from None
+
+    return parse
 
 
 def with_parameters(func, params: list[inspect.Parameter]):
@@ -141,11 +203,15 @@ def _typed(f: dataclasses.Field, key: str, value: Any, source: str) -> Any:
     base = _base_type(f.type)
     if base not in _TYPE_NAMES or (value is None and f.default is None):
         return value
+    named = f.metadata.get("named") or ()
+    for word in named:
+        if isinstance(value, str) and value.strip().lower() == word.word:
+            return word
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, base) and not (base is int and isinstance(value, bool)):
         return value
-    raise PtmError(f"{source}: {key} = {value!r}: expected {_TYPE_NAMES[base]}")
+    raise PtmError(f"{source}: {key} = {value!r}: expected {_expected(base, named)}")
 
 
 def parse_size(text: str, flag: str) -> int:

@@ -212,6 +212,15 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     p["pairs"].write_text("river\tbank\t7.5\ncity\triver\t3.0\n", encoding="utf-8")
     p["train_half"] = root / "train-half.tsv"
     p["train_half"].write_text("".join(p["train"].read_text(encoding="utf-8").splitlines(keepends=True)[:13]), encoding="utf-8")
+    # Source/target pairs: a good TSV, one whose second row has no target, and parallel files one line apart.
+    p["pairs_tsv"] = root / "seq2seq-pairs.tsv"
+    p["pairs_tsv"].write_text("the river\tder Fluss\nthe city\tdie Stadt\n", encoding="utf-8")
+    p["pairs_no_target"] = root / "seq2seq-no-target.tsv"
+    p["pairs_no_target"].write_text("the river\tder Fluss\nthe city\n", encoding="utf-8")
+    p["parallel_src"] = root / "parallel.en"
+    p["parallel_src"].write_text("the river\nthe city\nthe bank\n", encoding="utf-8")
+    p["parallel_tgt_short"] = root / "parallel.de"
+    p["parallel_tgt_short"].write_text("der Fluss\ndie Stadt\n", encoding="utf-8")
     return p
 
 
@@ -237,6 +246,7 @@ PRETRAIN = "pretrain --data {shards} --tokenizer {tok} -o {out} {tiny}"
 FINETUNE = "finetune --checkpoint {ckpt} --task classification --train {train} -o {out} {ft}"
 STORED = "finetune --task classification --train {train} --train-features {train_features} -o {out} {stored}"
 FEATURES = "extract-features -c {ckpt} -o {out}.jsonl"
+SEQ2SEQ = "finetune --checkpoint {ckpt} --task seq2seq --train {pairs_tsv} -o {out} {ft}"
 
 ROWS = [
     # tokenize train
@@ -266,6 +276,9 @@ ROWS = [
         "part-00000.arrow"),
     Row("pretrain-other-tokenizer", "tokenizer other than the shards'", PRETRAIN.replace("{tok}", "{tok_other}"), "vocabulary size"),
     Row("pretrain-zero-batch", "zero batch size", PRETRAIN + " --batch-size 0", "--batch-size"),
+    Row("pretrain-budget-unparsable", "unparsable --budget", PRETRAIN + " --budget soon", "--budget"),
+    Row("pretrain-budget-and-max-time", "--budget with --max-time", PRETRAIN + " --budget 10m --max-time 5m", "--max-time"),
+    Row("pretrain-batch-ramp-alone", "--batch-ramp without --budget", PRETRAIN + " --batch-ramp 0.3", "--budget"),
     Row("pretrain-negative-layers", "negative layer count", PRETRAIN + " --num-layers -1", "--num-layers"),
     Row("pretrain-seq-len-above-positions", "sequence longer than the positions", PRETRAIN + " --seq-len 128", "--max-position-embeddings"),
     Row("pretrain-resume-and-init", "conflicting flags", PRETRAIN + " --resume {ckpt} --init-from {ckpt}", "--init-from"),
@@ -288,6 +301,19 @@ ROWS = [
         PRETRAIN + " --arch gpt --infill-ratio 0.5", "it applies to --objective denoise"),
     Row("pretrain-denoise-poisson-zero", "zero mean span length for BART's text infilling",
         "pretrain --arch bart --data {shards} --tokenizer {tok} -o {out} --poisson-lambda 0 --eval-rows 0 --no-progress", "--poisson-lambda 0.0"),
+    Row("pretrain-span-corruption-no-sentinels", "T5's span corruption with a tokenizer without sentinel tokens",
+        "pretrain --arch bart --objective span-corruption --data {shards} --tokenizer {tok} -o {out} --eval-rows 0 --no-progress",
+        "--special-tokens t5"),
+    Row("pretrain-span-corruption-density", "a noise density outside (0, 1) for span corruption",
+        "pretrain --arch bart --objective span-corruption --data {shards} --tokenizer {tok} -o {out} --noise-density 1.5 "
+        "--eval-rows 0 --no-progress", "--noise-density 1.5"),
+    Row("pretrain-mass-ratio", "a MASS fragment share outside (0, 1)",
+        "pretrain --arch bart --objective mass --data {shards} --tokenizer {tok} -o {out} --mass-ratio 0 --eval-rows 0 "
+        "--no-progress", "--mass-ratio 0.0"),
+    Row("pretrain-span-corruption-encoder-only", "an encoder-decoder objective on an encoder-only family (span-corruption for bert)",
+        PRETRAIN + " --objective span-corruption", "not available for --arch bert"),
+    Row("pretrain-mass-encoder-only", "an encoder-decoder objective on an encoder-only family (mass for roberta)",
+        PRETRAIN + " --arch roberta --objective mass", "not available for --arch roberta"),
     Row("pretrain-word2vec-subword-shards", "sub-word (wordpiece) shards for static word vectors",
         "pretrain --arch word2vec --data {shards} -o {out}", "--model word"),
     Row("pretrain-word2vec-mlm", "an objective of another family (mlm for word2vec)",
@@ -344,6 +370,12 @@ ROWS = [
         "--pool mean"),
     Row("finetune-features-row-count", "stored features of another file (24 rows for 12 examples)",
         STORED.replace("{train}", "{train_half}").replace("{train_features}", "{feats_text}"), "train-half.tsv"),
+    Row("finetune-seq2seq-no-target", "seq2seq TSV row without its target column",
+        SEQ2SEQ.replace("{pairs_tsv}", "{pairs_no_target}"), "seq2seq-no-target.tsv:2"),
+    Row("finetune-seq2seq-parallel-unequal", "parallel source/target files of unequal length",
+        SEQ2SEQ.replace("--train {pairs_tsv}", "--source-file {parallel_src} --target-file {parallel_tgt_short}"), "parallel.en:3"),
+    Row("finetune-seq2seq-zero-beams", "a beam size of 0 for the dev outputs", SEQ2SEQ + " --num-beams 0", "--num-beams 0"),
+    Row("finetune-seq2seq-encoder-only", "--task seq2seq with an encoder-only (BERT) checkpoint", SEQ2SEQ, "encoder-only"),
     # extract-features
     Row("features-truncated-weights", "truncated model.safetensors", FEATURES.replace("{ckpt}", "{ckpt_truncated}") + " {features_in}",
         "model.safetensors"),
@@ -367,6 +399,7 @@ ROWS = [
     Row("eval-sample-on-bert", "generation from a BERT", "eval -c {ckpt} --sample hello", "language model"),
     Row("generate-on-bert", "ptm generate with a BERT checkpoint", "generate -c {ckpt} --input {text}", "does not generate text"),
     Row("generate-zero-beams", "a beam size of 0", "generate -c {ckpt} --input {text} --num-beams 0", "--num-beams 0"),
+    Row("eval-seq2seq-zero-beams", "a beam size of 0 for ptm eval", "eval -c {ckpt} --data {pairs_tsv} --num-beams 0", "--num-beams 0"),
     Row("generate-top-p-zero", "top-p of 0", "generate -c {ckpt} --input {text} --top-p 0", "--top-p"),
     Row("generate-missing-input", "missing input file", "generate -c {ckpt} --input {missing}", "does-not-exist.txt"),
     Row("eval-part-on-bert", "--part generator for a model of one network", "eval -c {ckpt} --data {text} --part generator",

@@ -188,7 +188,7 @@ def test_config_round_trip_and_errors():
     assert get_family("bert").config_class is BertConfig
     assert find_preset("bert-base").name == "bert"
     with pytest.raises(PtmError, match="known: albert, bart, bert"):
-        get_family("xlnet")
+        get_family("transformer-xxl")
 
 
 def test_training_step_without_nsp_and_with_dropout():

@@ -296,8 +296,8 @@ def test_bad_inputs_fail_with_one_line_and_leave_nothing(tmp_path, capsys):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text('{"hidden": 3}')
     fails(tmp_path / "other", "neither a ptm checkpoint")
-    fails(variant("xlnet", lambda c: {**c, "model_type": "xlnet", "architectures": ["XLNetLMHeadModel"]}),
-          "unsupported architecture XLNetLMHeadModel; ptm converts BertModel, BertForPreTraining")
+    fails(variant("ctrl", lambda c: {**c, "model_type": "ctrl", "architectures": ["CTRLLMHeadModel"]}),
+          "unsupported architecture CTRLLMHeadModel; ptm converts BertModel, BertForPreTraining")
     fails(variant("qa", lambda c: {**c, "architectures": ["BertForQuestionAnswering"]}),
           "not part of a BertForQuestionAnswering")
     fails(variant("act", lambda c: {**c, "hidden_act": "relu"}), "hidden_act 'relu'")

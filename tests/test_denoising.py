@@ -158,7 +158,7 @@ def _task(corpus, batch_size: int = 10, seq_len: int = 64):
 
     shards, tok = corpus
     dataset = ShardDataset.open(str(shards))
-    cfg = SimpleNamespace(objective="denoise", seq_len=seq_len, batch_size=batch_size, seed=3, eval_batches=1, compile=False,
+    cfg = SimpleNamespace(objective="denoise", preset="bart-tiny", seq_len=seq_len, batch_size=batch_size, seed=3, eval_batches=1, compile=False,
                           **{**NoiseSettings().__dict__, "rotate_ratio": 0.2, "mask_ratio": 0.05, "delete_ratio": 0.05})
     rows = np.arange(len(dataset))
     return OBJECTIVES["denoise"].build(ObjectiveContext(cfg, PtmTokenizer.load(tok), dataset, rows[2:],

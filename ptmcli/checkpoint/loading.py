@@ -20,6 +20,16 @@ SCALAR_MIX_WEIGHTS = "scalar_mix.weights"
 SCALAR_MIX_GAMMA = "scalar_mix.gamma"
 
 
+def apply_quantization(model: Any, config: dict) -> Any:
+    """The one hook between building a checkpoint's model and loading its weights: an int8 checkpoint
+    (``ptm compress --quantize``) gets torch's dynamic int8 Linears where its config lists them."""
+    if not config.get("quantization"):
+        return model
+    from ptmcli.compress.quantize import apply_quantization as swap
+
+    return swap(model, config)
+
+
 @dataclass
 class LoadedCheckpoint:
     path: Path
@@ -79,7 +89,7 @@ def load_checkpoint(path: str | Path, device: Any = "cpu", note_initialised: boo
     from ptmcli.checkpoint.weights import load_partial_weights
 
     ckpt, config, family, model_config, tokenizer = describe(path)
-    model = family.build(model_config)
+    model = apply_quantization(family.build(model_config), config)
     initialised, _ = load_partial_weights(ckpt, model, model.tied_weights(), family.head_parts,
                                           {**TASK_PARTS, **extra_head_parts(config)})
     if initialised and note_initialised:
@@ -107,7 +117,7 @@ def load_encoder(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
 
     ckpt, config, family, model_config, tokenizer = describe(path)
     with without_random_init():
-        model = family.build(model_config)
+        model = apply_quantization(family.build(model_config), config)
     state = read_weights(ckpt)
     encoder, prefix = family.encoder(model), family.encoder_prefix
     unused = family.unused_by_features(set(state))

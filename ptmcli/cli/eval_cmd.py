@@ -12,6 +12,8 @@ With --data: GPT perplexity over a sliding window (--context, --stride), ELMo fo
 
 With --sample PROMPT (GPT): continuations on stdout, one per line (--json: one object per sample).
 
+A checkpoint finetuned with --task seq2seq: the teacher-forced loss on --data (source<TAB>target TSV or JSONL) or --source-file/--target-file, and the BLEU and chrF (sacrebleu, signatures printed) of its generated outputs; --metrics rouge adds ROUGE-1/2/L (pip install rouge-score); --predictions FILE writes one output line per input.
+
 With --probe similarity|analogy: word vectors (a checkpoint's input embeddings, or a word2vec, GloVe or fastText .vec file given as --checkpoint) on word-similarity pairs (Spearman's rho) or analogy questions (3CosAdd and 3CosMul accuracy among the --restrict most frequent words).
 
 Examples:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ptmcli.config_fields import cli_parameters, with_parameters
 from ptmcli.finetuning.config import FinetuneConfig
 
-SHORT_HELP = "Finetune a pretrained checkpoint on a labeled task (classification, pairs, regression, tagging, multiple choice)."
+SHORT_HELP = "Finetune a pretrained checkpoint on a labeled task (classification, pairs, regression, tagging, multiple choice, QA, seq2seq)."
 HELP = """Finetune a pretrained checkpoint (bert, gpt or elmo) on labeled data.
 
 Full finetuning (--mode finetune) or ELMo-style feature-based use (--mode features: the
@@ -15,6 +15,11 @@ and an auxiliary LM loss. With --dev, evaluates every epoch and keeps the best m
 
 --train-features trains the --mode features head on vectors stored once by ptm extract-features
 --task: no encoder runs while training, and RUN/best is an ordinary features-mode checkpoint.
+
+--task seq2seq trains an encoder-decoder (bart) on source/target pairs (a source<TAB>target TSV,
+JSONL with "source"/"target", or parallel files: --source-file/--target-file), with teacher forcing
+and --label-smoothing; each evaluation scores the generated dev outputs by BLEU and chrF (sacrebleu)
+and RUN/best keeps the best BLEU.
 """
 EPILOG = """Examples:
 
@@ -27,6 +32,8 @@ EPILOG = """Examples:
   ptm finetune --checkpoint runs/bert-mini --task classification --train sst2/train.tsv --dev sst2/dev.tsv -o runs/sst2-ulmfit --schedule stlr --discriminative-lr 2.6 --gradual-unfreeze
 
   ptm eval --checkpoint runs/sst2/best --data sst2/dev.tsv
+
+  ptm finetune --checkpoint runs/bart-mini --task seq2seq --source-file multi30k/train.en --target-file multi30k/train.de --dev-source-file multi30k/val.en --dev-target-file multi30k/val.de -o runs/en-de --label-smoothing 0.1 --max-len 64
 
   ptm extract-features -c runs/bert-mini sst2/train.tsv --task classification --pool mean --layers all -o feats/sst2-train
   ptm extract-features -c runs/bert-mini sst2/dev.tsv --task classification --pool mean --layers all -o feats/sst2-dev

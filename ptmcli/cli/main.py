@@ -16,11 +16,14 @@ import typer
 
 from ptmcli import __version__
 from ptmcli.cli import (
+    compress,
     convert,
     eval_cmd,
     extract_features,
     finetune,
     generate,
+    info,
+    plot,
     predict,
     pretrain,
     tokenize,
@@ -61,6 +64,9 @@ app.command("eval", help=eval_cmd.HELP, short_help=eval_cmd.SHORT_HELP)(eval_cmd
 app.command("predict", help=predict.HELP, short_help=predict.SHORT_HELP)(predict.predict)
 app.command("generate", help=generate.HELP, short_help=generate.SHORT_HELP)(generate.generate)
 app.command("convert", help=convert.HELP, short_help=convert.SHORT_HELP)(convert.convert)
+app.command("compress", help=compress.HELP, short_help=compress.SHORT_HELP)(compress.compress)
+app.command("info", help=info.HELP, short_help=info.SHORT_HELP)(info.info)
+app.command("plot", help=plot.HELP, short_help=plot.SHORT_HELP)(plot.plot)
 
 
 def _version(value: bool) -> None:

@@ -26,6 +26,8 @@ class SpecialSet(str, Enum):
     bert = "bert"
     gpt = "gpt"
     roberta = "roberta"
+    t5 = "t5"
+    roberta_sentinels = "roberta-sentinels"
 
 
 class InputFormat(str, Enum):
@@ -81,7 +83,7 @@ def train(
     lowercase: bool | None = typer.Option(None, "--lowercase/--cased", metavar="", help="Lowercase text first.", show_default="per model"),
     strip_accents: bool | None = typer.Option(None, "--strip-accents/--keep-accents", metavar="", help="Remove accents.", show_default="wordpiece, bpe: when lowercasing"),
     split_cjk: bool | None = typer.Option(None, "--split-cjk/--no-split-cjk", metavar="", help="Make each CJK ideograph its own word.", show_default="wordpiece, bpe: on"),
-    special_tokens: SpecialSet | None = typer.Option(None, "--special-tokens", help="Special-token set: bert ([PAD] [UNK] [CLS] [SEP] [MASK]), gpt (<|endoftext|>), roberta (<s> <pad> </s> <unk> <mask>).", show_default="per model"),
+    special_tokens: SpecialSet | None = typer.Option(None, "--special-tokens", help="Special-token set: bert ([PAD] [UNK] [CLS] [SEP] [MASK]), gpt (<|endoftext|>), roberta (<s> <pad> </s> <unk> <mask>), t5 (<pad> </s> <unk> and 100 sentinels <extra_id_0> ... <extra_id_99>, for --objective span-corruption), roberta-sentinels (roberta's and the 100 sentinels: span corruption with --arch bart).", show_default="per model"),
     vocab: Path | None = typer.Option(None, "--vocab", metavar="PATH", help="Build a wordpiece tokenizer from this BERT vocab.txt instead of training."),
     input_format: InputFormat = typer.Option(InputFormat.auto, "--format", help="Input format."),
     text_field: str = typer.Option("text", "--text-field", metavar="TEXT", help="JSONL: the field (or dotted path) holding the text."),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ptmcli.errors import PtmError
 from ptmcli.evaluation.config import EvalConfig
+from ptmcli.tasks import SEQ2SEQ
 
 
 def run(cfg: EvalConfig) -> dict | None:
@@ -28,10 +29,12 @@ def run(cfg: EvalConfig) -> dict | None:
         for flag, value in (("--restrict", cfg.restrict), ("--contextual-from", cfg.contextual_from), ("--lowercase", cfg.lowercase)):
             if value is not None:
                 raise PtmError(f"{flag} applies to --probe similarity|analogy")
-        if cfg.data is None and not cfg.sample:
+        if cfg.data is None and not cfg.sample and not (cfg.source_file or cfg.target_file):
             raise PtmError("nothing to do: give --data FILE to score text, or --sample PROMPT to generate (gpt)")
         if cfg.data is not None and cfg.sample:
             raise PtmError("give either --data (scoring) or --sample (generation), not both")
+    if cfg.num_beams is not None and cfg.num_beams < 1:
+        raise PtmError(f"--num-beams {cfg.num_beams}: must be at least 1")
     if cfg.part is not None and cfg.probe is not None:
         raise PtmError("--part applies to scoring --data, not to --probe (the input embeddings are shared)")
     if cfg.threads is not None:
@@ -47,6 +50,10 @@ def run(cfg: EvalConfig) -> dict | None:
 
     checkpoint = open_checkpoint(cfg.checkpoint)
     config = read_config(checkpoint)
+    seq2seq_flags = [flag for flag, value in (("--source-file", cfg.source_file), ("--target-file", cfg.target_file),
+                                              ("--num-beams", cfg.num_beams), ("--metrics", cfg.metrics)) if value is not None]
+    if seq2seq_flags and (config.get("task") or {}).get("type") != SEQ2SEQ:
+        raise PtmError(f"{seq2seq_flags[0]} applies to a checkpoint finetuned with --task seq2seq; {checkpoint} is not one")
     if config.get("task") is not None and cfg.part is not None:
         raise PtmError(f"--part {cfg.part}: {checkpoint} is a finetuned {config['task'].get('type')} model, one network")
     if config.get("task") is not None:

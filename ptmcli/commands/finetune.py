@@ -11,11 +11,11 @@ from pathlib import Path
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.config import FinetuneConfig
-from ptmcli.tasks import QA
+from ptmcli.tasks import QA, SEQ2SEQ
 from ptmcli.training import resume
 from ptmcli.training.session import RunSession
 
-RESUMABLE_OVERRIDES = {"max_steps", "epochs", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "out", "resume", "patience"}
+RESUMABLE_OVERRIDES = {"max_steps", "epochs", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "out", "resume", "patience", "tensorboard"}
 
 
 def _flag(name: str) -> str:
@@ -26,6 +26,8 @@ def _validate(cfg: FinetuneConfig) -> None:
     for name in ("checkpoint", "task", "train", "out"):
         if name == "checkpoint" and cfg.train_features:
             continue  # the features say which checkpoint they came from
+        if name == "train" and cfg.task == SEQ2SEQ and (cfg.source_file or cfg.target_file):
+            continue  # parallel files instead
         if getattr(cfg, name) is None:
             raise PtmError(f"{'-o/--out' if name == 'out' else _flag(name)} is required")
     for name in ("batch_size", "grad_accum", "max_len", "log_every", "doc_stride", "max_answer_len"):
@@ -46,7 +48,7 @@ def _validate(cfg: FinetuneConfig) -> None:
     for name in ("patience", "eval_every", "save_every", "keep_last"):
         if getattr(cfg, name) < 0:
             raise PtmError(f"{_flag(name)} {getattr(cfg, name)}: must not be negative")
-    if cfg.patience and not cfg.dev:
+    if cfg.patience and not (cfg.dev or cfg.dev_source_file):
         raise PtmError("--patience needs --dev data to watch")
     if cfg.mode == "features" and cfg.gradual_unfreeze:
         raise PtmError("--gradual-unfreeze conflicts with --mode features (the pretrained model stays frozen)")
@@ -54,6 +56,45 @@ def _validate(cfg: FinetuneConfig) -> None:
         raise PtmError("--train-features holds one vector per text or word; --task qa trains on passage windows through the encoder")
     if cfg.dev_features and not cfg.train_features:
         raise PtmError("--dev-features needs --train-features (training through the encoder evaluates --dev through it too)")
+    _validate_seq2seq(cfg)
+
+
+# Flags of --task seq2seq alone, and what they hold when unset.
+SEQ2SEQ_FLAGS = {"source_file": None, "target_file": None, "dev_source_file": None, "dev_target_file": None,
+                 "max_source_len": None, "max_target_len": None, "label_smoothing": 0.0, "num_beams": 1}
+
+
+def _validate_seq2seq(cfg: FinetuneConfig) -> None:
+    if cfg.task != SEQ2SEQ:
+        for name, unset in SEQ2SEQ_FLAGS.items():
+            if getattr(cfg, name) != unset:
+                raise PtmError(f"{_flag(name)} applies to --task seq2seq")
+        return
+    if cfg.num_beams < 1:
+        raise PtmError(f"--num-beams {cfg.num_beams}: must be at least 1")
+    for name in ("max_source_len", "max_target_len"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
+            raise PtmError(f"{_flag(name)} {getattr(cfg, name)}: must be positive")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise PtmError(f"--label-smoothing {cfg.label_smoothing}: must be in [0, 1)")
+    # What reads a pooled vector or a head, or splits the model into one stack's layer groups, has no meaning here.
+    for name, value, unset in (("train_features", cfg.train_features, None), ("mode", cfg.mode, "finetune"),
+                               ("pool", cfg.pool, None), ("aux_lm_weight", cfg.aux_lm_weight, 0.0),
+                               ("gradual_unfreeze", cfg.gradual_unfreeze, False), ("discriminative_lr", cfg.discriminative_lr, 1.0),
+                               ("text_columns", cfg.text_columns, None), ("label_column", cfg.label_column, None)):
+        if value != unset:
+            raise PtmError(f"{_flag(name)} does not apply to --task seq2seq, which trains the encoder-decoder's own decoder")
+    if cfg.metric is not None and cfg.metric not in ("bleu", "chrf"):
+        raise PtmError(f"--metric {cfg.metric}: --task seq2seq keeps the best checkpoint by bleu or chrf")
+
+
+def _seq2seq_texts(cfg: FinetuneConfig):
+    """(train, dev or None) text pairs, read before any model loads so that a bad line fails at once."""
+    from ptmcli.tasks.seq2seq_data import read_set
+
+    train = read_set(cfg.train, cfg.source_file, cfg.target_file, "--train")
+    dev = read_set(cfg.dev, cfg.dev_source_file, cfg.dev_target_file, "--dev", "dev-")
+    return train, dev
 
 
 def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
@@ -90,7 +131,13 @@ def _result_warnings(best: dict | None, labels: list[str], lr: float) -> list[st
 def _outputs_text(task: str, labels: list[str]) -> str:
     if task == QA:
         return "answer spans"
+    if task == SEQ2SEQ:
+        return "generated text"
     return f"{len(labels)} labels" if labels else "a score"
+
+
+def _rows_name(task: str) -> str:
+    return {QA: "windows", SEQ2SEQ: "pairs"}.get(task, "examples")
 
 
 def _columns(value: str | None) -> list[str] | None:
@@ -109,6 +156,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         from ptmcli.finetuning.stored_features import open_stored
 
         stored, cfg = open_stored(cfg, explicit)
+    texts = _seq2seq_texts(cfg) if cfg.task == SEQ2SEQ else None
 
     import torch
 
@@ -133,10 +181,18 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     device = session.start()
     dist_info, main = session.dist_info, session.is_main
     source = load_checkpoint(open_checkpoint(cfg.checkpoint))
+    if cfg.mode != "features":  # int8 weights have no gradients: only a frozen encoder may be one
+        from ptmcli.compress.quantize import refuse_training
+
+        refuse_training(source.config, f"--checkpoint {cfg.checkpoint} (--mode {cfg.mode})")
     lr = cfg.lr if cfg.lr is not None else default_lr(cfg.mode, getattr(source.model_config, "hidden_size", None))
     if source.config.get("task"):
         raise PtmError(f"--checkpoint {cfg.checkpoint}: already finetuned for {source.config['task'].get('type')}; start from a pretrained checkpoint")
     arch, family, tokenizer = source.arch, source.family, source.tokenizer
+    if cfg.task == SEQ2SEQ:
+        from ptmcli.finetuning import seq2seq
+
+        seq2seq.check_encoder_decoder(family, arch, f"--checkpoint {cfg.checkpoint}")
     encoder = word_encoders.encoder_spec(cfg, family, pairs=False)
     if ckpt_to_resume is not None and encoder is not None:
         encoder = (ckpt_io.read_config(ckpt_to_resume).get("task") or {}).get("encoder") or encoder
@@ -147,8 +203,11 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
 
         check_model(stored, arch, family.num_layers(source.model_config), family.feature_size(source.model_config), source.path)
     positions = family.position_limit(source.model_config)
-    if positions is not None and cfg.max_len > positions:
-        raise PtmError(f"--max-len {cfg.max_len} exceeds the model's {positions} positions")
+    source_len, target_len = cfg.max_source_len or cfg.max_len, cfg.max_target_len or cfg.max_len
+    lengths = (("--max-source-len", source_len), ("--max-target-len", target_len)) if cfg.task == SEQ2SEQ else (("--max-len", cfg.max_len),)
+    for flag, length in lengths:
+        if positions is not None and length > positions:
+            raise PtmError(f"{flag} {length} exceeds the model's {positions} positions")
     run_dir = session.check_run_dir()
 
     text_columns, label_column = _columns(cfg.text_columns), cfg.label_column
@@ -158,6 +217,9 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         from ptmcli.finetuning.qa import prepare_windows
 
         train_rows = prepare_windows(cfg.train, tokenizer, arch, cfg.max_len, cfg.doc_stride)
+    elif cfg.task == SEQ2SEQ:
+        framing = family.framing(tokenizer)
+        train_rows = seq2seq.encode_pairs(texts[0], tokenizer, framing, source_len, target_len)
     else:
         train_rows = prepare_labeled(cfg.train, tokenizer, cfg.task, arch, cfg.max_len, text_columns=text_columns, label_column=label_column)
     if len(train_rows) == 0:
@@ -166,6 +228,12 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     dev_rows = dev_examples = None
     if cfg.dev and cfg.task == QA:
         dev_rows = prepare_windows(cfg.dev, tokenizer, arch, cfg.max_len, cfg.doc_stride)
+    elif cfg.task == SEQ2SEQ:
+        dev_rows = None if texts[1] is None else seq2seq.encode_pairs(texts[1], tokenizer, framing, source_len, target_len)
+        for name, rows in (("train", train_rows), ("dev", dev_rows)):
+            cuts = None if rows is None else seq2seq.describe_cuts(rows, name, source_len, target_len)
+            if cuts:
+                session.announce(cuts)
     elif cfg.dev:
         dev_rows = prepare_labeled(cfg.dev, tokenizer, cfg.task, arch, cfg.max_len, labels=labels or None,
                                    text_columns=text_columns, label_column=label_column)
@@ -201,9 +269,12 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     # GPT's top layer enters a mix after its final LayerNorm, as in extract-features and HF's hidden_states;
     # a run resumed from before that was the rule keeps the layers its mix was learned on.
     normed_top = True if ckpt_to_resume is None else saved_normed_top(ckpt_io.read_config(ckpt_to_resume).get("task"))
-    model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode, pool=pool, normed_top=normed_top,
-                      word_encoder=encoder)
-    model.set_mask_id(tokenizer.mask_id)
+    if cfg.task == SEQ2SEQ:
+        model = seq2seq.Seq2SeqModel(arch, lm, cfg.label_smoothing)
+    else:
+        model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode, pool=pool, normed_top=normed_top,
+                          word_encoder=encoder)
+        model.set_mask_id(tokenizer.mask_id)
     if cfg.aux_lm_weight > 0 and family.lm_needs_mask_token() and tokenizer.mask_id is None:
         raise PtmError(f"--aux-lm-weight with {family.title} needs a tokenizer with a [MASK] token")
     model.to(device)
@@ -233,6 +304,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     batch_of = lambda rows: collate(rows, pad_id, max_length=positions)  # noqa: E731
     if stored is not None:
         batch_of = sf.collate_stored
+    elif cfg.task == SEQ2SEQ:
+        batch_of = seq2seq.pair_collator(pad_id, seq2seq.decoder_start_id(lm))
     # Under torchrun each rank takes its share of every global batch (per-device batch x processes).
     global_batch = cfg.batch_size * dist_info.world_size
     per_epoch = steps_per_epoch(len(train_rows), global_batch, cfg.grad_accum)
@@ -247,6 +320,9 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         task_config.update(encoder=encoder, pool=model.pool)
     if cfg.task == QA:
         task_config.update(doc_stride=cfg.doc_stride, max_answer_len=cfg.max_answer_len)
+    if cfg.task == SEQ2SEQ:
+        task_config.update(max_source_len=source_len, max_target_len=target_len, label_smoothing=cfg.label_smoothing,
+                           num_beams=cfg.num_beams)
     if stored is not None:
         # What makes the saved model, run on text, compute the stored vectors (see TaskModel).
         task_config.update(trained_on_features={
@@ -256,8 +332,15 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
         "finetuned_from": None if cfg.from_scratch else str(source.path),
     }
+    if source.config.get("quantization") and not cfg.from_scratch:  # the frozen int8 encoder is saved as it came
+        checkpoint_config["quantization"] = source.config["quantization"]
 
     def evaluate_dev(m, precision, dev):
+        if cfg.task == SEQ2SEQ:
+            settings = seq2seq.generation_settings(m.lm, tokenizer, framing, target_len, cfg.num_beams)
+            result, _ = seq2seq.evaluate_rows(m, dev_rows, tokenizer, settings, batch_of, batch_size=max(cfg.batch_size, 32),
+                                              device=dev, precision=precision)
+            return scalar_metrics(result)
         if dev_data is not None:
             logits = sf.predict_stored(m, dev_data, batch_size=max(cfg.batch_size, 64), device=dev, precision=precision)
         else:
@@ -294,7 +377,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
         f"({_outputs_text(cfg.task, labels)}), {word_encoders.describe_encoder(encoder, model.pool) if encoder else f'mode {cfg.mode}'}"
         f"{f' on stored features ({cfg.train_features})' if stored is not None else ''}, {len(train_rows):,} train"
-        f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} {'windows' if cfg.task == QA else 'examples'}, {max_steps:,} steps "
+        f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} {_rows_name(cfg.task)}, {max_steps:,} steps "
         f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "
         f"{trainable / 1e6:.2f}M trainable parameters, {batch_text}{device.type} {cfg.precision} -> {run_dir}"
     )

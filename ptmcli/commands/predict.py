@@ -15,7 +15,7 @@ import time
 
 from ptmcli.errors import PtmError
 from ptmcli.evaluation.predict_config import PredictConfig
-from ptmcli.tasks import QA
+from ptmcli.tasks import QA, SEQ2SEQ
 
 
 def _columns(value: str | None) -> list[str] | None:
@@ -59,6 +59,8 @@ def run(cfg: PredictConfig) -> int:
                        "finetune it first (ptm finetune --task ...) or use ptm extract-features for its vectors")
     if task["type"] == QA:
         return _predict_answers(checkpoint, config, cfg, device, started)
+    if task["type"] == SEQ2SEQ:
+        raise PtmError(f"--checkpoint {cfg.checkpoint}: a seq2seq model writes text; use ptm generate -c {cfg.checkpoint} --input FILE")
     # The input is opened (its format and columns settled) before the weights load: a bad input fails at once.
     stream = open_labeled(cfg.input, task["type"], text_columns=text_columns,
                           preferred_text_columns=task.get("text_columns"), fmt=cfg.format, labels=False)

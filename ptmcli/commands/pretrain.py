@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from ptmcli.config_fields import AUTO
 from ptmcli.errors import PtmError
 from ptmcli.pretraining import mask_units
 from ptmcli.pretraining.config import MODEL_FIELDS, STATIC_FIELDS, PretrainConfig
@@ -17,7 +20,7 @@ from ptmcli.training.session import RunSession
 # Paths a resumed run may be given again (a moved corpus): accepted when they hold the same data.
 RELOCATABLE = {"data", "tokenizer", "eval_data"}
 # Settings a resumed run may change; everything else must match the run being resumed.
-RESUMABLE_OVERRIDES = {"compile", "fsdp", "max_steps", "max_time", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches"}
+RESUMABLE_OVERRIDES = {"compile", "fsdp", "max_steps", "max_time", "budget", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "peak_tflops", "out", "resume", "eval_batches", "tensorboard"}
 
 
 def _with_arch_defaults(cfg: PretrainConfig) -> PretrainConfig:
@@ -35,6 +38,11 @@ def _validate(cfg: PretrainConfig) -> None:
     _refuse_static_fields(cfg)
     check_settings(cfg.objective, cfg, {f.name: f.default for f in dataclasses.fields(PretrainConfig)})
     positive = {"seq_len": cfg.seq_len, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_steps": cfg.max_steps, "log_every": cfg.log_every, "eval_batches": cfg.eval_batches}
+    _check_auto_batch(cfg)
+    if cfg.batch_size is AUTO:  # found later; the global batch it reaches is checked now
+        del positive["batch_size"]
+        if cfg.global_batch is not None:
+            positive["global_batch"] = cfg.global_batch
     for name, value in positive.items():
         if value <= 0:
             raise PtmError(f"--{name.replace('_', '-')} {value}: must be positive")
@@ -43,13 +51,14 @@ def _validate(cfg: PretrainConfig) -> None:
             raise PtmError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must not be negative")
     _check_model_fields(cfg)
     for name, value in cfg.model_overrides().items():
-        if isinstance(value, str):
-            continue  # a choice, checked by the command line and the model config
+        if isinstance(value, (str, bool)):
+            continue  # a choice or a switch (--norm, --no-bias), checked by the command line and the model config
         if name.endswith("dropout"):
             if not 0.0 <= value < 1.0:
                 raise PtmError(f"--{name.replace('_', '-')} {value}: must be in [0, 1)")
         elif value <= 0:
             raise PtmError(f"--{name.replace('_', '-')} {value}: must be positive")
+    _check_budget(cfg)
     if cfg.ngram_mask < 1:
         raise PtmError(f"--ngram-mask {cfg.ngram_mask}: must be at least 1 (1 masks single tokens or words)")
     mask_units.check_flags(cfg)
@@ -96,8 +105,11 @@ def _check_model_fields(cfg: PretrainConfig) -> None:
 
 def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, Path]:
     """The saved run config, with only the flags that may change on resume applied."""
+    from ptmcli.checkpoint import read_config, resolve_checkpoint
+    from ptmcli.compress.quantize import refuse_training
     from ptmcli.config_fields import parse_duration
 
+    refuse_training(read_config(resolve_checkpoint(cfg.resume)), f"--resume {cfg.resume}")  # before: it has no trainer/
     ckpt, state, saved = resume.saved_run(PretrainConfig, cfg.resume)
     conflicts = sorted(name for name in explicit - RESUMABLE_OVERRIDES - RELOCATABLE - {"config"}
                        if getattr(cfg, name) != getattr(saved, name))
@@ -123,11 +135,92 @@ def _resume_config(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainCon
     if resumed.max_time and float(loop.get("elapsed_s", 0.0)) >= parse_duration(resumed.max_time, "--max-time"):
         raise RunFinished(f"ptm: the run already trained for its --max-time {resumed.max_time} (step {step}, {ckpt}); "
                           "nothing to do. To train on, resume with a larger --max-time (it counts the whole run)")
+    if resumed.budget and float(loop.get("elapsed_s", 0.0)) >= parse_duration(resumed.budget, "--budget"):
+        raise RunFinished(f"ptm: the run already spent its --budget {resumed.budget} (step {step}, {ckpt}); nothing to do. "
+                          "To train on, resume with a larger --budget (it counts the whole run; the schedule is "
+                          "stretched over it)")
     if step >= resumed.max_steps:
         raise RunFinished(f"ptm: the run already reached --max-steps {resumed.max_steps} (step {step}, {ckpt}); nothing to "
                           f"do. To train on, resume with a larger --max-steps, e.g. --resume {cfg.resume} --max-steps "
                           f"{2 * resumed.max_steps}: the learning-rate schedule is stretched to the new last step")
     return resumed, ckpt
+
+
+# --max-steps of a budgeted run that did not give one: the budget ends it.
+UNLIMITED_STEPS = 10**12
+
+
+def _length_text(cfg: PretrainConfig) -> str:
+    if not cfg.budget:
+        return f"{cfg.max_steps:,} steps"
+    cap = f", at most {cfg.max_steps:,} steps" if cfg.max_steps < UNLIMITED_STEPS else ""
+    return f"budget {cfg.budget} (warmup {cfg.warmup_fraction:.0%} of it{cap})"
+
+
+def _longer_text(cfg: PretrainConfig) -> str:
+    from ptmcli.config_fields import parse_duration
+
+    if cfg.budget:
+        return f"--budget {2 * parse_duration(cfg.budget, '--budget'):.0f}s"
+    return f"--max-steps {cfg.max_steps * 2}"
+
+
+def _check_budget(cfg: PretrainConfig) -> None:
+    from ptmcli.config_fields import parse_duration
+    from ptmcli.training.budget import check_fraction
+
+    if cfg.budget is None:
+        for name, default in (("batch_ramp", 0.0), ("warmup_fraction", 0.1)):
+            if getattr(cfg, name) != default:
+                raise PtmError(f"--{name.replace('_', '-')} is a share of --budget; give --budget too (or drop it)")
+        return
+    parse_duration(cfg.budget, "--budget")
+    if cfg.max_time:
+        raise PtmError("--max-time with --budget: the budget already stops the run; give one of them")
+    if cfg.warmup_steps is not None:
+        raise PtmError("--warmup-steps with --budget: a budgeted run warms up for --warmup-fraction of its time")
+    check_fraction(cfg.warmup_fraction, "--warmup-fraction")
+    check_fraction(cfg.batch_ramp, "--batch-ramp", upper_open=False)
+    if cfg.batch_ramp and cfg.grad_accum == 1 and cfg.batch_size is not AUTO:  # auto: checked once it is resolved
+        raise PtmError("--batch-ramp grows the batch up to --grad-accum micro-batches; give --grad-accum above 1")
+    if cfg.batch_ramp and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise PtmError("--batch-ramp is not available under torchrun yet (ranks would have to agree on each step's "
+                       "accumulation); use a fixed --grad-accum")
+
+
+def _check_auto_batch(cfg: PretrainConfig) -> None:
+    """--global-batch belongs to --batch-size auto, which sets the accumulation itself."""
+    if cfg.batch_size is not AUTO:
+        if cfg.global_batch is not None:
+            raise PtmError(f"--global-batch {cfg.global_batch} goes with --batch-size auto; with --batch-size N, "
+                           "--grad-accum sets the global batch")
+        return
+    if cfg.grad_accum != 1:
+        raise PtmError(f"--grad-accum {cfg.grad_accum} with --batch-size auto: the accumulation follows from --global-batch")
+
+
+def _resolve_auto_batch(cfg: PretrainConfig, session: RunSession, model, objective, family, tokenizer, dataset,
+                        train_rows) -> PretrainConfig:
+    """--batch-size auto: the run's own objective tried on the device; the run then records plain numbers."""
+    import numpy as np
+
+    from ptmcli.training import auto_batch
+
+    def trial_batch(size: int):
+        # A task of its own, padded to --seq-len (as --compile pads) and without evaluation sets; the run's
+        # task is built afresh afterwards, so its data order and resuming are untouched.
+        trial = replace(cfg, batch_size=size, grad_accum=1, compile=True, eval_data=None)
+        task = _build_task(trial, objective, family, tokenizer, dataset, train_rows, np.arange(0))
+        return task, task.next_micro_batches(1)
+
+    asked = cfg.global_batch or auto_batch.DEFAULT_GLOBAL_BATCH
+    choice = auto_batch.choose(model, trial_batch, asked, precision=cfg.precision, device=session.device,
+                               dist_info=session.dist_info, fsdp=cfg.fsdp)
+    cfg = replace(cfg, batch_size=choice.micro, grad_accum=choice.accum, global_batch=None)
+    _validate(cfg)
+    session.cfg = cfg  # run.json, the checkpoints and the loop take the numbers found
+    session.announce(choice.banner(asked))
+    return cfg
 
 
 class RunFinished(Exception):
@@ -236,6 +329,9 @@ def _init_source(cfg: PretrainConfig, explicit: set[str], tokenizer) -> dict:
 
     path = open_checkpoint(cfg.init_from, "--init-from")
     config = read_config(path)
+    from ptmcli.compress.quantize import refuse_training
+
+    refuse_training(config, f"--init-from {cfg.init_from}")
     if config["arch"] != cfg.arch:
         raise PtmError(f"--init-from {cfg.init_from}: a {config['arch']} checkpoint, but --arch is {cfg.arch} (pass --arch {config['arch']})")
     shape_flags = sorted(explicit & {"preset", *MODEL_FIELDS} - {"hidden_dropout", "attention_dropout"})
@@ -252,6 +348,9 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     """Pretrain per ``cfg``; returns the final logged metrics."""
     explicit = explicit or set()
     objective = get_objective(cfg.objective or default_objective(cfg.arch), cfg.arch)
+    if objective.own_loop and (cfg.batch_size is AUTO or cfg.global_batch is not None):
+        raise PtmError(f"--{'batch-size auto' if cfg.batch_size is AUTO else 'global-batch'} is for the Transformer "
+                       f"families; --arch {cfg.arch} trains in its own loop")
     if objective.own_loop:
         return objective.run_alone(replace(cfg, objective=cfg.objective or default_objective(cfg.arch)), explicit,
                                    _resolve_data)
@@ -267,7 +366,11 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         from ptmcli.pretraining.sample import SAMPLE_DEFAULTS
 
         defaults = dict(SAMPLE_DEFAULTS, preset=get_family(cfg.arch).sample_preset or SAMPLE_DEFAULTS["preset"])
+        if cfg.budget:
+            defaults = {k: v for k, v in defaults.items() if k not in ("warmup_steps", "max_steps")}
         cfg = replace(cfg, **{k: v for k, v in defaults.items() if k not in explicit})
+    if cfg.budget and "max_steps" not in explicit and ckpt_to_resume is None:
+        cfg = replace(cfg, max_steps=UNLIMITED_STEPS)
     cfg = _with_arch_defaults(cfg)
     _validate(cfg)
     cfg = _absolute_paths(cfg)
@@ -339,6 +442,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
             advice = ("a text without blank lines becomes one document: re-encode it with --document-boundary line, "
                       f"or {advice}")
         session.announce(f"ptm: warning: no held-out documents ({len(dataset)} in {data_dir}), so no evaluation will run; {advice}")
+    if cfg.batch_size is AUTO:
+        cfg = _resolve_auto_batch(cfg, session, model, objective, family, tokenizer, dataset, train_rows)
     task = _build_task(cfg, objective, family, tokenizer, dataset, train_rows, held_rows, dist_info.world_size)
 
     if ckpt_to_resume is not None:
@@ -364,6 +469,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     settings = session.loop_settings(
         max_steps=cfg.max_steps, lr=cfg.lr, warmup_steps=warmup, eval_every=cfg.eval_every,
         max_time_s=parse_duration(cfg.max_time, "--max-time") if cfg.max_time else None,
+        budget_s=parse_duration(cfg.budget, "--budget") if cfg.budget else None,
+        warmup_fraction=cfg.warmup_fraction, batch_ramp=cfg.batch_ramp,
         peak_flops=peak, flops_per_token=model.flops_per_token(cfg.seq_len, objective.predicted_fraction(cfg)),
     )
     model_dict = model_config.to_dict()
@@ -391,7 +498,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
     session.announce(
         f"ptm: {what} {cfg.arch} ({cfg.preset}, {n_params / 1e6:.2f}M parameters, {model.flops_per_token(cfg.seq_len, objective.predicted_fraction(cfg)) / 1e6:.1f} MFLOP/token) "
         f"on {data_dir} ({len(train_rows):,} train / {len(held_rows):,} held-out documents), objective {cfg.objective}, "
-        f"{device.type} {cfg.precision}, {batch_text} ({tokens_per_step:,} tokens/step max), {cfg.max_steps:,} steps -> {run_dir}"
+        f"{device.type} {cfg.precision}, {batch_text} ({tokens_per_step:,} tokens/step max), {_length_text(cfg)} -> {run_dir}"
     )
     if peak:
         session.announce(f"ptm: mfu is measured against {peak / 1e12:.2f} TFLOP/s, {peak_source}")
@@ -410,7 +517,14 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
             separate_rank_rng(dist_info, cfg.seed)
         if not cfg.fsdp:
             trained = distributed.wrap_ddp(model, device, find_unused=objective.find_unused_parameters)
-    state = session.train(trained, optimizer, task, settings, save)
+    from ptmcli.training.budget import BudgetTooShort
+
+    try:
+        state = session.train(trained, optimizer, task, settings, save)
+    except BudgetTooShort:
+        if not session.resuming and session.is_main:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was saved: leave no empty run behind
+        raise
     if not session.is_main:
         return dict(state.last_metrics, step=state.step)
     final = state.last_metrics
@@ -423,7 +537,7 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
             "  ptm tokenize train corpus.txt --model wordpiece --vocab-size 30000 -o tok/\n"
             "  ptm tokenize encode corpus.txt --tokenizer tok/ -o shards/\n"
             "  ptm pretrain --data shards/ --preset bert-mini -o runs/mine --precision bf16\n"
-            f"  ptm pretrain --resume {run_dir} --max-steps {cfg.max_steps * 2}   # train this one further",
+            f"  ptm pretrain --resume {run_dir} {_longer_text(cfg)}   # train this one further",
             file=sys.stderr,
         )
     return dict(final, checkpoint=str(latest), step=state.step)

@@ -69,6 +69,9 @@ class ArchSpec:
     model cannot be converted with that tokenizer (RoBERTa: none at all, or another padding id)."""
     class_config_to_hf: Callable[[dict, dict, HFClass], dict] | None = None
     """``config_to_hf`` for a class whose shape is not the checkpoint's encoder's (ELECTRA's generator)."""
+    takes: Callable[[dict], bool] = lambda model: False
+    """For a later entry of an ``arch`` that has one already: whether a ptm checkpoint with this ``model``
+    dict converts through this entry instead (a pre-LN RoBERTa goes to transformers' RobertaPreLayerNorm)."""
 
     def hf_config_fields(self, model: dict, specials: dict[str, int], cls: HFClass) -> dict:
         """The transformers config fields of ``model`` written as ``cls``."""
@@ -98,23 +101,28 @@ def _entries() -> list[ArchSpec]:
         hf_electra,
         hf_gpt,
         hf_roberta,
+        hf_roberta_prelayernorm,
+        hf_t5,
+        hf_xlnet,
         nnlm,
         word2vec,
     )
 
-    return [hf_bert.SPEC, hf_gpt.SPEC, hf_albert.SPEC, hf_roberta.SPEC, hf_distilbert.SPEC, hf_electra.SPEC, hf_bart.SPEC, word2vec.SPEC, nnlm.SPEC]
+    return [hf_bert.SPEC, hf_gpt.SPEC, hf_albert.SPEC, hf_roberta.SPEC, hf_distilbert.SPEC, hf_electra.SPEC, hf_bart.SPEC, hf_t5.SPEC, word2vec.SPEC, nnlm.SPEC,
+            hf_xlnet.SPEC, hf_roberta_prelayernorm.SPEC]
 
 
 def supported_classes() -> list[str]:
     return [name for spec in _entries() for name in spec.classes]
 
 
-def spec_for_arch(arch: str) -> ArchSpec:
-    """The entry for a ptm ``arch``, or a PtmError naming the ones ptm converts."""
-    for spec in _entries():
-        if spec.arch == arch:
-            return spec
-    raise PtmError(f"ptm cannot convert arch {arch!r}; it converts {', '.join(s.arch for s in _entries())}")
+def spec_for_arch(arch: str, model: dict | None = None) -> ArchSpec:
+    """The entry for a ptm ``arch`` (given its ``model`` dict, a later entry that ``takes`` it, if any), or a
+    PtmError naming the ones ptm converts."""
+    matches = [spec for spec in _entries() if spec.arch == arch]
+    if matches:
+        return next((spec for spec in matches[1:] if isinstance(model, dict) and spec.takes(model)), matches[0])
+    raise PtmError(f"ptm cannot convert arch {arch!r}; it converts {', '.join(dict.fromkeys(s.arch for s in _entries()))}")
 
 
 def spec_for_hf(model_type: str | None, class_name: str | None, where: str) -> tuple[ArchSpec, HFClass]:

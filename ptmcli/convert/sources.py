@@ -214,9 +214,9 @@ def read_ptm(path: str | Path) -> Model:
 
     checkpoint = open_checkpoint(path, "source")
     config = read_config(checkpoint)
-    spec = spec_for_arch(config["arch"])
     if not isinstance(config["model"], dict):
         raise PtmError(f"{checkpoint / 'config.json'}: 'model' must be an object")
+    spec = spec_for_arch(config["arch"], config["model"])  # a pre-LN RoBERTa has its own entry
     model = spec.config_class(config["model"]).to_dict()
     task = config.get("task")
     check_task(task, str(checkpoint / "config.json"))

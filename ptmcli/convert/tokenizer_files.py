@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ptmcli.tokenization.published import read_hf_tokenizer
+from ptmcli.tokenization.published import SENTINEL, read_hf_tokenizer, split_sentinels
 from ptmcli.tokenization.specials import SENTENCEPIECE_MODELS
 from ptmcli.tokenization.tokenizer import PtmTokenizer
 
@@ -33,7 +33,13 @@ def write_hf_tokenizer(tokenizer: PtmTokenizer, directory: Path) -> None:
     config.update({f"{role}_token": token for role, token in tokenizer.special_tokens.items()})
     if tokenizer.kind in SENTENCEPIECE_MODELS:
         steps = tokenizer.text_steps
-        if "quotes" in steps:
+        base, sentinels = split_sentinels(tokenizer.model_file_bytes())
+        if sentinels and not steps:
+            # Read from a T5 directory: T5Tokenizer appends the sentinels to spiece.model itself.
+            (directory / "spiece.model").write_bytes(base)
+            config.update(tokenizer_class="T5Tokenizer", extra_ids=sentinels,
+                          additional_special_tokens=[SENTINEL.format(i) for i in range(sentinels)])
+        elif "quotes" in steps:
             # Read from an ALBERT directory: AlbertTokenizer redoes the steps from these keys.
             (directory / "spiece.model").write_bytes(tokenizer.model_file_bytes())
             config.update(tokenizer_class="AlbertTokenizer", do_lower_case="lowercase" in steps,

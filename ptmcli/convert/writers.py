@@ -91,6 +91,10 @@ def write_hf(model: Model, target: str | Path, class_name: str | None, overwrite
     from ptmcli.convert.tokenizer_files import write_hf_tokenizer
 
     spec = model.spec
+    if model.model.get("heads_per_layer") is not None:
+        # transformers would build every layer with all its heads and fail on the smaller projections.
+        raise PtmError("the model's attention heads were pruned (ptm compress --prune-heads): transformers' "
+                       "config has no per-layer head counts, so it has no transformers form")
     cls = choose_class(model, class_name)
     if cls.task is not None:
         from ptmcli.convert.sources import check_exported_pool

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ptmcli.errors import PtmError
-from ptmcli.tasks import QA
+from ptmcli.tasks import QA, SEQ2SEQ
 
 
 def evaluate_labeled(checkpoint, config: dict, cfg) -> dict[str, Any]:
@@ -27,6 +27,10 @@ def evaluate_labeled(checkpoint, config: dict, cfg) -> dict[str, Any]:
 
     if cfg.sample:
         raise PtmError(f"{checkpoint}: --sample needs a language model; this checkpoint is finetuned for {config['task'].get('type')}")
+    if config["task"].get("type") == SEQ2SEQ:
+        from ptmcli.evaluation.seq2seq_eval import evaluate_seq2seq
+
+        return evaluate_seq2seq(checkpoint, cfg)
     if cfg.data is None:
         raise PtmError("--data is required: labeled data in the format the model was finetuned on")
     device = resolve_device(cfg.device)

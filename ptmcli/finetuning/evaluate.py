@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ptmcli.tasks import QA
+from ptmcli.tasks import QA, SEQ2SEQ
 from ptmcli.tasks import metrics as M
 from ptmcli.tasks.collate import collate
 from ptmcli.tasks.encode import word_predictions
 
 DEFAULT_METRIC = {
     "classification": "accuracy", "pair-classification": "accuracy", "multiple-choice": "accuracy",
-    "regression": "pearson", "token-classification": "f1", QA: "f1",
+    "regression": "pearson", "token-classification": "f1", QA: "f1", SEQ2SEQ: "bleu",
 }
 
 

@@ -20,7 +20,7 @@ import torch
 from ptmcli.data.order import ShuffledOrder
 from ptmcli.finetuning.methods import unfreeze_for_epoch
 from ptmcli.runtime.rng import rng_state_from_text, rng_state_to_text
-from ptmcli.tasks import QA
+from ptmcli.tasks import QA, SEQ2SEQ
 
 # A batch's (epoch its step's last rows come from, epoch after the step): the step trains in the first,
 # the auxiliary-loss decay and the logged epoch follow the second, as when batches were made just in time.
@@ -95,7 +95,7 @@ class FinetuneTask:
         return batches
 
     def normalizer_counts(self, batches) -> dict[str, float]:
-        if self.model.task_type == "token-classification":
+        if self.model.task_type in ("token-classification", SEQ2SEQ):  # per token: every labelled token weighs the same
             total = sum(int((b["labels"] != -100).sum()) for b in batches)
         else:
             total = sum(int(b["labels"].shape[0]) for b in batches)
@@ -114,7 +114,9 @@ class FinetuneTask:
         out = model(batch)
         loss = out["loss_sum"] / norms["task"]
         stats = {"task_loss_sum": out["loss_sum"].detach(), "task_count": out["count"]}
-        if model.task_type != "regression":
+        if "correct" in out:  # counted by the model (seq2seq's fused loss makes no logits)
+            stats["task_correct"] = out["correct"]
+        elif model.task_type != "regression":
             stats["task_correct"] = self._correct(out["logits"], batch["labels"])
         weight = self.aux_weight_now()
         if weight > 0:

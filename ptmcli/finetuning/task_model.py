@@ -46,7 +46,7 @@ from ptmcli.finetuning.word_encoders import ENCODERS, WordEncoder
 from ptmcli.models.layers import Dropout
 from ptmcli.models.scalar_mix import ScalarMix
 from ptmcli.tasks import FINETUNE_TASKS as TASK_TYPES  # noqa: E402
-from ptmcli.tasks import QA
+from ptmcli.tasks import QA, SEQ2SEQ
 
 PER_TOKEN_TASKS = ("token-classification", QA)  # heads over every token, not a pooled vector
 
@@ -323,7 +323,7 @@ def checkpoint_pool(family, task_type: str, mode: str, config: dict, initialised
 def load_task_model(path, device: torch.device | str = "cpu"):
     """(TaskModel with its weights, config.json, tokenizer) of a finetuned checkpoint directory."""
     from ptmcli.checkpoint import WEIGHTS, read_config, read_weights
-    from ptmcli.checkpoint.loading import saved_normed_top
+    from ptmcli.checkpoint.loading import apply_quantization, saved_normed_top
     from ptmcli.models.registry import get_family
     from ptmcli.tasks.labels import output_size
     from ptmcli.tokenization.tokenizer import PtmTokenizer
@@ -334,8 +334,18 @@ def load_task_model(path, device: torch.device | str = "cpu"):
         raise PtmError(f"{path}: config.json has no usable task (type one of {', '.join(TASK_TYPES)})")
     family = get_family(config["arch"])
     lm = family.build(family.config_class.from_dict(config["model"]))
+    if task["type"] == SEQ2SEQ:  # no head: the encoder-decoder's own weights, under their pretraining names
+        from ptmcli.finetuning.seq2seq import Seq2SeqModel
+
+        model = Seq2SeqModel(config["arch"], lm, float(task.get("label_smoothing", 0.0)), where=str(path))
+        apply_quantization(model, config)
+        model.load_checkpoint_state(read_weights(path), str(path / WEIGHTS))
+        model.to(device)
+        model.eval()
+        return model, config, PtmTokenizer.load(path)
     model = TaskModel(config["arch"], lm, task["type"], output_size(task["type"], task.get("labels") or []), task.get("mode", "finetune"),
                       pool=task.get("pool"), normed_top=saved_normed_top(task), word_encoder=task.get("encoder"))
+    apply_quantization(model, config)
     state = read_weights(path)
     # A checkpoint converted from a transformers task model has no pretraining heads (nor, for a token or
     # span model, the pooler); the task never reads them, so the freshly built ones stand in.

@@ -36,7 +36,6 @@ from ptmcli.errors import PtmError
 from ptmcli.models.cross_attention import Memory, PostNormDecoderBlock
 from ptmcli.models.family import Family
 from ptmcli.models.framing import Framing, first_token
-from ptmcli.models.generation import PositionBoundDecoder
 from ptmcli.models.kv_cache import KVCache
 from ptmcli.models.layers import (
     Dropout,
@@ -44,6 +43,7 @@ from ptmcli.models.layers import (
     linear_cross_entropy,
     padding_attention_mask,
 )
+from ptmcli.models.seq2seq_decoding import Seq2SeqIncrementalDecoder
 
 IGNORE_INDEX = -100
 POSITION_OFFSET = 2
@@ -308,9 +308,11 @@ class BartForConditionalGeneration(nn.Module):
         """Vocabulary logits of decoder states."""
         return F.linear(hidden, self.output_weight, self.final_logits_bias)
 
-    def incremental_decoder(self, context: int | None = None) -> BartIncrementalDecoder:
-        """This model's decoder for ``models.generation`` (at most ``context`` decoder positions; default all)."""
-        return BartIncrementalDecoder(self, context)
+    def incremental_decoder(self, context: int | None = None) -> Seq2SeqIncrementalDecoder:
+        """This model's decoder for ``models.generation`` (at most ``context`` decoder positions; default all).
+        The decoder's positions are a learned table, so decoding stops with an error when they are used up."""
+        positions = self.config.max_position_embeddings
+        return Seq2SeqIncrementalDecoder(self, "bart", min(context or positions, positions))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
@@ -364,63 +366,6 @@ class BartForConditionalGeneration(nn.Module):
                      for m in stack.layers.modules() if isinstance(m, nn.Linear))
         attention = 12 * cfg.hidden_size * seq_len * (cfg.num_layers + 2 * cfg.decoder_layers)
         return 6.0 * (blocks + cfg.vocab_size * cfg.hidden_size) + attention
-
-
-@dataclass
-class BartDecodingState:
-    """Where decoding a batch stands: the decoder's cache and the encoder output's keys and values."""
-
-    cache: KVCache
-    memory: list[Memory]
-    memory_mask: torch.Tensor | None
-    """``[B, 1, 1, S]``: the source's padding, or None when nothing is padded."""
-
-
-class BartIncrementalDecoder(PositionBoundDecoder):
-    """Incremental decoding (``models.generation.Decoder``): ``start`` encodes the sources once, computes
-    every layer's cross-attention keys and values, and feeds the decoder-start token; each ``step``
-    then costs its new tokens' work. The decoder's positions are a learned table, so decoding stops
-    with an error when they are used up rather than restarting as a decoder-only model can."""
-
-    padding_side = "right"
-    """Sources are padded after their end; the decoder side of every row starts together."""
-
-    @torch.no_grad()
-    def start(self, prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, BartDecodingState]:
-        """``[B, S]`` right-padded sources (padding found by the pad id unless ``attention_mask`` says) ->
-        (the logits of the first target token, the state)."""
-        bart, config = self.model.bart, self.model.config
-        if attention_mask is None:
-            attention_mask = (prompt_ids != config.pad_token_id).long()
-        encoded, _ = bart.encode(prompt_ids, attention_mask)
-        state = BartDecodingState(KVCache(config.decoder_layers, self.capacity), bart.decoder.memory(encoded),
-                                  padding_attention_mask(attention_mask))
-        first = prompt_ids.new_full((prompt_ids.shape[0], 1), config.decoder_start_token_id)
-        return self._last_logits(first, state), state
-
-    @torch.no_grad()
-    def step(self, state: BartDecodingState, next_ids: torch.Tensor) -> tuple[torch.Tensor, BartDecodingState]:
-        """Feed ``[B, n]`` tokens after the state's; the logits ``[B, vocab]`` after the last (``state`` updated)."""
-        if state.cache.length + next_ids.shape[1] > self.capacity:
-            raise PtmError(f"the decoder's {self.capacity} positions are used up: ask for at most "
-                           f"{self.capacity - 1} new tokens")
-        return self._last_logits(next_ids, state), state
-
-    def reorder(self, state: BartDecodingState, rows: torch.Tensor, same_source: bool = False) -> BartDecodingState:
-        """Row ``rows[i]`` becomes row ``i``: the decoder's cache, the encoder output's keys and values and
-        the source mask (beam search; repeated rows expand each source into its beams after one encoding).
-        ``same_source``: each row comes from a beam of its own source, so the memory already is right."""
-        state.cache.reorder(rows)
-        if same_source:
-            return state
-        state.memory = [(keys.index_select(0, rows), values.index_select(0, rows)) for keys, values in state.memory]
-        if state.memory_mask is not None:
-            state.memory_mask = state.memory_mask.index_select(0, rows)
-        return state
-
-    def _last_logits(self, ids: torch.Tensor, state: BartDecodingState) -> torch.Tensor:
-        hidden, _ = self.model.bart.decode(ids, state.memory, state.memory_mask, cache=state.cache)
-        return self.model.logits(hidden[:, -1])
 
 
 class BartFamily(Family):

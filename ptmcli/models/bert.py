@@ -26,6 +26,8 @@ from ptmcli.models.framing import Framing
 from ptmcli.models.layers import (
     Dropout,
     PostNormBlock,
+    PreNormBlock,
+    SelfAttention,
     init_bert_weights,
     linear_cross_entropy,
     padding_attention_mask,
@@ -64,12 +66,32 @@ class BertConfig:
     """Std of the truncated normal used to initialise weights."""
     pad_token_id: int = 0
     """Id of the padding token."""
+    norm: str = "post"
+    """``post``: LayerNorm after each residual sum (BERT); ``pre``: before each branch, the residual stream
+    left alone, and one final LayerNorm after the last block (the layout of pre-LN recipes such as cramming)."""
+    bias: bool = True
+    """False: no biases in the attention, feed-forward, LayerNorm, pooler and NSP layers (cramming's recipe);
+    the MLM decoder keeps its bias (see :class:`MaskedLMHead`)."""
+    heads_per_layer: tuple[int, ...] | None = None
+    """Heads each block keeps after head pruning (``ptm compress --prune-heads``), each of width
+    hidden_size / num_heads; None: every block has num_heads."""
 
     def __post_init__(self) -> None:
+        if self.heads_per_layer is not None:
+            # JSON gives a list; a tuple keeps the frozen config hashable.
+            object.__setattr__(self, "heads_per_layer", tuple(self.heads_per_layer))
+            if len(self.heads_per_layer) != self.num_layers or not all(
+                    isinstance(h, int) and 1 <= h <= self.num_heads for h in self.heads_per_layer):
+                raise PtmError(f"{self.kind} config: heads_per_layer {list(self.heads_per_layer)} must hold "
+                               f"{self.num_layers} counts between 1 and num_heads {self.num_heads}")
         if self.hidden_size % self.num_heads:
             raise PtmError(
                 f"{self.kind} config: hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}"
             )
+        if self.norm not in ("post", "pre"):
+            raise PtmError(f"{self.kind} config: norm {self.norm!r} must be 'post' or 'pre'")
+        if not isinstance(self.bias, bool):
+            raise PtmError(f"{self.kind} config: bias {self.bias!r} must be true or false")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict of every field."""
@@ -124,7 +146,7 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size else None
         )
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.bias)
         self.dropout = Dropout(config.hidden_dropout)
 
     def positions(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -151,7 +173,9 @@ class BertEmbeddings(nn.Module):
 class BertModel(nn.Module):
     """The BERT encoder: embeddings, L post-LN blocks, and the [CLS] pooler.
 
-    A family with BERT's encoder and other embeddings or blocks names them in a subclass.
+    With ``norm: pre`` the blocks are pre-LN and a final LayerNorm (``final_norm``) follows the last one;
+    the embeddings keep their own LayerNorm. A family with BERT's encoder and other embeddings or blocks
+    names them in a subclass.
     """
 
     embeddings_class: type[nn.Module] = BertEmbeddings
@@ -161,18 +185,29 @@ class BertModel(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = self.embeddings_class(config)
+        pre = config.norm == "pre"
+        block = PreNormBlock if pre else self.block_class
         self.layers = nn.ModuleList(
-            self.block_class(
+            block(
                 config.hidden_size,
                 config.num_heads,
                 config.intermediate_size,
                 config.hidden_dropout,
                 config.attention_dropout,
                 config.layer_norm_eps,
+                bias=config.bias,
             )
             for _ in range(config.num_layers)
         )
-        self.pooler = nn.ModuleDict({"dense": nn.Linear(config.hidden_size, config.hidden_size)})
+        for layer, heads in zip(self.layers, config.heads_per_layer or (), strict=False):
+            if heads != config.num_heads:  # a pruned block: fewer heads of the same width
+                layer.attention = SelfAttention(config.hidden_size, heads, config.attention_dropout, config.bias,
+                                                head_dim=config.hidden_size // config.num_heads)
+        # Pre-LN blocks never normalise the residual stream: the encoder's output is normalised once here.
+        self.final_norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.bias) if pre else None
+        )
+        self.pooler = nn.ModuleDict({"dense": nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)})
         self.apply(lambda m: init_bert_weights(m, config.initializer_range))
 
     def forward(
@@ -186,7 +221,9 @@ class BertModel(nn.Module):
 
         ``attention_mask`` is 1 for real tokens and 0 for padding. With
         ``output_hidden_states`` the result is ``(last, all)`` where ``all`` holds
-        the embedding output and every layer's output (L + 1 tensors).
+        the embedding output and every layer's output (L + 1 tensors). Pre-LN: ``last``
+        is after the final LayerNorm, ``all[-1]`` the last block's own output (as
+        transformers' ``hidden_states``).
         """
         mask = padding_attention_mask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)
@@ -195,6 +232,8 @@ class BertModel(nn.Module):
             x = layer(x, mask)
             if output_hidden_states:
                 states.append(x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
         if output_hidden_states:
             return x, tuple(states)
         return x
@@ -224,12 +263,17 @@ def _masked_rows(mlm_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 class MaskedLMHead(nn.Module):
-    """dense + GELU + LayerNorm, then the decoder tied to the word embeddings, plus its own bias."""
+    """dense + GELU + LayerNorm, then the decoder tied to the word embeddings, plus its own bias.
+
+    ``bias: false`` drops the dense and LayerNorm biases but keeps the decoder's: with the decoder tied
+    to the embeddings it is the one per-token output parameter (the log-prior of each token), it costs
+    V values and no per-layer work, and it keeps the ``mlm.bias`` key every BERT-family checkpoint has.
+    """
 
     def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.bias)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.decoder.weight = word_embeddings.weight
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
@@ -276,7 +320,7 @@ class BertForPreTraining(nn.Module):
         self.config = config
         self.bert = BertModel(config)
         self.mlm = MaskedLMHead(config, self.bert.embeddings.word_embeddings)
-        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.nsp = nn.Linear(config.hidden_size, 2, bias=config.bias)
         init_bert_weights(self.mlm.dense, config.initializer_range)
         init_bert_weights(self.mlm.norm, config.initializer_range)
         init_bert_weights(self.nsp, config.initializer_range)
@@ -411,13 +455,26 @@ def state_dict_from_hf(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def refuse_bias_free(ours: dict[str, torch.Tensor], prefix: str) -> None:
+    """A PtmError when the state dict under ``prefix`` is of a model built with ``bias: false``."""
+    if f"{prefix}embeddings.norm.weight" in ours and f"{prefix}embeddings.norm.bias" not in ours:
+        raise PtmError("the model has no biases (bias: false) and transformers' BERT-family classes always have "
+                       "them: it has no transformers form (zero biases would give the same outputs but train as "
+                       "another model)")
+
+
 def state_dict_to_hf(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map a ptm BERT state dict to transformers ``BertForPreTraining`` keys.
 
     The fused ``qkv`` splits into query/key/value; the tied decoder weight and the
     decoder bias (HF stores ``cls.predictions.decoder.bias`` as an alias of
-    ``cls.predictions.bias``) are filled in when missing.
+    ``cls.predictions.bias``) are filled in when missing. A bias-free or pre-LN
+    state is refused: transformers' BERT has biases and post-LN blocks.
     """
+    refuse_bias_free(ours, "bert.")
+    if "bert.final_norm.weight" in ours:
+        raise PtmError("a pre-LN model (norm: pre) has no transformers BERT form; transformers' pre-LN encoder "
+                       "is RobertaPreLayerNorm, which a pre-LN RoBERTa (--arch roberta --norm pre) converts to")
     out = {theirs: ours[mine] for mine, theirs in _HF_GLOBAL_KEYS.items() if mine in ours}
     if "mlm.bias" in ours:
         out.setdefault("cls.predictions.decoder.weight", ours["bert.embeddings.word_embeddings.weight"])
@@ -458,8 +515,10 @@ class BertFamily(Family):
         return () if any(k.startswith(f"{self.encoder_prefix}pooler.") for k in stored_keys) else ("pooler.",)
 
     def stack(self, model, input_ids, type_ids, attention_mask, normed_top=True):
+        # Pre-LN: the top entry is after the final LayerNorm unless a mix learned on the block's own output
+        # asks for that (``normed_top`` False), as GPT's; post-LN models have ``last`` there either way.
         last, states = self.encoder(model)(input_ids, type_ids, attention_mask, output_hidden_states=True)
-        return last, list(states)
+        return last, [*states[:-1], last] if normed_top else list(states)
 
     def top(self, model, input_ids, type_ids, attention_mask):
         return self.encoder(model)(input_ids, type_ids, attention_mask)

@@ -54,6 +54,14 @@ class DistilBertConfig(BertConfig):
         if self.type_vocab_size != 0:
             raise PtmError(f"distilbert config: type_vocab_size must be 0 (DistilBERT has no segment embeddings), "
                            f"got {self.type_vocab_size}")
+        # The norm/bias switches are BERT's and RoBERTa's: DistilBERT's block (dropout on the FFN branch only)
+        # and its transformers form are post-LN with biases, so the other settings are refused, not half-built.
+        if self.norm != "post":
+            raise PtmError(f"distilbert config: norm {self.norm!r} is not available: DistilBERT's blocks are post-LN "
+                           "(pre-LN is a setting of --arch bert and roberta)")
+        if not self.bias:
+            raise PtmError("distilbert config: bias false is not available: DistilBERT's layers have biases "
+                           "(the bias-free recipe is a setting of --arch bert and roberta)")
 
 
 def _preset(layers: int, hidden: int, heads: int) -> dict[str, int]:

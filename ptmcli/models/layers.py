@@ -30,7 +30,8 @@ def init_bert_weights(module: nn.Module, std: float) -> None:
         nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:  # LayerNorm(bias=False): the bias-free recipe
+            nn.init.zeros_(module.bias)
 
 
 class _BitsDropout(torch.autograd.Function):
@@ -123,17 +124,21 @@ class SelfAttention(nn.Module):
 
     The fused ``qkv`` weight is ``[3H, H]`` with the query rows first, then key, then
     value, so it splits into the three separate projections of other formats.
+    ``bias=False`` leaves both projections without biases. ``head_dim`` given: ``num_heads`` heads of that
+    width, fewer than ``hidden_size`` covers (a layer whose heads were pruned, ``ptm compress``).
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float):
+    def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float, bias: bool = True,
+                 head_dim: int | None = None):
         super().__init__()
-        if hidden_size % num_heads:
+        if head_dim is None and hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
         self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
+        self.head_dim = head_dim or hidden_size // num_heads
         self.attention_dropout = attention_dropout
-        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
-        self.out = nn.Linear(hidden_size, hidden_size)
+        inner = self.num_heads * self.head_dim
+        self.qkv = nn.Linear(hidden_size, 3 * inner, bias=bias)
+        self.out = nn.Linear(inner, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
                 cache: LayerCache | None = None) -> torch.Tensor:
@@ -155,7 +160,7 @@ class SelfAttention(nn.Module):
             context = attention_with_dropout(q, k, v, mask, p, causal)
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-        context = context.transpose(1, 2).reshape(batch, length, hidden)
+        context = context.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
         return self.out(context)
 
 
@@ -164,12 +169,14 @@ class FeedForward(nn.Module):
 
     ``gelu="none"`` is the exact (erf) GELU of BERT; ``"tanh"`` the approximation GPT-2 used.
     ``activation_dropout`` drops inner activations before ``down`` (BART's recipe; 0 elsewhere).
+    ``bias=False`` leaves both linears without biases.
     """
 
-    def __init__(self, hidden_size: int, intermediate_size: int, gelu: str = "none", activation_dropout: float = 0.0):
+    def __init__(self, hidden_size: int, intermediate_size: int, gelu: str = "none", activation_dropout: float = 0.0,
+                 bias: bool = True):
         super().__init__()
-        self.up = nn.Linear(hidden_size, intermediate_size)
-        self.down = nn.Linear(intermediate_size, hidden_size)
+        self.up = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.down = nn.Linear(intermediate_size, hidden_size, bias=bias)
         self.gelu = gelu
         self.activation_dropout = activation_dropout
 
@@ -179,7 +186,10 @@ class FeedForward(nn.Module):
 
 
 class PostNormBlock(nn.Module):
-    """Transformer encoder block with LayerNorm after each residual sum (BERT, original Transformer)."""
+    """Transformer encoder block with LayerNorm after each residual sum (BERT, original Transformer).
+
+    ``bias=False``: no biases in the attention, the feed-forward network or the LayerNorms.
+    """
 
     def __init__(
         self,
@@ -191,12 +201,13 @@ class PostNormBlock(nn.Module):
         layer_norm_eps: float,
         gelu: str = "none",
         activation_dropout: float = 0.0,
+        bias: bool = True,
     ):
         super().__init__()
-        self.attention = SelfAttention(hidden_size, num_heads, attention_dropout)
-        self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.ffn = FeedForward(hidden_size, intermediate_size, gelu, activation_dropout)
-        self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.attention = SelfAttention(hidden_size, num_heads, attention_dropout, bias)
+        self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=bias)
+        self.ffn = FeedForward(hidden_size, intermediate_size, gelu, activation_dropout, bias)
+        self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=bias)
         self.dropout = Dropout(hidden_dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
@@ -206,7 +217,11 @@ class PostNormBlock(nn.Module):
 
 
 class PreNormBlock(nn.Module):
-    """Transformer block with LayerNorm before each branch (GPT-2): the residual stream is never normalised."""
+    """Transformer block with LayerNorm before each branch (GPT-2, pre-LN BERT): the residual stream is never
+    normalised, so the model using it puts a final LayerNorm after its last block.
+
+    ``bias=False``: no biases in the attention, the feed-forward network or the LayerNorms.
+    """
 
     def __init__(
         self,
@@ -217,12 +232,13 @@ class PreNormBlock(nn.Module):
         attention_dropout: float,
         layer_norm_eps: float,
         gelu: str = "none",
+        bias: bool = True,
     ):
         super().__init__()
-        self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.attention = SelfAttention(hidden_size, num_heads, attention_dropout)
-        self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.ffn = FeedForward(hidden_size, intermediate_size, gelu)
+        self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=bias)
+        self.attention = SelfAttention(hidden_size, num_heads, attention_dropout, bias)
+        self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=bias)
+        self.ffn = FeedForward(hidden_size, intermediate_size, gelu, bias=bias)
         self.dropout = Dropout(hidden_dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,

@@ -19,6 +19,8 @@ from ptmcli.models import (
     nnlm,
     roberta,
     static,
+    t5,
+    xlnet,
 )
 from ptmcli.models.family import Family
 
@@ -34,6 +36,8 @@ FAMILIES: dict[str, Family] = {
     "nnlm": nnlm.FAMILY,
     "cove": cove.FAMILY,
     "bart": bart.FAMILY,
+    "t5": t5.FAMILY,
+    "xlnet": xlnet.FAMILY,
 }
 
 

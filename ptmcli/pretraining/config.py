@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ptmcli.config_fields import option
+from ptmcli.config_fields import AUTO, option
 from ptmcli.pretraining.mask_units import MASK_UNITS
 from ptmcli.pretraining.objective_table import families, help_text
 from ptmcli.training import options
@@ -16,6 +16,8 @@ from ptmcli.training.options import TrainingOptions
 
 MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "hidden_dropout", "attention_dropout",
                 "embedding_size", "share", "generator_size")
+MODEL_FIELDS = (*MODEL_FIELDS, "mem_len")  # XLNet's memory length
+MODEL_FIELDS = (*MODEL_FIELDS, "norm", "bias")  # the pre-LN and bias-free recipe switches (BERT, RoBERTa)
 # Settings of the static word-vector trainers (--arch word2vec, fasttext, glove, nnlm) alone; None: not given.
 STATIC_FIELDS = ("dim", "window", "negative", "hs", "epochs", "min_count", "sample", "buckets", "min_n", "max_n",
                  "x_max", "alpha", "workers")
@@ -29,7 +31,7 @@ class PretrainConfig(TrainingOptions):
     tokenizer: str | None = option(None, "Tokenizer directory the shards were encoded with (default: the one recorded in the shard manifest).")
     out: str | None = options.out("checkpoints/, metrics.jsonl, run.json")
     overwrite: bool = options.overwrite()
-    preset: str | None = option(None, "Model size preset: bert-tiny ... bert-large, gpt-tiny, gpt-mini, gpt-small, gpt1, gpt2-124m ... gpt2-1.5b, elmo-small, elmo-mini, elmo-original, albert-tiny, albert-mini, albert-base ... albert-xxlarge, electra-tiny, electra-mini, electra-small, electra-base, bart-tiny, bart-mini, bart-base, bart-large, cove-tiny, cove-small, cove-original [default: the family's mini preset; cove-small].")
+    preset: str | None = option(None, "Model size preset: bert-tiny ... bert-large, gpt-tiny, gpt-mini, gpt-small, gpt1, gpt2-124m ... gpt2-1.5b, elmo-small, elmo-mini, elmo-original, albert-tiny, albert-mini, albert-base ... albert-xxlarge, electra-tiny, electra-mini, electra-small, electra-base, bart-tiny, bart-mini, bart-base, bart-large, cove-tiny, cove-small, cove-original, xlnet-tiny, xlnet-mini, xlnet-base [default: the family's mini preset; cove-small].")
     hidden_size: int | None = option(None, "Override the preset's hidden size.")
     num_layers: int | None = option(None, "Override the preset's number of Transformer layers.")
     num_heads: int | None = option(None, "Override the preset's number of attention heads.")
@@ -39,10 +41,14 @@ class PretrainConfig(TrainingOptions):
     attention_dropout: float | None = option(None, "Override the dropout on attention probabilities.")
     embedding_size: int | None = option(None, "ALBERT, ELECTRA: override the preset's embedding width E (projected to the hidden size).")
     generator_size: float | None = option(None, "ELECTRA: the generator's hidden size as a fraction of the discriminator's, in (0, 1]; same depth [default: the preset's, 0.25].")
+    mem_len: int | None = option(None, "XLNet: positions of each layer's input kept as memory for a following segment (segment recurrence) [default: all].")
     share: str | None = option(None, "ALBERT: what the layers share across depth [default: all].", choices=("all", "attention", "ffn", "none"))
+    norm: str | None = option(None, "BERT, RoBERTa: where each block's LayerNorms sit: post (after each residual sum, as BERT) or pre (before attention and the feed-forward network, plus one LayerNorm after the last block; the small-budget cramming recipe); GPT: the same choice for its blocks [default: post; GPT: the preset's].", choices=("post", "pre"))
+    bias: bool | None = option(None, "BERT, RoBERTa: biases in the attention, feed-forward, LayerNorm, pooler and NSP layers; --no-bias drops them, as cramming BERT does (the MLM decoder keeps its bias) [default: on].")
     seq_len: int = option(128, "Tokens per training example, special tokens included.")
-    batch_size: int = option(32, "Examples per micro-batch (per device).")
+    batch_size: int = option(32, "Examples per micro-batch (per device); auto: the largest that fits the device's memory, found by trying it at the start, with --grad-accum set to reach --global-batch (both recorded as numbers).", named=(AUTO,))
     grad_accum: int = option(1, "Micro-batches per optimizer step; the loss is normalised by the predicted tokens of all of them.")
+    global_batch: int | None = option(None, "--batch-size auto: examples per optimizer step, over all processes, made up by accumulating micro-batches [default: 256].")
     lr: float = option(1e-4, "Peak learning rate.")
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm).")
     adam_beta2: float = option(0.999, "AdamW beta2 (RoBERTa used 0.98).")
@@ -50,6 +56,9 @@ class PretrainConfig(TrainingOptions):
     max_steps: int = option(1000, "Optimizer steps to train for.")
     max_time: str | None = option(None, "Stop (with a checkpoint) after this much training time, e.g. 90m or 1.5h, counted over the whole run: a resumed run adds to the time it has already trained.")
     schedule: str = option("linear", "Decay after warmup.", choices=("linear", "cosine", "constant"))
+    budget: str | None = option(None, "Plan the run over this much wall-clock time, e.g. 30m or 1.5h: warmup and decay follow the elapsed share of it (linear: a one-cycle triangle), and the run stops before the step that would overrun it, then evaluates and saves; --max-steps only caps the steps then (unlimited unless given). A resumed run continues its budget.")
+    warmup_fraction: float = option(0.1, "--budget: share of the budget spent warming up.")
+    batch_ramp: float = option(0.0, "--budget: share of the budget over which the global batch grows from one micro-batch to --grad-accum of them (0: the full batch from the start).")
     clip_norm: float = option(1.0, "Clip the global gradient norm to this (0 disables).")
     mask_prob: float = option(0.15, "Fraction of tokens the MLM objective predicts.")
     whole_word_mask: bool = option(False, "Mask whole words (all sub-tokens of a word together), using the shards' word boundaries.")
@@ -66,6 +75,10 @@ class PretrainConfig(TrainingOptions):
     permute_sentences: float = option(1.0, "BART: share of each example's sentences shuffled among their places (sentence permutation).")
     rotate_ratio: float = option(0.0, "BART: share of examples rotated to start at a random token (document rotation).")
     mask_random: float = option(0.1, "BART: share of the mask tokens (infilling and token masking) replaced by a random token instead.")
+    plm_k: int = option(6, "XLNet (--objective plm): predict about 1/K of each example's tokens, the last of its sampled factorisation order, in spans of 1-5 tokens (the paper's K = 6).")
+    noise_density: float = option(0.15, "T5 (--objective span-corruption): share of each example's tokens corrupted, in (0, 1).")
+    mean_span_length: float = option(3.0, "T5 (--objective span-corruption): mean length in tokens of the corrupted spans, each replaced by one sentinel (at least 1).")
+    mass_ratio: float = option(0.5, "MASS (--objective mass): share of each example's tokens in the one contiguous fragment masked in the encoder and predicted by the decoder, in (0, 1).")
     eval_every: int = option(0, "Evaluate on held-out data every N steps (0: only at the end).")
     eval_rows: int = option(200, "Documents held out of the training shards for evaluation.")
     eval_batches: int = option(20, "Batches per evaluation.")
@@ -96,6 +109,7 @@ class PretrainConfig(TrainingOptions):
     init_vectors: str | None = option(None, "CoVe (--objective translation): the static word vectors its encoder reads, frozen: a ptm glove/word2vec checkpoint or a converted .vec file (ptm convert); encode the source side with its tokenizer.")
     init_from: str | None = option(None, "Start from this checkpoint's weights (continued pretraining / domain adaptation, e.g. a converted Hugging Face BERT): its architecture and shape are used, the shards must use its tokenizer; optimizer and data order start fresh.")
     resume: str | None = option(None, "Continue a run: a run directory (its latest checkpoint) or a checkpoint directory.")
+    tensorboard: bool = options.tensorboard()
     progress: bool | None = options.progress()
     config: str | None = options.config_file()
 

@@ -139,8 +139,7 @@ def build(context: ObjectiveContext) -> DenoiseTask:
         raise PtmError("--objective denoise frames text <s> ... </s> and masks it: the tokenizer needs bos/eos "
                        "(or [CLS]/[SEP]) and mask tokens (train one with --special-tokens roberta)")
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else end
-    # The family's decoder start (BART: </s>), as its model_config sets it.
-    decoder_start = first_token(tokenizer, "eos", "sep")
+    decoder_start = context.decoder_start_id
     denoiser = Denoiser(settings, tokenizer.mask_id, random_pool(tokenizer))
 
     def make(ds, rows, seed, shuffle=True):

@@ -23,3 +23,13 @@ class ObjectiveContext:
     def end_id(self) -> int | None:
         """The token between documents: end-of-text, else [SEP]."""
         return self.tokenizer.eos_id if self.tokenizer.eos_id is not None else self.tokenizer.sep_id
+
+    @property
+    def decoder_start_id(self) -> int:
+        """The token an encoder-decoder's decoder starts from, as the family's model config takes it from the
+        tokenizer (BART ``</s>``, T5 ``<pad>``); ``</s>`` when the config names none."""
+        from ptmcli.models.framing import first_token
+
+        config = self.family.model_config(self.config.preset, self.tokenizer)
+        start = getattr(config, "decoder_start_token_id", None)
+        return int(start) if start is not None else first_token(self.tokenizer, "eos", "sep")

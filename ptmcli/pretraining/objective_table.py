@@ -27,13 +27,20 @@ MASKING_SETTINGS = ("mask_prob", "whole_word_mask", "ngram_mask", *MASK_UNIT_SET
 # BART's corruption rates (pretraining/denoising.py), read by --objective denoise alone.
 DENOISE_SETTINGS = ("infill_ratio", "poisson_lambda", "mask_ratio", "delete_ratio", "permute_sentences", "rotate_ratio",
                     "mask_random")
-OBJECTIVE_SETTINGS = (*MASKING_SETTINGS, "short_seq_prob", "disc_weight", "init_vectors", *DENOISE_SETTINGS)
+# T5's span corruption (pretraining/span_corruption.py) and MASS's fragment (pretraining/mass.py).
+SPAN_CORRUPTION_SETTINGS = ("noise_density", "mean_span_length")
+MASS_SETTINGS = ("mass_ratio",)
+OBJECTIVE_SETTINGS = (*MASKING_SETTINGS, "short_seq_prob", "disc_weight", "init_vectors", *DENOISE_SETTINGS,
+                      *SPAN_CORRUPTION_SETTINGS, *MASS_SETTINGS)
+# XLNet's K (pretraining/permutation_lm.py), read by --objective plm alone.
+OBJECTIVE_SETTINGS = (*OBJECTIVE_SETTINGS, "plm_k")
 
 
 @dataclass(frozen=True)
 class Objective:
     families: tuple[str, ...]
-    """Families it trains; the first objective listed for a family is that family's default."""
+    """Families it trains; the first objective listed for a family is that family's default, unless a row
+    names the family in ``default_for``."""
     builder: str | Callable[..., Any]
     """``"module:function"`` (or the function) taking a :class:`~ptmcli.pretraining.objective_context.ObjectiveContext`
     and returning the training task."""
@@ -61,6 +68,8 @@ class Objective:
     """``"module:function"`` (or the function) taking the run config, the tokenizer and the training shards and
     returning model-config fields the data decides (a translation's target vocabulary), given to the family's
     ``model_config`` beside the preset."""
+    default_for: tuple[str, ...] = ()
+    """Families of ``families`` whose default this objective is wherever its row stands (T5: span corruption)."""
     own_loop: bool = False
     """The builder trains the whole run itself instead of returning a task for the shared loop: it takes the run
     config, the flags given and ``resolve_data(cfg) -> (shard dir, tokenizer dir)``, and returns the final metrics.
@@ -153,11 +162,31 @@ OBJECTIVES: dict[str, Objective] = {
         prepare_model="ptmcli.pretraining.translation_task:load_input_vectors",
     ),
     "denoise": Objective(
-        ("bart",), "ptmcli.pretraining.denoise_task:build",
+        ("bart", "t5"), "ptmcli.pretraining.denoise_task:build",
         "BART's denoising: text infilling, token masking and deletion, sentence permutation, document rotation; "
         "the decoder restores the text",
         special_tokens=("mask", "pad"), predicted_fraction=lambda cfg: 1.0, metrics=("loss", "lm_loss", "lm_acc"),
         settings=DENOISE_SETTINGS,
+    ),
+    # A family named here but not registered (models/registry.py) is refused by --arch as an unknown architecture.
+    "span-corruption": Objective(
+        ("t5", "bart"), "ptmcli.pretraining.span_corruption_task:build",
+        "T5's span corruption: spans of tokens each replaced by one sentinel <extra_id_N>; the decoder writes "
+        "the sentinels, each followed by its span",
+        special_tokens=("pad",), predicted_fraction=lambda cfg: cfg.noise_density * (1.0 + 1.0 / cfg.mean_span_length),
+        metrics=("loss", "lm_loss", "lm_acc"), settings=SPAN_CORRUPTION_SETTINGS, default_for=("t5",),
+    ),
+    "mass": Objective(
+        ("bart", "t5"), "ptmcli.pretraining.mass_task:build",
+        "MASS: one contiguous fragment of each example masked in the encoder; the decoder predicts it, "
+        "at its own positions",
+        special_tokens=("pad",), predicted_fraction=lambda cfg: cfg.mass_ratio,
+        metrics=("loss", "lm_loss", "lm_acc"), settings=MASS_SETTINGS,
+    ),
+    "plm": Objective(
+        ("xlnet",), "ptmcli.pretraining.permutation_lm:build",
+        "permutation LM: a sampled factorisation order per example, its last 1/K predicted through the query stream (XLNet)",
+        predicted_fraction=lambda cfg: 1.0 / cfg.plm_k, metrics=("loss", "lm_loss", "lm_acc"), settings=("plm_k",),
     ),
     # Static word vectors: each family's engine is a row of pretraining/static_vectors.py's ENGINES.
     "skipgram": Objective(("word2vec", "fasttext"), _STATIC, "each word predicts the words around it (word2vec, fastText)",
@@ -183,7 +212,8 @@ def default_objective(family: str) -> str:
     found = objectives_for(family)
     if not found:
         raise PtmError(f"--arch {family!r}: no objective pretrains it (choose from {', '.join(families())})")
-    return found[0]
+    chosen = [name for name in found if family in OBJECTIVES[name].default_for]
+    return chosen[0] if chosen else found[0]
 
 
 def own_loop_families() -> tuple[str, ...]:
@@ -200,4 +230,5 @@ def get_objective(name: str, family: str) -> Objective:
 
 def help_text() -> str:
     rows = "; ".join(f"{name} ({row.summary}) for {', '.join(row.families)}" for name, row in OBJECTIVES.items())
-    return f"Pretraining objective: {rows} [default: the first listed for --arch]."
+    chosen = "; ".join(f"{family}: {name}" for name, row in OBJECTIVES.items() for family in row.default_for)
+    return f"Pretraining objective: {rows} [default: the first listed for --arch; {chosen}]."

@@ -6,6 +6,7 @@
 - ``labeled_shards``: encoded rows in ``kind: "labeled"`` Arrow shards, cached by content hash;
 - ``collate``: rows -> padded torch tensors;
 - ``squad``, ``qa_windows``, ``qa_answers``, ``qa_metrics``: extractive question answering (SQuAD);
+- ``seq2seq_data``: source/target text pairs (TSV, JSONL, parallel files);
 - ``metrics``: accuracy, F1, MCC, correlations, conlleval-style entity scores.
 
 See docs/tasks-data.md for the formats and rules.
@@ -16,4 +17,6 @@ from __future__ import annotations
 TASKS = ("classification", "pair-classification", "regression", "token-classification", "multiple-choice")
 # Extractive question answering reads SQuAD files of its own (``squad``, ``qa_windows``), not labeled columns.
 QA = "qa"
-FINETUNE_TASKS = (*TASKS, QA)
+# Sequence-to-sequence reads source/target pairs (``seq2seq_data``) and trains an encoder-decoder's own decoder.
+SEQ2SEQ = "seq2seq"
+FINETUNE_TASKS = (*TASKS, QA, SEQ2SEQ)

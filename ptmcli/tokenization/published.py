@@ -229,8 +229,53 @@ def _check_added_tokens(foreign: _Foreign, description: dict) -> None:
 
 def _sentencepiece(foreign: _Foreign, path: Path) -> PtmTokenizer:
     data = read_model_file(path)
-    backend = SentencePieceBackend.from_bytes(data, _text_steps(foreign, path), name=str(path))
+    steps = _text_steps(foreign, path)
+    if foreign.tokenizer_class == "T5Tokenizer":
+        data = with_sentinels(data, _t5_extra_ids(foreign))
+    backend = SentencePieceBackend.from_bytes(data, steps, name=str(path))
     return PtmTokenizer(backend, _foreign_settings(foreign, backend), model_bytes=data)
+
+
+SENTINEL = "<extra_id_{}>"
+
+
+def _t5_extra_ids(foreign: _Foreign) -> int:
+    """How many sentinels T5Tokenizer adds after the model's pieces (``extra_ids``, 100 unless told)."""
+    count = foreign.config.get("extra_ids", 100)
+    if not isinstance(count, int) or count < 0:
+        raise PtmError(f"{foreign.config_path}: extra_ids must be a non-negative integer, got {count!r}")
+    listed = [t for t in foreign.config.get("additional_special_tokens") or [] if "<extra_id_" in str(_token(t))]
+    if listed and count and len(listed) != count:
+        raise PtmError(f"{foreign.config_path}: extra_ids {count} but additional_special_tokens lists {len(listed)} "
+                       "<extra_id_N> tokens")
+    return count or len(listed)
+
+
+def _sentinel_pieces(count: int) -> bytes:
+    """Serialized ModelProto pieces ``<extra_id_{count-1}>`` .. ``<extra_id_0>``, user-defined (matched whole in text)."""
+    out = b""
+    for i in range(count - 1, -1, -1):
+        text = SENTINEL.format(i).encode("utf-8")
+        # SentencePiece {piece: 1 (string), score: 2 (float 0.0), type: 3 (USER_DEFINED = 4)}.
+        body = b"\x0a" + bytes([len(text)]) + text + b"\x15\x00\x00\x00\x00" + b"\x18\x04"
+        out += b"\x0a" + bytes([len(body)]) + body
+    return out
+
+
+def with_sentinels(proto: bytes, count: int) -> bytes:
+    """The sentencepiece model with T5's sentinels after its pieces, ``<extra_id_0>`` last, as T5Tokenizer
+    numbers them. A repeated protobuf field may continue after other fields, so appending is enough."""
+    if count == 0 or SENTINEL.format(0).encode("utf-8") in proto:
+        return proto
+    return proto + _sentinel_pieces(count)
+
+
+def split_sentinels(proto: bytes) -> tuple[bytes, int]:
+    """(the model without sentinels :func:`with_sentinels` appended, how many there were)."""
+    count = 0
+    while proto.endswith(_sentinel_pieces(count + 1)):
+        count += 1
+    return (proto[: len(proto) - len(_sentinel_pieces(count))], count) if count else (proto, 0)
 
 
 def _text_steps(foreign: _Foreign, path: Path) -> tuple[str, ...]:

@@ -21,12 +21,22 @@ SPECIAL_SETS: dict[str, list[tuple[str, str]]] = {
     "gpt": [("bos", "<|endoftext|>"), ("eos", "<|endoftext|>"), ("unk", "<|endoftext|>")],
     "roberta": [("bos", "<s>"), ("cls", "<s>"), ("pad", "<pad>"), ("eos", "</s>"), ("sep", "</s>"),
                 ("unk", "<unk>"), ("mask", "<mask>")],
+    # T5's roles (pad 0, eos 1, unk 2), then its sentinels (SENTINEL_SETS).
+    "t5": [("pad", "<pad>"), ("eos", "</s>"), ("unk", "<unk>")],
+    # RoBERTa's (and BART's) tokens plus T5's sentinels: --objective span-corruption with --arch bart.
+    "roberta-sentinels": [("bos", "<s>"), ("cls", "<s>"), ("pad", "<pad>"), ("eos", "</s>"), ("sep", "</s>"),
+                          ("unk", "<unk>"), ("mask", "<mask>")],
 }
+
+# Sets that also carry sentinels <extra_id_0> ... <extra_id_{N-1}> (span corruption replaces each span by one).
+# They hold no role: an objective finds them by name, so a converted T5 tokenizer, whose sentinels stand at
+# the end of its vocabulary, serves as well as ptm's, where they follow the roles' tokens.
+SENTINEL_SETS = {"t5": 100, "roberta-sentinels": 100}
 
 # Sets whose single end-of-text token cannot stand for "unknown" outside a byte-level model.
 UNK_OUTSIDE_BYTE_LEVEL = {"gpt": "<unk>"}
 # Sets whose pairs are framed <s> A </s></s> B </s>, as RoBERTa's tokenizer does.
-DOUBLE_SEPARATOR_PAIRS = {"roberta"}
+DOUBLE_SEPARATOR_PAIRS = {"roberta", "roberta-sentinels"}
 
 
 @dataclass(frozen=True)
@@ -64,4 +74,9 @@ def ordered_tokens(roles: dict[str, str], special: str | None = None) -> list[st
     for token in [*order, *roles.values()]:
         if token in roles.values() and token not in tokens:
             tokens.append(token)
-    return tokens
+    return tokens + sentinel_tokens(SENTINEL_SETS.get(special or "", 0))
+
+
+def sentinel_tokens(count: int) -> list[str]:
+    """T5's sentinel tokens ``<extra_id_0>`` ... ``<extra_id_{count-1}>``, in the order they are used."""
+    return [f"<extra_id_{i}>" for i in range(count)]

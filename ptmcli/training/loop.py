@@ -25,6 +25,8 @@ import torch
 from ptmcli.errors import PtmError
 from ptmcli.runtime.device import autocast
 from ptmcli.runtime.rng import rng_state_from_text, rng_state_to_text
+from ptmcli.training import tensorboard_log
+from ptmcli.training.budget import BudgetTooShort, StepClock, budget_multiplier, ramp_accumulation
 from ptmcli.training.distributed import SINGLE, Distributed, all_reduce_values, full_tensor
 from ptmcli.training.distributed import average_gradients as average_rank_gradients
 from ptmcli.training.optim import load_optimizer_state, optimizer_state_tensors
@@ -69,6 +71,13 @@ class LoopSettings:
     peak_flops: float | None = None
     flops_per_token: float | None = None
     max_bad_steps: int = 5
+    tensorboard: bool = False
+    budget_s: float | None = None
+    """Plan the schedule over this much wall-clock time and stop when it is spent (``training/budget.py``)."""
+    warmup_fraction: float = 0.0
+    """With a budget: the share of it spent warming up (``warmup_steps`` is not used)."""
+    batch_ramp: float = 0.0
+    """With a budget: the share of it over which the accumulation grows from 1 to ``grad_accum``."""
 
 
 @dataclass
@@ -186,13 +195,15 @@ def _step_of(line: str) -> int | None:
 
 
 class _Progress:
-    def __init__(self, total: int, initial: int, enabled: bool, quiet: bool = False) -> None:
+    def __init__(self, total: int, initial: int, enabled: bool, quiet: bool = False, unit: str = "step") -> None:
         self.bar = None
         self.quiet = quiet  # ranks other than 0 print nothing
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, file=sys.stderr, dynamic_ncols=True, unit="step", smoothing=0.1)
+            # With a budget the bar counts seconds of it, so its remaining time is the budget's.
+            self.bar = tqdm(total=total, initial=initial, file=sys.stderr, dynamic_ncols=True, unit=unit, smoothing=0.1,
+                            bar_format=None if unit == "step" else "{l_bar}{bar}| {n:.0f}/{total:.0f} s budget, {remaining} left{postfix}")
 
     def update(self, n: int, postfix: dict[str, str] | None) -> None:
         if self.bar is not None:
@@ -263,10 +274,17 @@ def train(
         restore_rng(saved["rng"], device, dist_info)
     main = dist_info.is_main
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume is not None else None) if main else None
+    metrics = tensorboard_log.wrap(metrics, settings.tensorboard, run_dir, state.step if resume is not None else None)
 
     scaler = torch.amp.GradScaler(device.type) if settings.precision == "fp16" else None
     interactive = sys.stderr.isatty() if settings.progress is None else settings.progress
-    progress = _Progress(settings.max_steps, state.step, interactive and main, quiet=not main)
+    budget = settings.budget_s
+    if budget is not None:
+        progress = _Progress(round(budget), min(round(state.elapsed_s), round(budget)), interactive and main, quiet=not main, unit="s")
+    else:
+        progress = _Progress(settings.max_steps, state.step, interactive and main, quiet=not main)
+    clock = StepClock()
+    learning_rate_of = _LossPerMinute()
     peak_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
     for group, peak in zip(optimizer.param_groups, peak_lrs):
         group["initial_lr"] = peak
@@ -298,28 +316,47 @@ def train(
     model.train()
     stop_reason = "max-steps"
     sync_grads = getattr(model, "no_sync", None)
-    batches_ahead = BatchPrefetcher(lambda: task.next_micro_batches(settings.grad_accum), task.state_dict,
+
+    def accumulation() -> int:
+        # Read on the batch thread, a step or two ahead: the ramp lags by as much, which it can afford.
+        if budget is None or not settings.batch_ramp:
+            return settings.grad_accum
+        return ramp_accumulation(state.elapsed_s / budget, settings.batch_ramp, settings.grad_accum)
+
+    steps_here = 0
+    batches_ahead = BatchPrefetcher(lambda: task.next_micro_batches(accumulation()), task.state_dict,
                                     planned=settings.max_steps - state.step, pin_for=device)
     with _StopSignals() as signals, batches_ahead:
         while state.step < settings.max_steps:
             step_start = time.perf_counter()  # waiting for data counts in the step
+            now = step_start - started
             late = settings.max_time_s is not None and state.elapsed_s >= settings.max_time_s
+            # A process always takes one step: that is how long a step is known to take.
+            spent = budget is not None and steps_here > 0 and now + clock.next_step_s() > budget
             signalled = signals.received is not None
             shared_counts = getattr(task, "shared_counts", None) if dist_info.enabled else None
             counts = shared_counts(batches_ahead.peek()) if shared_counts is not None else {}
             if dist_info.enabled:
                 # Ranks see the clock and signals at different moments; stop together or not at all. The same
-                # all-reduce sums the counts of each rank's rows that the loss normalisers need.
-                agreed = all_reduce_values([float(late), float(signalled), *counts.values()], dist_info, device)
-                late, signalled = agreed[0] > 0, agreed[1] > 0
-                counts = dict(zip(counts, agreed[2:]))
+                # all-reduce sums the counts of each rank's rows that the loss normalisers need, and averages
+                # the clocks, so every rank sets the same budget-planned rate.
+                agreed = all_reduce_values([float(late), float(spent), float(signalled), now, *counts.values()], dist_info, device)
+                late, spent, signalled = agreed[0] > 0, agreed[1] > 0, agreed[2] > 0
+                now = agreed[3] / dist_info.world_size
+                counts = dict(zip(counts, agreed[4:]))
             if late:
                 stop_reason = "time budget"
+                break
+            if spent:
+                stop_reason = "budget"
                 break
             if signalled:
                 stop_reason = signal.Signals(signals.received).name if signals.received is not None else "signal on another rank"
                 break
-            factor = lr_multiplier(state.step, warmup_steps=settings.warmup_steps, max_steps=settings.max_steps, schedule=settings.schedule)
+            if budget is not None:
+                factor = budget_multiplier(now / budget, settings.warmup_fraction, settings.schedule)
+            else:
+                factor = lr_multiplier(state.step, warmup_steps=settings.warmup_steps, max_steps=settings.max_steps, schedule=settings.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
 
@@ -380,9 +417,14 @@ def train(
             optimizer.zero_grad(set_to_none=True)
 
             state.step += 1
+            steps_here += 1
             state.tokens_seen += step_tokens
             step_time = time.perf_counter() - step_start
             state.elapsed_s = time.perf_counter() - started
+            clock.add(step_time)
+            if budget is not None and steps_here == 1 and resume is None and state.elapsed_s > budget:
+                raise BudgetTooShort(f"--budget of {budget:g} s is shorter than one training step, which took {step_time:.1f} s "
+                               "here; give a longer budget (or a smaller --batch-size)")
             window_tokens += step_tokens
             window_time += step_time
             window_steps += 1
@@ -410,14 +452,24 @@ def train(
                     record["mfu"] = settings.flops_per_token * tps / settings.peak_flops
                 record["tokens_seen"] = state.tokens_seen
                 record["elapsed_s"] = round(state.elapsed_s, 2)
+                if budget is not None:
+                    record["budget_left_s"] = round(max(0.0, budget - state.elapsed_s), 2)
+                    if settings.batch_ramp:
+                        record["grad_accum"] = len(batches)
                 if metrics is not None:
                     metrics.write(record)
                 state.last_metrics = record
                 postfix = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.2e}", "tok/s": f"{tps:,.0f}"}
+                per_minute = learning_rate_of.update(record["loss"], state.elapsed_s)
+                if budget is not None and per_minute is not None:
+                    postfix["loss/min"] = f"{per_minute:+.3f}"
                 if not interactive:
                     progress.write(_fmt({k: v for k, v in record.items() if k not in ("tokens_seen",)}))
                 window_tokens, window_time, window_sums, window_steps = 0, 0.0, RunningSums(), 0
-            progress.update(1, postfix)
+            if budget is not None:
+                progress.update(min(round(state.elapsed_s), round(budget)) - (progress.bar.n if progress.bar else 0), postfix)
+            else:
+                progress.update(1, postfix)
 
             if settings.eval_every and state.step % settings.eval_every == 0:
                 if _evaluate(model, task, settings, device, state, metrics, progress):
@@ -429,14 +481,30 @@ def train(
 
     progress.close()
     # A run that ends by plan or by its time budget gets a final evaluation; a signal wants out now.
-    if stop_reason in ("max-steps", "time budget") and (not settings.eval_every or state.step % settings.eval_every != 0):
+    if stop_reason in ("max-steps", "time budget", "budget") and (not settings.eval_every or state.step % settings.eval_every != 0):
         _evaluate(model, task, settings, device, state, metrics, progress)
     if saved_at != state.step:
         checkpoint()
-    if stop_reason not in ("max-steps", "early stopping") and main:
+    if stop_reason not in ("max-steps", "early stopping", "budget") and main:
         print(f"ptm: stopped at step {state.step} ({stop_reason}); resume with --resume {run_dir}", file=sys.stderr)
     state.last_metrics = dict(state.last_metrics, stop_reason=stop_reason)
     return state
+
+
+class _LossPerMinute:
+    """How fast the loss is falling: its change per minute between the last two logged windows,
+    smoothed, for the progress bar of a budgeted run."""
+
+    def __init__(self) -> None:
+        self.previous: tuple[float, float] | None = None
+        self.rate: float | None = None
+
+    def update(self, loss: float, elapsed_s: float) -> float | None:
+        if self.previous is not None and elapsed_s > self.previous[1]:
+            rate = (loss - self.previous[0]) / ((elapsed_s - self.previous[1]) / 60.0)
+            self.rate = rate if self.rate is None else 0.7 * self.rate + 0.3 * rate
+        self.previous = (loss, elapsed_s)
+        return self.rate
 
 
 def exit_after_signal(state: LoopState) -> None:

@@ -64,3 +64,7 @@ def progress():
 
 def config_file():
     return option(None, "JSON or TOML file setting any of these options (flags win).")
+
+
+def tensorboard():
+    return option(False, "Also write the metrics.jsonl scalars (training and evaluation) as TensorBoard event files in RUN_DIR/tensorboard/ (needs the tensorboard package).")

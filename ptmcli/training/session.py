@@ -87,6 +87,10 @@ class RunSession:
         self.dist_info = distributed.from_environment(self.cfg.device)
         self.device = distributed.device_for(self.dist_info, resolve_device(self.cfg.device))
         check_precision(self.cfg.precision, self.device)
+        if self.cfg.tensorboard:
+            from ptmcli.training.tensorboard_log import check_available
+
+            check_available()  # refused before the data and model are built
         return self.device
 
     def announce(self, *lines: str) -> None:
@@ -110,7 +114,8 @@ class RunSession:
         cfg = self.cfg
         return LoopSettings(
             schedule=cfg.schedule, grad_accum=cfg.grad_accum, clip_norm=cfg.clip_norm, precision=cfg.precision,
-            log_every=cfg.log_every, save_every=cfg.save_every, keep_last=cfg.keep_last, progress=cfg.progress, **own,
+            log_every=cfg.log_every, save_every=cfg.save_every, keep_last=cfg.keep_last, progress=cfg.progress,
+            tensorboard=cfg.tensorboard, **own,
         )
 
     def open_run_dir(self, record: dict, prepare: Callable[[Path], None] | None = None) -> None:

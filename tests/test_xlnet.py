@@ -1,0 +1,255 @@
+"""XLNet: parity with transformers (two streams, memory, segments), the permutation masks, and `ptm pretrain --objective plm`."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ptmcli.checkpoint import list_step_checkpoints, read_config
+from ptmcli.models import xlnet
+from ptmcli.pretraining.permutation_lm import NumberedBlockStream, PermutationSampler
+from tests.test_gpt import _Docs
+from tests.test_pretrain import _weights, corpus, ptm  # noqa: F401  (corpus is a fixture)
+
+V, D, L, N, INNER = 97, 32, 2, 2, 64
+
+
+def _hf_config(transformers, **extra):
+    values = dict(vocab_size=V, d_model=D, n_layer=L, n_head=N, d_inner=INNER, dropout=0.0, mem_len=None, pad_token_id=0,
+                  bos_token_id=1, eos_token_id=2)
+    values.update(extra)
+    return transformers.XLNetConfig(**values)
+
+
+def _ours(**extra) -> xlnet.XLNetForPermutationLM:
+    config = xlnet.XLNetConfig(vocab_size=V, hidden_size=D, num_layers=L, num_heads=N, intermediate_size=INNER,
+                               hidden_dropout=0.0, attention_dropout=0.0, **extra)
+    return xlnet.XLNetForPermutationLM(config).eval()
+
+
+def _pair(transformers, mem_len=None, clamp_len=-1):
+    torch.manual_seed(0)
+    hf = transformers.XLNetLMHeadModel(_hf_config(transformers, mem_len=mem_len, clamp_len=clamp_len)).eval()
+    with torch.no_grad():  # a non-zero head bias, so the test sees whether it is read
+        hf.lm_loss.bias.normal_()
+    ours = _ours(mem_len=mem_len, clamp_len=clamp_len)
+    ours.load_state_dict(xlnet.state_dict_from_hf(hf.state_dict()), strict=True)
+    return hf, ours
+
+
+def _order_masks(batch: int, length: int, predict: int, generator: torch.Generator):
+    """perm_mask and target_mapping of a random order per row, the last ``predict`` of each order predicted."""
+    perm_mask = torch.zeros(batch, length, length)
+    target_mapping = torch.zeros(batch, predict, length)
+    for b in range(batch):
+        order = torch.randperm(length, generator=generator)
+        rank = torch.empty(length, dtype=torch.long)
+        rank[order] = torch.arange(length)
+        # i may read j only when j comes earlier in the order; the content stream adds itself.
+        perm_mask[b] = (rank[None, :] >= rank[:, None]).float()
+        for p, t in enumerate(order[-predict:]):
+            target_mapping[b, p, t] = 1.0
+    return perm_mask, target_mapping
+
+
+def test_permutation_lm_matches_transformers_with_and_without_memory():
+    transformers = pytest.importorskip("transformers")
+    hf, ours = _pair(transformers)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, V, (3, 12), generator=g)
+    types = torch.cat([torch.zeros(3, 7, dtype=torch.long), torch.ones(3, 5, dtype=torch.long)], dim=1)
+    perm_mask, target_mapping = _order_masks(3, 12, 4, g)
+    labels = ids.gather(1, target_mapping.argmax(-1))
+    labels[0, 1] = -100
+    with torch.no_grad():
+        first = hf(ids[:, :5], token_type_ids=types[:, :5], use_mems=True)
+        mine_first = ours.xlnet(ids[:, :5], token_type_ids=types[:, :5], return_mems=True)
+        for theirs, mine in zip(first.mems, mine_first.mems):
+            torch.testing.assert_close(mine, theirs.transpose(0, 1), atol=1e-5, rtol=0)
+        for mems, mine_mems in ((None, None), (first.mems, mine_first.mems)):
+            ref = hf(ids, perm_mask=perm_mask, target_mapping=target_mapping, token_type_ids=types, mems=mems, labels=labels)
+            hidden, _ = ours.encode(ids, perm_mask=perm_mask, target_mapping=target_mapping, token_type_ids=types,
+                                    mems=mine_mems)
+            torch.testing.assert_close(ours.logits(hidden), ref.logits, atol=1e-5, rtol=0)
+            out = ours(ids, perm_mask, target_mapping, labels, token_type_ids=types, mems=mine_mems)
+            torch.testing.assert_close(out["lm_loss_sum"] / out["lm_count"], ref.loss, atol=1e-5, rtol=0)
+
+
+def test_encoder_hidden_states_match_transformers_xlnet_model():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(2)
+    hf = transformers.XLNetModel(_hf_config(transformers, mem_len=3, clamp_len=4)).eval()
+    ours = _ours(mem_len=3, clamp_len=4)
+    missing, unexpected = ours.load_state_dict(xlnet.state_dict_from_hf(hf.state_dict()), strict=False)
+    assert missing == ["lm_bias"] and not unexpected
+    ids = torch.randint(3, V, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        first = hf(ids[:, :4], use_mems=True)
+        mine_first = ours.xlnet(ids[:, :4], return_mems=True)
+        assert mine_first.mems[0].shape == (2, 3, D)
+        for mems, mine_mems in ((None, None), (first.mems, mine_first.mems)):
+            ref = hf(ids, attention_mask=mask, mems=mems, output_hidden_states=True)
+            mine = ours.xlnet(ids, attention_mask=mask, mems=mine_mems, output_hidden_states=True)
+            torch.testing.assert_close(mine.content, ref.last_hidden_state, atol=1e-5, rtol=0)
+            assert len(mine.states) == len(ref.hidden_states) == L + 1
+            for a, b in zip(mine.states, ref.hidden_states):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_weights_round_trip_to_transformers_keys():
+    transformers = pytest.importorskip("transformers")
+    hf, ours = _pair(transformers)
+    back = xlnet.state_dict_to_hf(ours.state_dict(), N)
+    theirs = hf.state_dict()
+    assert set(back) == set(theirs)
+    for key, tensor in back.items():
+        assert torch.equal(tensor, theirs[key]), key
+
+
+@pytest.mark.parametrize("preset", list(xlnet.PRESETS))
+def test_preset_parameter_counts_equal_transformers(preset):
+    transformers = pytest.importorskip("transformers")
+    config = xlnet.preset_config(preset)
+    hf_config = transformers.XLNetConfig(vocab_size=config.vocab_size, d_model=config.hidden_size, n_layer=config.num_layers,
+                                         n_head=config.num_heads, d_inner=config.intermediate_size)
+    with torch.device("meta"):
+        hf = transformers.XLNetLMHeadModel(hf_config)
+        ours = xlnet.XLNetForPermutationLM(config)
+    count = sum(p.numel() for p in hf.parameters())
+    assert ours.num_parameters() == count
+    if preset == "xlnet-base":
+        assert 116e6 < count < 118e6
+
+
+def test_masks_position_by_position_and_through_the_model():
+    sampler = PermutationSampler(k=3, seq_len=12, context_ids=(1,))
+    ids = np.array([[5, 6, 7, 8, 1, 9, 10, 11, 12, 13, 14, 15]])
+    batch = sampler(ids, np.array([7]), seed=3)
+    perm, mapping, labels = batch["perm_mask"][0].numpy(), batch["target_mapping"][0].numpy(), batch["labels"][0].numpy()
+    targets = mapping.sum(0) > 0
+    rank = sampler.order(targets, 3, 7)
+    assert sorted(rank.tolist()) == list(range(12))
+    assert 0 < targets.sum() <= sampler.num_predict == 4 and not targets[4], "the separator stays context"
+    assert rank[targets].min() > rank[~targets].max(), "targets are the last of the order"
+    for i in range(12):
+        for j in range(12):
+            # i reads j exactly when j comes earlier in the order; never itself (the query stream's view).
+            assert perm[i, j] == (rank[j] >= rank[i]), (i, j)
+    where = np.flatnonzero(targets)
+    assert np.array_equal(mapping.argmax(1)[:len(where)], where) and mapping[len(where):].sum() == 0
+    assert np.array_equal(labels[:len(where)], ids[0, where]) and (labels[len(where):] == -100).all()
+
+    # Through the model: a prediction changes with the tokens earlier in the order only, never its own.
+    torch.manual_seed(4)
+    model = _ours()
+    inputs = torch.from_numpy(ids)
+    args = (batch["perm_mask"], batch["target_mapping"])
+    with torch.no_grad():
+        base = model.encode(inputs, perm_mask=args[0], target_mapping=args[1])[0][0]
+        for t in range(12):
+            changed = inputs.clone()
+            changed[0, t] = (changed[0, t] + 1) % V
+            other = model.encode(changed, perm_mask=args[0], target_mapping=args[1])[0][0]
+            for p, target in enumerate(where):
+                sees = rank[t] < rank[target]
+                assert torch.allclose(base[p], other[p]) != sees, (t, target)
+
+
+def test_about_one_in_k_tokens_predicted_and_draws_keyed_by_example():
+    for k in (2, 6):
+        sampler = PermutationSampler(k=k, seq_len=64)
+        ids = np.arange(10, 74)[None].repeat(400, 0)
+        batch = sampler(ids, np.arange(400), seed=0)
+        share = float((batch["labels"] != -100).float().mean() * sampler.num_predict / 64)
+        assert abs(share - 1 / k) < 0.1 / k, (k, share)
+        again = sampler(ids[:3], np.array([5, 6, 7]), seed=0)
+        assert torch.equal(again["perm_mask"], batch["perm_mask"][5:8]), "a row's masks depend on its number alone"
+    with pytest.raises(Exception, match="--plm-k 0"):
+        PermutationSampler(k=0, seq_len=64)
+
+
+def test_numbered_block_stream_tiles_the_stream_and_resumes():
+    docs = [[10 + i] * (3 + i) for i in range(7)]
+    make = lambda: NumberedBlockStream(_Docs(docs), np.arange(7), seq_len=5, seed=4, eos_id=1, shuffle=False)  # noqa: E731
+    stream = make()
+    blocks, numbers = stream.take(3)
+    assert blocks.shape == (3, 5) and numbers.tolist() == [0, 1, 2]
+    assert np.array_equal(blocks.reshape(-1), np.concatenate([np.array(d + [1]) for d in docs])[:15])
+    part, numbers = make().take(3, slice(1, 3))
+    assert np.array_equal(part, blocks[1:]) and numbers.tolist() == [1, 2]
+    state = json.loads(json.dumps(stream.state_dict()))
+    after = stream.take(2)
+    resumed = make()
+    resumed.load_state_dict(state)
+    again = resumed.take(2)
+    assert np.array_equal(again[0], after[0]) and again[1].tolist() == after[1].tolist() == [3, 4]
+
+
+XLNET_TINY = ["--arch", "xlnet", "--preset", "xlnet-tiny", "--objective", "plm", "--hidden-size", "32", "--num-heads", "2",
+              "--intermediate-size", "64", "--num-layers", "2", "--seq-len", "32", "--batch-size", "4", "--eval-rows", "4",
+              "--eval-batches", "2", "--log-every", "2", "--no-progress"]
+
+
+def test_pretrain_plm_runs_and_resumes_bit_for_bit(corpus, tmp_path, capsys):  # noqa: F811
+    shards, tok = corpus
+    common = ["--data", shards, "--tokenizer", tok, *XLNET_TINY, "--seed", "5", "--lr", "3e-3", "--max-steps", "4"]
+    code, err = ptm(capsys, "pretrain", *common, "-o", tmp_path / "full")
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["lm_loss"]) for r in records if "lm_loss" in r) and any("eval_lm_acc" in r for r in records)
+    config = read_config(list_step_checkpoints(tmp_path / "full")[-1])
+    assert config["arch"] == "xlnet" and config["objective"] == "plm" and config["model"]["hidden_size"] == 32
+
+    assert ptm(capsys, "pretrain", *common, "-o", tmp_path / "cut", "--save-every", "2", "--keep-last", "0")[0] == 0
+    for ckpt in list_step_checkpoints(tmp_path / "cut")[1:]:
+        shutil.rmtree(ckpt)
+    code, err = ptm(capsys, "pretrain", "--resume", tmp_path / "cut")
+    assert code == 0, err
+    full, resumed = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert set(full) == set(resumed)
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+
+
+@pytest.mark.parametrize(("flag", "message"), [(["--plm-k", "0"], "--plm-k 0: must be at least 1"),
+                                               (["--mem-len", "-1"], "--mem-len -1")])
+def test_bad_plm_settings_are_one_line_and_exit_2(corpus, tmp_path, capsys, flag, message):  # noqa: F811
+    shards, tok = corpus
+    code, err = ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, *XLNET_TINY, "--max-steps", "1", *flag,
+                    "-o", tmp_path / "run")
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("cls", ["XLNetLMHeadModel", "XLNetModel"])
+def test_convert_from_and_back_to_transformers_is_lossless(tmp_path, capsys, cls):
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import load_file
+
+    from ptmcli.convert.ptm_model import load_model
+
+    torch.manual_seed(5)
+    hf = getattr(transformers, cls)(_hf_config(transformers, mem_len=4)).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    code, err = ptm(capsys, "convert", tmp_path / "hf", tmp_path / "ckpt")
+    assert code == 0, err
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert config["arch"] == "xlnet" and config["objective"] == ("plm" if cls != "XLNetModel" else None)
+    assert config["model"]["mem_len"] == 4
+    module = load_model(tmp_path / "ckpt")[0].eval()
+    ids = torch.randint(3, V, (2, 7))
+    with torch.no_grad():
+        ref = hf(ids, output_hidden_states=True).hidden_states[-1]
+        torch.testing.assert_close(module.xlnet(ids).content, ref, atol=1e-5, rtol=0)
+    code, err = ptm(capsys, "convert", tmp_path / "ckpt", tmp_path / "back")
+    assert code == 0, err
+    before, after = load_file(str(tmp_path / "hf" / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert sorted(before) == sorted(after) and all(torch.equal(before[k], after[k]) for k in before)
+    written = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert written["architectures"] == [cls] and written["model_type"] == "xlnet" and written["mem_len"] == 4
