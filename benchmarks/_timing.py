@@ -77,3 +77,19 @@ def print_ratios(medians: dict[str, float], tokens_per_step: int) -> None:
         print(f"{name:24s} {seconds:8.3f} {tokens_per_step / seconds:9.0f} {reference / seconds:5.2f}x")
     print(f"speed-up ptm / transformers (fp32): {reference / medians['ptm fp32']:.2f}x")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+def profile_table(step: Callable[[], None], steps: int = 3, rows: int = 15, sync: Callable[[], None] = lambda: None) -> str:
+    """torch.profiler's table of the ops that take most self time over ``steps`` calls of ``step``
+    (CPU time; CUDA time too on a GPU), to show where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    key = "self_cuda_time_total" if len(activities) > 1 else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)

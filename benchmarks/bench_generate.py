@@ -1,14 +1,15 @@
 """Generation tokens/s: ptm's decoding module against transformers' generate() on the same weights.
 
-Builds a GPT-2 and a BART in transformers with random weights, loads the same
-weights into ptm's models, and times greedy decoding and beam search of one
+Builds a GPT-2, a BART and a T5 (v1.0: ReLU, tied) in transformers with random
+weights, loads the same weights into ptm's models, and times greedy decoding and beam search of one
 batch of prompts (sources) on each, alternating the two libraries so that both
 see the same machine load. Every run generates exactly ``--new-tokens`` tokens
 (end-of-text suppressed until then), so both do the same work; the outputs are
 also compared token for token. Prints one line per case and the ratio
 ptm / transformers (above 1: ptm is faster).
 
-    python benchmarks/bench_generate.py                 # CPU, gpt-mini / bart-mini shapes
+    python benchmarks/bench_generate.py                 # CPU, gpt-mini / bart-mini / t5-mini shapes
+    python benchmarks/bench_generate.py --families t5   # one family's rows
     python benchmarks/bench_generate.py --device cuda --batch 32 --new-tokens 128
 """
 
@@ -22,9 +23,11 @@ import torch
 import transformers
 
 from ptmcli.convert.hf_bart import state_dict_from_hf as bart_from_hf
+from ptmcli.convert.hf_t5 import state_dict_from_hf as t5_from_hf
 from ptmcli.models import gpt
 from ptmcli.models.bart import BartConfig, BartForConditionalGeneration
 from ptmcli.models.generation import Settings, decode
+from ptmcli.models.t5 import T5Config, T5ForConditionalGeneration
 
 EOS, PAD = 2, 1
 
@@ -53,6 +56,20 @@ def bart_pair(vocab: int, hidden: int, layers: int, heads: int, positions: int):
                                                    intermediate_size=4 * hidden, max_position_embeddings=positions,
                                                    hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0))
     ours.load_state_dict(bart_from_hf(hf.state_dict()), strict=True)
+    return hf, ours.eval()
+
+
+def t5_pair(vocab: int, hidden: int, layers: int, heads: int, positions: int):
+    """T5 v1.0 (ReLU, tied, decoder output scaled) with heads of hidden / heads; the decoder starts from padding."""
+    head_size = hidden // heads
+    config = transformers.T5Config(vocab_size=vocab, d_model=hidden, d_kv=head_size, d_ff=4 * hidden, num_layers=layers,
+                                   num_heads=heads, dropout_rate=0.0, feed_forward_proj="relu", tie_word_embeddings=True,
+                                   pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD)
+    hf = transformers.T5ForConditionalGeneration(config).eval()
+    ours = T5ForConditionalGeneration(T5Config(vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                                               intermediate_size=4 * hidden, head_size=head_size, hidden_dropout=0.0,
+                                               pad_token_id=PAD, decoder_start_token_id=PAD))
+    ours.load_state_dict(t5_from_hf(hf.state_dict()), strict=True)
     return hf, ours.eval()
 
 
@@ -94,6 +111,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--families", default="gpt,bart,t5", help="comma-separated: gpt, bart, t5")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -101,8 +119,11 @@ def main() -> None:
     n = args.new_tokens
     print(f"device {device}, batch {args.batch}, prompts/sources of {args.prompt_len // 2}-{args.prompt_len} tokens, "
           f"{n} new tokens, hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}")
-    for name, (hf, ours), left, skip in (("gpt", gpt_pair(*shape), True, None), ("bart", bart_pair(*shape), False, 1)):
-        hf, ours = hf.to(device), ours.to(device)
+    # (pair builder, left-padded prompts, leading tokens of transformers' output that are not generated)
+    families = {"gpt": (gpt_pair, True, None), "bart": (bart_pair, False, 1), "t5": (t5_pair, False, 1)}
+    for name in args.families.split(","):
+        build, left, skip = families[name]
+        hf, ours = (m.to(device) for m in build(*shape))
         rows = inputs(args.batch, args.prompt_len, args.vocab)
         ids, mask = padded(rows, left, device)
         for beams in (1, args.beams):

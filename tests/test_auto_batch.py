@@ -126,7 +126,7 @@ def test_nothing_fits_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypat
 def test_real_cpu_run_records_numbers_and_resumes(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     # Real trial steps, with measured peaks of 50 MB per example over the process's size, and 1 GB free:
-    # 8 fits under 70% of it and 16 does not, so the global batch of 64 takes 8 micro-batches.
+    # 8 fits under 70% of it and 16 does not, so the global batch of 16 takes 2 micro-batches.
     trial_sizes = iter(auto_batch.CPU_TRIAL_SIZES)
 
     def fake_peak(step):
@@ -135,17 +135,17 @@ def test_real_cpu_run_records_numbers_and_resumes(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(auto_batch, "peak_resident", fake_peak)
     monkeypatch.setattr(auto_batch, "available_memory", lambda: GB)
-    code, err = ptm(capsys, "pretrain", "--preset", "bert-tiny", "--batch-size", "auto", "--global-batch", "64", "--max-steps", "2",
+    code, err = ptm(capsys, "pretrain", "--preset", "bert-tiny", "--batch-size", "auto", "--global-batch", "16", "--max-steps", "2",
                     "--seq-len", "64", "--eval-batches", "1", "--no-progress", "-o", run)
     assert code == 0, err
     assert "ptm: batch-size auto: 8 fits (16 would not: predicted peak" in err and "measured at 1, 2, 8" in err
-    assert "8 x 8 accumulation = global 64" in err and "batch 8x8" in err
+    assert "8 x 2 accumulation = global 16" in err and "batch 8x2" in err
     config = json.loads((run / "run.json").read_text())["config"]
     saved = json.loads((list_step_checkpoints(run)[-1] / "trainer" / "state.json").read_text())["run_config"]
     for recorded in (config, saved):
         assert type(recorded["batch_size"]) is int and type(recorded["grad_accum"]) is int
-        assert (recorded["batch_size"], recorded["grad_accum"], recorded["global_batch"]) == (8, 8, None)
+        assert (recorded["batch_size"], recorded["grad_accum"], recorded["global_batch"]) == (8, 2, None)
     monkeypatch.undo()
     code, err = ptm(capsys, "pretrain", "--resume", run, "--max-steps", "3", "--no-progress")
     assert code == 0, err
-    assert "batch-size auto" not in err and "batch 8x8" in err and "ptm: done: step 3" in err
+    assert "batch-size auto" not in err and "batch 8x2" in err and "ptm: done: step 3" in err

@@ -358,7 +358,7 @@ def test_gpt_and_elmo_styles_use_documented_tokens(wordpiece, bytelevel):
     with pytest.raises(PtmError, match="input style bert needs a cls token"):
         style_tokens(bytelevel, "bert")
     with pytest.raises(PtmError, match="unknown input style"):
-        style_tokens(bytelevel, "t5")
+        style_tokens(bytelevel, "no-such-family")
     example = LabeledExample(texts=("EU rejects", "British lamb"), label="a", line=1)
     [row] = encode_examples([example], bytelevel, "pair-classification", "gpt", 64, ["a"])
     a, b = bytelevel.encode_batch(["EU rejects", "British lamb"])

@@ -18,6 +18,7 @@ from ptmcli import __version__
 from ptmcli.cli import (
     compress,
     convert,
+    distill,
     eval_cmd,
     extract_features,
     finetune,
@@ -59,6 +60,7 @@ app = typer.Typer(
 app.add_typer(tokenize.app, name="tokenize")
 app.command("pretrain", help=pretrain.HELP, short_help=pretrain.SHORT_HELP, epilog=pretrain.EPILOG)(pretrain.pretrain)
 app.command("finetune", help=finetune.HELP, short_help=finetune.SHORT_HELP, epilog=finetune.EPILOG)(finetune.finetune)
+app.command("distill", help=distill.HELP, short_help=distill.SHORT_HELP, epilog=distill.EPILOG)(distill.distill)
 app.command("extract-features", help=extract_features.HELP, short_help=extract_features.SHORT_HELP)(extract_features.extract_features)
 app.command("eval", help=eval_cmd.HELP, short_help=eval_cmd.SHORT_HELP)(eval_cmd.eval_command)
 app.command("predict", help=predict.HELP, short_help=predict.SHORT_HELP)(predict.predict)

@@ -28,9 +28,9 @@ from ptmcli.models.layers import (
     PostNormBlock,
     PreNormBlock,
     SelfAttention,
+    encoder_attention_mask,
     init_bert_weights,
     linear_cross_entropy,
-    padding_attention_mask,
 )
 
 IGNORE_INDEX = -100
@@ -219,13 +219,14 @@ class BertModel(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Encode ``[B, T]`` ids into the last hidden state ``[B, T, H]``.
 
-        ``attention_mask`` is 1 for real tokens and 0 for padding. With
+        ``attention_mask`` is 1 for real tokens and 0 for padding, or a per-query pattern
+        ``[B, T, T]`` that also hides the padding (``layers.encoder_attention_mask``: UniLM's regimes). With
         ``output_hidden_states`` the result is ``(last, all)`` where ``all`` holds
         the embedding output and every layer's output (L + 1 tensors). Pre-LN: ``last``
         is after the final LayerNorm, ``all[-1]`` the last block's own output (as
         transformers' ``hidden_states``).
         """
-        mask = padding_attention_mask(attention_mask)
+        mask = encoder_attention_mask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)
         states = [x]
         for layer in self.layers:

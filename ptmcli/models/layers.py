@@ -97,6 +97,19 @@ def padding_attention_mask(attention_mask: torch.Tensor | None) -> torch.Tensor 
     return keep[:, None, None, :]
 
 
+def encoder_attention_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The SDPA mask of an encoder's ``attention_mask``: a ``[B, T]`` padding mask (:func:`padding_attention_mask`),
+    or a per-query pattern ``[B, T, T]`` / ``[B, 1, T, T]`` (query rows, key columns) used as given.
+
+    A pattern is boolean (True: the query may attend to the key) or additive (added to the scores: 0, or -inf
+    or a large negative number to hide); it already hides padded keys, and no query row may hide every key
+    (SDPA would return NaN there and carry it into the next layer through the values).
+    """
+    if attention_mask is None or attention_mask.dim() == 2:
+        return padding_attention_mask(attention_mask)
+    return attention_mask[:, None] if attention_mask.dim() == 3 else attention_mask
+
+
 def attention_with_dropout(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, p: float, causal: bool = False
 ) -> torch.Tensor:
@@ -108,7 +121,7 @@ def attention_with_dropout(
     """
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = scores + mask if mask.is_floating_point() else scores.masked_fill(~mask, float("-inf"))
     if causal:
         length = scores.shape[-1]
         future = torch.ones(length, length, dtype=torch.bool, device=scores.device).triu_(1)
@@ -142,7 +155,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
                 cache: LayerCache | None = None) -> torch.Tensor:
-        """``causal`` hides later positions (decoders); ``mask`` is a padding mask, not combined with it.
+        """``causal`` hides later positions (decoders); ``mask`` is a padding mask, not combined with it, or an
+        encoder's per-query pattern (:func:`encoder_attention_mask`).
 
         ``cache`` (incremental decoding, unpadded): ``x`` holds the new positions only; they attend to
         the cached ones and to each other causally, and their keys and values join the cache.
@@ -155,6 +169,8 @@ class SelfAttention(nn.Module):
             if mask is not None:
                 raise ValueError("cached attention takes no padding mask")
             k, v, mask, causal = cache.extend(k, v)
+        if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
+            mask = mask.to(q.dtype)  # an additive mask under autocast: SDPA wants the query's dtype
         p = self.attention_dropout if self.training else 0.0
         if p > 0.0 and x.device.type == "cpu":
             context = attention_with_dropout(q, k, v, mask, p, causal)

@@ -79,6 +79,7 @@ class PretrainConfig(TrainingOptions):
     noise_density: float = option(0.15, "T5 (--objective span-corruption): share of each example's tokens corrupted, in (0, 1).")
     mean_span_length: float = option(3.0, "T5 (--objective span-corruption): mean length in tokens of the corrupted spans, each replaced by one sentinel (at least 1).")
     mass_ratio: float = option(0.5, "MASS (--objective mass): share of each example's tokens in the one contiguous fragment masked in the encoder and predicted by the decoder, in (0, 1).")
+    unilm_mix: str = option("1/3,1/6,1/6,1/3", "UniLM (--objective unilm): shares of the micro-batches trained under each attention regime, in the order bidirectional, left-to-right, right-to-left, sequence-to-sequence; four fractions or decimals (1/3 or 0.25) summing to 1 [default: the paper's 1/3,1/6,1/6,1/3].")
     eval_every: int = option(0, "Evaluate on held-out data every N steps (0: only at the end).")
     eval_rows: int = option(200, "Documents held out of the training shards for evaluation.")
     eval_batches: int = option(20, "Batches per evaluation.")

@@ -34,6 +34,9 @@ OBJECTIVE_SETTINGS = (*MASKING_SETTINGS, "short_seq_prob", "disc_weight", "init_
                       *SPAN_CORRUPTION_SETTINGS, *MASS_SETTINGS)
 # XLNet's K (pretraining/permutation_lm.py), read by --objective plm alone.
 OBJECTIVE_SETTINGS = (*OBJECTIVE_SETTINGS, "plm_k")
+# UniLM's shares of its attention regimes (pretraining/unified_lm.py), read by --objective unilm alone.
+UNILM_SETTINGS = ("unilm_mix",)
+OBJECTIVE_SETTINGS = (*OBJECTIVE_SETTINGS, *UNILM_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,14 @@ OBJECTIVES: dict[str, Objective] = {
         metrics=("loss", "mlm_loss", "mlm_acc", "sbo_loss", "sbo_acc"), find_unused_parameters=True,
         prepare_model="ptmcli.pretraining.span_lm:attach_span_boundary", extra_heads={"sbo": "sbo."},
         settings=("mask_prob", "whole_word_mask"),
+    ),
+    "unilm": Objective(
+        ("bert",), "ptmcli.pretraining.unified_lm:build",
+        "masked LM under bidirectional, left-to-right, right-to-left and sequence-to-sequence attention masks, "
+        "one regime per micro-batch (UniLM)",
+        special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
+        metrics=("loss", "mlm_loss", "mlm_acc"), find_unused_parameters=True,
+        settings=(*MASKING_SETTINGS, "short_seq_prob", *UNILM_SETTINGS),
     ),
     "translation": Objective(
         ("cove",), "ptmcli.pretraining.translation_task:build",
