@@ -253,3 +253,125 @@ def test_convert_from_and_back_to_transformers_is_lossless(tmp_path, capsys, cls
     assert sorted(before) == sorted(after) and all(torch.equal(before[k], after[k]) for k in before)
     written = json.loads((tmp_path / "back" / "config.json").read_text())
     assert written["architectures"] == [cls] and written["model_type"] == "xlnet" and written["mem_len"] == 4
+
+
+# -- after pretraining: XLNet's sentencepiece tokenizer, its task layout, features, finetuning ----------------------
+
+XLNET_SPECIALS = ("<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>")
+SP_VOCAB = 800
+TEXTS = ["The anarchist movement spread across Europe.", "Caf\u00e9 owners said ``hello'' to na\u00efve visitors!",
+         "  Leading and trailing   spaces  ", "In 1936, 250,000 people marched."]
+
+
+@pytest.fixture(scope="module")
+def xlnet_hf_dir(tmp_path_factory):
+    """A transformers XLNetModel beside XLNet's tokenizer files: a cased unigram spiece.model with <unk> <s> </s>
+    and XLNet's user-defined symbols first, learned from the bundled sample, and XLNetTokenizer's config."""
+    import io
+
+    transformers = pytest.importorskip("transformers")
+    sentencepiece = pytest.importorskip("sentencepiece")
+    from tests.foreign_tokenizers import sample_paragraphs
+
+    root = tmp_path_factory.mktemp("xlnet-hf")
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sample_paragraphs(300)), model_writer=model, model_type="unigram", vocab_size=SP_VOCAB,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, user_defined_symbols=list(XLNET_SPECIALS), num_threads=1,
+        minloglevel=2)
+    (root / "spiece.model").write_bytes(model.getvalue())
+    (root / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "XLNetTokenizer", "do_lower_case": False, "keep_accents": False, "remove_space": True,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "<sep>", "pad_token": "<pad>",
+        "cls_token": "<cls>", "mask_token": "<mask>", "additional_special_tokens": ["<eop>", "<eod>"],
+        "model_max_length": 1000000000000000019884624838656, "padding_side": "left"}), encoding="utf-8")
+    torch.manual_seed(6)
+    hf = transformers.XLNetModel(_hf_config(transformers, vocab_size=SP_VOCAB, pad_token_id=5)).eval()
+    hf.save_pretrained(root)
+    return root, hf
+
+
+def _converted(tmp_path, capsys, source):
+    code, err = ptm(capsys, "convert", source, tmp_path / "ckpt")
+    assert code == 0, err
+    return tmp_path / "ckpt"
+
+
+def test_xlnet_sentencepiece_tokenizer_converts_both_ways(xlnet_hf_dir, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
+
+    source, _ = xlnet_hf_dir
+    ckpt = _converted(tmp_path, capsys, source)
+    theirs = transformers.AutoTokenizer.from_pretrained(source)
+    ours = PtmTokenizer.load(ckpt)
+    assert ours.encode_batch(TEXTS) == [theirs(t, add_special_tokens=False)["input_ids"] for t in TEXTS]
+    assert {r: ours.special_tokens[r] for r in ("cls", "sep", "pad", "mask")} == {
+        "cls": "<cls>", "sep": "<sep>", "pad": "<pad>", "mask": "<mask>"}
+    code, err = ptm(capsys, "convert", ckpt, tmp_path / "back")
+    assert code == 0, err
+    written = json.loads((tmp_path / "back" / "tokenizer_config.json").read_text())
+    assert written["tokenizer_class"] == "XLNetTokenizer" and written["additional_special_tokens"] == ["<eop>", "<eod>"]
+    again = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
+    for text in TEXTS:
+        assert again(text, TEXTS[0])["input_ids"] == theirs(text, TEXTS[0])["input_ids"]
+
+
+def test_task_layout_and_features_are_xlnets(xlnet_hf_dir, tmp_path, capsys):
+    """`A <sep> <cls>` and `A <sep> B <sep> <cls>` with segments 0/1 and 2 for <cls>, as XLNetTokenizer frames them;
+    extract-features reads the content stream as transformers' XLNetModel computes it on that input."""
+    transformers = pytest.importorskip("transformers")
+    from ptmcli.tasks.encode import encode_examples
+    from ptmcli.tasks.readers import LabeledExample
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
+
+    source, hf = xlnet_hf_dir
+    ckpt = _converted(tmp_path, capsys, source)
+    theirs = transformers.AutoTokenizer.from_pretrained(source)
+    ours = PtmTokenizer.load(ckpt)
+    a, b = TEXTS[0], TEXTS[3]
+    rows = encode_examples([LabeledExample(texts=(a,), label="x", line=1), LabeledExample(texts=(a, b), label="x", line=2)],
+                           ours, "classification", "xlnet", 64, ["x"])
+    for row, ref in zip(rows, (theirs(a, return_token_type_ids=True), theirs(a, b, return_token_type_ids=True))):
+        assert row["input_ids"].tolist() == ref["input_ids"]
+        assert row["token_type_ids"].tolist() == ref["token_type_ids"]
+    assert rows[0]["input_ids"][-2:].tolist() == [ours.sep_id, ours.cls_id]
+
+    text = tmp_path / "text.txt"
+    text.write_text(f"{a}\n{b}\n", encoding="utf-8")
+    code, err = ptm(capsys, "extract-features", "-c", ckpt, text, "-o", tmp_path / "f.npy", "--layers", "all",
+                    "--pool", "mean")
+    assert code == 0, err
+    features = np.load(tmp_path / "f.npy")
+    assert features.shape == (2, L + 1, D)
+    with torch.no_grad():
+        encoded = theirs(a, return_tensors="pt", return_token_type_ids=True)
+        states = hf(**encoded, output_hidden_states=True).hidden_states
+    text_part = slice(0, encoded["input_ids"].shape[1] - 2)  # <sep> <cls> are context, not output
+    expected = torch.stack([s[0, text_part].mean(0) for s in states])
+    np.testing.assert_allclose(features[0], expected.numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("task", ["classification", "pair-classification", "token-classification"])
+def test_converted_xlnet_finetunes_and_eval_names_what_it_does(xlnet_hf_dir, tmp_path, capsys, monkeypatch, task):
+    monkeypatch.setenv("PTM_CACHE", str(tmp_path / "cache"))
+    source, _ = xlnet_hf_dir
+    ckpt = _converted(tmp_path, capsys, source)
+    data = tmp_path / "train.tsv"
+    if task == "classification":
+        body = "sentence\tlabel\n" + "".join(f"the cat sat\t{i % 2}\nhello world\t{(i + 1) % 2}\n" for i in range(8))
+    elif task == "pair-classification":
+        body = "sentence1\tsentence2\tlabel\n" + "".join(f"the cat sat\ton a mat\t{i % 2}\nhello\tworld\t{(i + 1) % 2}\n" for i in range(8))
+    else:
+        data = tmp_path / "train.conll"
+        body = "".join("The\tO\ncat\tB-X\nsat\tO\n\n" for _ in range(8))
+    data.write_text(body, encoding="utf-8")
+    code, _err = ptm(capsys, "finetune", "--checkpoint", ckpt, "--task", task, "--train", data, "--dev", data,
+                     "-o", tmp_path / "ft", "--max-steps", "2", "--max-len", "24", "--no-progress")
+    assert code == 0, _err
+    code, err = ptm(capsys, "eval", "-c", tmp_path / "ft" / "best", "--data", data)
+    assert code == 0, err
+    if task == "classification":
+        code, err = ptm(capsys, "eval", "-c", ckpt, "--data", tmp_path / "train.tsv")
+        errors = [line for line in err.splitlines() if "error" in line]  # a note says the LM head is new
+        assert code == 2 and len(errors) == 1 and "cannot score xlnet" in errors[0] and "extract-features" in errors[0], err

@@ -27,8 +27,15 @@ def read_ptm_tokenizer(checkpoint: Path) -> PtmTokenizer | None:
     return None
 
 
-def write_hf_tokenizer(tokenizer: PtmTokenizer, directory: Path) -> None:
-    """The model file (+ vocab.txt) and a transformers tokenizer_config.json into ``directory``."""
+# The class that prepares text as a sentencepiece tokenizer read from an ALBERT or XLNet directory does, by the
+# model_type it is written beside: XLNet's class also frames inputs as XLNet reads them (``A <sep> <cls>``).
+_QUOTING_CLASSES = {"xlnet": "XLNetTokenizer"}
+_XLNET_EXTRA_SPECIALS = ("<eop>", "<eod>")
+
+
+def write_hf_tokenizer(tokenizer: PtmTokenizer, directory: Path, model_type: str | None = None) -> None:
+    """The model file (+ vocab.txt) and a transformers tokenizer_config.json into ``directory``; ``model_type``
+    is the model's (config.json), which picks the class of a sentencepiece tokenizer with ALBERT's text steps."""
     config: dict = {"model_max_length": tokenizer.model_max_length}
     config.update({f"{role}_token": token for role, token in tokenizer.special_tokens.items()})
     if tokenizer.kind in SENTENCEPIECE_MODELS:
@@ -40,10 +47,15 @@ def write_hf_tokenizer(tokenizer: PtmTokenizer, directory: Path) -> None:
             config.update(tokenizer_class="T5Tokenizer", extra_ids=sentinels,
                           additional_special_tokens=[SENTINEL.format(i) for i in range(sentinels)])
         elif "quotes" in steps:
-            # Read from an ALBERT directory: AlbertTokenizer redoes the steps from these keys.
+            # Read from an ALBERT or XLNet directory: both classes redo the steps from these keys.
             (directory / "spiece.model").write_bytes(tokenizer.model_file_bytes())
-            config.update(tokenizer_class="AlbertTokenizer", do_lower_case="lowercase" in steps,
+            cls = _QUOTING_CLASSES.get(model_type or "", "AlbertTokenizer")
+            config.update(tokenizer_class=cls, do_lower_case="lowercase" in steps,
                           keep_accents="strip-accents" not in steps)
+            if cls == "XLNetTokenizer":
+                # Named even when empty: XLNetTokenizer would otherwise add <eop> <eod> the model may lack.
+                config["additional_special_tokens"] = [t for t in _XLNET_EXTRA_SPECIALS
+                                                       if tokenizer.token_to_id(t) is not None]
         else:
             # The model file as is. Naming the generic class keeps transformers from picking
             # one by config.json's model_type (BertTokenizer would look for a vocab.txt).

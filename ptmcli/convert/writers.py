@@ -122,7 +122,7 @@ def write_hf(model: Model, target: str | Path, class_name: str | None, overwrite
         _write_json(tmp / hf_files.CONFIG, config)
         hf_files.write_safetensors(tmp / hf_files.SAFETENSORS, tensors)
         if model.tokenizer is not None:
-            write_hf_tokenizer(model.tokenizer, tmp)
+            write_hf_tokenizer(model.tokenizer, tmp, spec.model_type)
         if model.sentence_embedding is not None and cls.task is None:
             from ptmcli.convert.sentence_transformers import write_modules
 

@@ -71,7 +71,8 @@ def evaluate_language_model(loaded, cfg: EvalConfig, device: torch.device) -> di
     scorer = _SCORERS.get(loaded.family.scorer)
     if scorer is None:
         others = loaded.family.parts[1:]
-        hint = f"; --part {others[0]} scores text with its {others[0]}" if others else ""
+        hint = (f"; --part {others[0]} scores text with its {others[0]}" if others else
+                "; it evaluates one finetuned by `ptm finetune` on labeled data, and `ptm extract-features` reads this one")
         raise PtmError(f"`ptm eval` cannot score {arch} checkpoints on text yet{hint}")
     context = resolve_context(loaded, cfg.context)
     if cfg.stride is not None and not loaded.family.generates:

@@ -6,6 +6,8 @@
 - GPT: the end-of-text token (eos, else [SEP]: what precedes every document
   in pretraining) then the text, and ``a <end> b`` for a pair. The leading token
   is context only: it is not output.
+- XLNet: ``a <sep> <cls>`` and ``a <sep> b <sep> <cls>``, <cls> in a segment of its
+  own (2); the two closing tokens are context only.
 - ELMo: ``<begin> text <end>`` (bos/eos, else [CLS]/[SEP], as pretraining wraps
   blocks); the boundaries are context only, as in allennlp's ELMo. No pairs.
 
@@ -92,6 +94,8 @@ def _frame(record: TextRecord, first, pair, framing: Framing, max_length: int) -
     if framing.segments:
         first_len = len(framing.prefix) + len(ids_a) + len(middle)
         type_ids = [0] * first_len + [1] * (len(ids) - first_len) if pair is not None else [0] * len(ids)
+        if framing.closing_segment is not None and framing.suffix:
+            type_ids[-1] = framing.closing_segment
     word_ids = words = None
     if words_a is not None:
         offset = len(names_a)

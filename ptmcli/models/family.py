@@ -60,6 +60,10 @@ class Family:
     roles (first one present wins) that fill the three places."""
     pair_delimiter_repeats: int = 1
     """How many delimiter tokens separate the two texts of a pair (RoBERTa: two ``</s>``)."""
+    summary_last: bool = False
+    """Whether labeled tasks move the start token to the end, in a segment of its own: ``A end start`` and
+    ``A delimiter B end start`` (XLNet's ``A <sep> <cls>``, the summary token in segment 2), read there by
+    ``sentence_pool = "last"``."""
     scorer: str | None = None
     """How ``ptm eval`` scores text: ``masked`` (pseudo-perplexity), ``causal``, ``bidirectional``,
     ``feedforward`` (the NNLM)."""

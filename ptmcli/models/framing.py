@@ -20,6 +20,8 @@ class Framing:
     """Whether the model takes segment (token type) ids."""
     pairs: bool
     pad_id: int
+    closing_segment: int | None = None
+    """A segment id of its own for the last suffix token (XLNet's <cls>: 2); None: it shares the text's."""
 
     def specials(self, paired: bool) -> int:
         return len(self.prefix) + len(self.suffix) + (len(self.middle) if paired else 0)

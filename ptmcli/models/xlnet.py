@@ -45,6 +45,7 @@ from ptmcli.models.framing import Framing
 from ptmcli.models.layers import Dropout, linear_cross_entropy
 
 IGNORE_INDEX = -100
+SEG_CLS = 2  # <cls>'s segment: neither text's, so relative segment encoding sees it apart from both
 # Subtracted from masked scores rather than -inf: a query-stream row that may read nothing (the first
 # token of an order, without memory) then averages every value instead of turning into NaN, as the
 # reference implementation does.
@@ -474,8 +475,9 @@ class XLNetFamily(Family):
     encoder_prefix = "xlnet."
     bottom_prefixes = ("xlnet.word_embeddings.", "xlnet.mask_emb")
     sentence_pool = "last"  # XLNet's summary token closes the sequence
-    # Labeled tasks open with one token (XLNet's own layout closes with <sep> <cls> instead, which one role cannot say).
+    # With summary_last the start token (<cls>) moves after the end one: A <sep> <cls>, A <sep> B <sep> <cls>.
     task_tokens = (("cls", "bos"), ("sep", "eos"), ("sep", "eos"))
+    summary_last = True
 
     def stack(self, model, input_ids, type_ids, attention_mask, normed_top=True):
         out = self.encoder(model)(input_ids, type_ids, attention_mask, output_hidden_states=True)
@@ -494,7 +496,7 @@ class XLNetFamily(Family):
         cls = tokenizer.cls_id
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         suffix = (sep,) if cls is None else (sep, cls)
-        return Framing((), (sep,), suffix, 0, len(suffix), True, True, pad)
+        return Framing((), (sep,), suffix, 0, len(suffix), True, True, pad, None if cls is None else SEG_CLS)
 
     def check_tokenizer(self, tokenizer, where):
         if tokenizer.sep_id is None and tokenizer.eos_id is None:

@@ -19,10 +19,13 @@ elmo      bos, else cls                eos, else sep               eos, else sep
   the last real token (``lengths - 1`` in a batch).
 - elmo: ``bos A eos`` and, for pairs, ``bos A eos B eos``.
 
-A family may repeat the delimiter (RoBERTa: ``<s> A </s></s> B </s>``).
+A family may repeat the delimiter (RoBERTa: ``<s> A </s></s> B </s>``), and
+one whose summary token closes the sequence (``summary_last``) moves the start
+token after the end one: XLNet's ``A <sep> <cls>`` and ``A <sep> B <sep> <cls>``.
 
 ``token_type_ids`` are 0 up to and including the delimiter and 1 after it, for
-every style; models without segment embeddings ignore them.
+every style; a summary token moved to the end has segment 2 of its own (no text
+shares it). Models without segment embeddings ignore them.
 
 Pairs are truncated longest-first to fit ``max_len`` (the longer text loses its
 last token until both fit; on a tie the second text does). Token classification
@@ -57,6 +60,7 @@ from ptmcli.tasks.labels import has_label_list, label_index, unknown_label
 from ptmcli.tasks.readers import LabeledExample
 
 IGNORE_INDEX = -100
+SUMMARY_SEGMENT = 2  # the segment after the two texts', which only a summary token moved to the end has
 _ENCODE_CHUNK = 4096
 
 
@@ -71,6 +75,21 @@ class StyleTokens:
     pad: int
     delimiter_repeats: int = 1
     """RoBERTa separates a pair with two ``</s>``."""
+    summary_last: bool = False
+    """The start token goes after the end token, in :data:`SUMMARY_SEGMENT` (XLNet)."""
+
+    @property
+    def lead(self) -> list[int]:
+        return [] if self.summary_last else [self.start]
+
+    @property
+    def tail(self) -> list[int]:
+        return [self.end, self.start] if self.summary_last else [self.end]
+
+    def close_segments(self, types: np.ndarray) -> np.ndarray:
+        if self.summary_last:
+            types[-1] = SUMMARY_SEGMENT
+        return types
 
 
 def style_tokens(tokenizer, style: str) -> StyleTokens:
@@ -92,7 +111,8 @@ def style_tokens(tokenizer, style: str) -> StyleTokens:
     start_roles, delimiter_roles, end_roles = FAMILIES[style].task_tokens
     start, delimiter, end = first(*start_roles), first(*delimiter_roles), first(*end_roles)
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else end  # padding is masked, never read
-    return StyleTokens(style, start, delimiter, end, int(pad), FAMILIES[style].pair_delimiter_repeats)
+    family = FAMILIES[style]
+    return StyleTokens(style, start, delimiter, end, int(pad), family.pair_delimiter_repeats, family.summary_last)
 
 
 def truncate_pair(length_a: int, length_b: int, budget: int) -> tuple[int, int]:
@@ -164,25 +184,25 @@ class _Encoder:
         return out
 
     def _layout(self, a: list[int], b: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
-        """``start A end`` or ``start A delimiter B end``, truncated, with segment ids."""
+        """``start A end`` or ``start A delimiter B end`` (or with the start moved last), truncated, with segment ids."""
         t = self.tokens
         if b is None:
             budget = self._budget(1)
             if len(a) > budget:
                 a = a[:budget]
                 self.report.truncated += 1
-            ids = [t.start, *a, t.end]
+            ids = [*t.lead, *a, *t.tail]
             types = np.zeros(len(ids), dtype=np.int8)
         else:
             budget = self._budget(2)
             keep_a, keep_b = truncate_pair(len(a), len(b), budget)
             if (keep_a, keep_b) != (len(a), len(b)):
                 self.report.truncated += 1
-            ids = [t.start, *a[:keep_a], *[t.delimiter] * t.delimiter_repeats, *b[:keep_b], t.end]
+            ids = [*t.lead, *a[:keep_a], *[t.delimiter] * t.delimiter_repeats, *b[:keep_b], *t.tail]
             types = np.zeros(len(ids), dtype=np.int8)
-            types[keep_a + 1 + t.delimiter_repeats :] = 1
+            types[len(t.lead) + keep_a + t.delimiter_repeats :] = 1
         self.report.tokens += len(ids)
-        return np.asarray(ids, dtype=np.int32), types
+        return np.asarray(ids, dtype=np.int32), t.close_segments(types)
 
     def _class_id(self, example: LabeledExample) -> int:
         if example.label is None:
@@ -254,8 +274,8 @@ class _Encoder:
         for example in examples:
             words = example.words or ()
             tags = example.word_labels
-            ids: list[int] = [t.start]
-            labels: list[int] = [IGNORE_INDEX]
+            ids: list[int] = list(t.lead)
+            labels: list[int] = [IGNORE_INDEX] * len(ids)
             word_index = np.full(len(words), -1, dtype=np.int32)
             cut = False
             for i, word in enumerate(words):
@@ -265,7 +285,7 @@ class _Encoder:
                     if unk is None:
                         continue
                     sub = [unk]
-                room = budget - (len(ids) - 1)
+                room = budget - (len(ids) - len(t.lead))
                 if room <= 0:
                     cut = True
                     break
@@ -279,12 +299,12 @@ class _Encoder:
                 # Tags of the words cut off still have to be known labels.
                 for tag_name in tags:
                     self._tag_id(example, tag_name)
-            ids.append(t.end)
-            labels.append(IGNORE_INDEX)
+            ids.extend(t.tail)
+            labels.extend([IGNORE_INDEX] * len(t.tail))
             self.report.truncated += cut
             self.report.tokens += len(ids)
             rows.append({"input_ids": np.asarray(ids, dtype=np.int32),
-                         "token_type_ids": np.zeros(len(ids), dtype=np.int8),
+                         "token_type_ids": t.close_segments(np.zeros(len(ids), dtype=np.int8)),
                          "labels": np.asarray(labels, dtype=np.int32), "word_index": word_index,
                          "line": np.asarray(example.line, dtype=np.int64)})
         return rows

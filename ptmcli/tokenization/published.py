@@ -55,7 +55,11 @@ _CLASS_SPECIALS = {
     "AlbertTokenizer": {"bos": "[CLS]", "cls": "[CLS]", "eos": "[SEP]", "sep": "[SEP]", "unk": "<unk>", "pad": "<pad>",
                         "mask": "[MASK]"},
     "T5Tokenizer": {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"},
+    "XLNetTokenizer": {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "sep": "<sep>", "pad": "<pad>", "cls": "<cls>",
+                       "mask": "<mask>"},
 }
+# Whether a class lowercases when tokenizer_config.json has no do_lower_case (ALBERT's checkpoints are uncased).
+_LOWERCASE_DEFAULT = {"AlbertTokenizer": True, "XLNetTokenizer": False}
 # Names of special tokens in directories written by other tools, for inferring roles.
 _KNOWN_SPECIALS = {
     "[PAD]": ("pad",), "<pad>": ("pad",), "[UNK]": ("unk",), "<unk>": ("unk",),
@@ -281,14 +285,15 @@ def split_sentinels(proto: bytes) -> tuple[bytes, int]:
 def _text_steps(foreign: _Foreign, path: Path) -> tuple[str, ...]:
     """What the directory's class does to text before the sentencepiece model, as ptm's text steps."""
     config, cls = foreign.config, foreign.tokenizer_class
-    if cls == "AlbertTokenizer":
+    if cls in _LOWERCASE_DEFAULT:
+        # ALBERT's and XLNet's classes prepare text alike; only the lowercasing default differs.
         if config.get("add_prefix_space") is False:
             raise PtmError(f"{foreign.config_path}: add_prefix_space false is not supported (ptm's sentencepiece "
                            "models always mark the first word as a word start)")
         steps = ["quotes"]
         if not config.get("keep_accents", False):
             steps.append("strip-accents")
-        if config.get("do_lower_case", True):
+        if config.get("do_lower_case", _LOWERCASE_DEFAULT[cls]):
             steps.append("lowercase")
         return tuple(steps)
     if cls == "T5Tokenizer":
@@ -297,7 +302,7 @@ def _text_steps(foreign: _Foreign, path: Path) -> tuple[str, ...]:
         # No class to follow: do_lower_case is the one key with a plain meaning.
         return ("lowercase",) if config.get("do_lower_case") is True else ()
     raise PtmError(f"{foreign.named_by}: ptm cannot tokenize {path.name} as {cls} does "
-                   "(it reproduces AlbertTokenizer, T5Tokenizer and plain sentencepiece models)")
+                   "(it reproduces AlbertTokenizer, XLNetTokenizer, T5Tokenizer and plain sentencepiece models)")
 
 
 # -- vocab.txt, vocab.json + merges.txt ---------------------------------------------------------
