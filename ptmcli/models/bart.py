@@ -34,18 +34,21 @@ from torch import nn
 
 from ptmcli.errors import PtmError
 from ptmcli.models.cross_attention import Memory, PostNormDecoderBlock
-from ptmcli.models.family import Family
+from ptmcli.models.encoder_decoder import (
+    IGNORE_INDEX,
+    EncoderDecoderFamily,
+    add_lm_terms,
+    encode_then_decode,
+)
 from ptmcli.models.framing import Framing, first_token
 from ptmcli.models.kv_cache import KVCache
 from ptmcli.models.layers import (
     Dropout,
     PostNormBlock,
-    linear_cross_entropy,
     padding_attention_mask,
 )
 from ptmcli.models.seq2seq_decoding import Seq2SeqIncrementalDecoder
 
-IGNORE_INDEX = -100
 POSITION_OFFSET = 2
 """Rows of the position table before position 0 (fairseq's numbering, see the module docstring)."""
 LAYER_NORM_EPS = 1e-5
@@ -264,16 +267,8 @@ class BartModel(nn.Module):
                 output_hidden_states: bool = False) -> dict[str, Any]:
         """``hidden`` (the decoder's last state ``[B, T, H]``) and ``encoder_hidden`` (``[B, S, H]``); with
         ``output_hidden_states`` also ``encoder_hidden_states`` and ``decoder_hidden_states`` (L + 1 each)."""
-        if decoder_input_ids is None:
-            raise PtmError("BART's forward needs decoder_input_ids (or labels to shift right)")
-        encoded, encoder_states = self.encode(input_ids, attention_mask, output_hidden_states)
-        memory = self.decoder.memory(encoded)
-        hidden, decoder_states = self.decode(decoder_input_ids, memory, padding_attention_mask(attention_mask),
-                                             decoder_attention_mask, None, output_hidden_states)
-        out: dict[str, Any] = {"hidden": hidden, "encoder_hidden": encoded}
-        if output_hidden_states:
-            out.update(encoder_hidden_states=encoder_states, decoder_hidden_states=decoder_states)
-        return out
+        return encode_then_decode(self, "BART", input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                                  output_hidden_states)
 
 
 def shift_right(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
@@ -334,16 +329,7 @@ class BartForConditionalGeneration(nn.Module):
             out["logits"] = self.logits(hidden)
         if labels is None:
             return out
-        flat_labels = labels.reshape(-1)
-        if torch.is_grad_enabled():
-            flat_hidden = hidden.reshape(-1, hidden.shape[-1])
-            loss_sum, correct = linear_cross_entropy(flat_hidden, self.output_weight, self.final_logits_bias, flat_labels)
-        else:
-            logits = out["logits"].reshape(flat_labels.shape[0], -1)
-            loss_sum = F.cross_entropy(logits.float(), flat_labels, ignore_index=IGNORE_INDEX, reduction="sum")
-            correct = ((logits.argmax(-1) == flat_labels) & (flat_labels != IGNORE_INDEX)).sum()
-        out.update(lm_loss_sum=loss_sum, lm_count=(flat_labels != IGNORE_INDEX).sum(), lm_correct=correct)
-        return out
+        return add_lm_terms(out, labels, hidden, self.output_weight, self.final_logits_bias)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Distinct trainable values (the shared embedding once); optionally without the embedding tables."""
@@ -368,7 +354,7 @@ class BartForConditionalGeneration(nn.Module):
         return 6.0 * (blocks + cfg.vocab_size * cfg.hidden_size) + attention
 
 
-class BartFamily(Family):
+class BartFamily(EncoderDecoderFamily):
     """BART: an encoder-decoder. Its stack (features, finetuning's encoder) is the encoder's; texts are
     framed as RoBERTa frames them, ``<s> a </s>`` and ``<s> a </s></s> b </s>``."""
 
@@ -381,7 +367,6 @@ class BartFamily(Family):
     bottom_prefixes = ("bart.word_embeddings.", "bart.encoder.position_embeddings.", "bart.encoder.embedding_norm.")
     task_tokens = (("cls", "bos"), ("sep", "eos"), ("sep", "eos"))
     pair_delimiter_repeats = 2
-    is_encoder_decoder = True
 
     def model_config(self, preset, tokenizer, **overrides):
         # The decoder starts from </s>, as BART's does: the tokenizer says which id that is.
@@ -389,23 +374,6 @@ class BartFamily(Family):
         if start is not None:
             overrides.setdefault("decoder_start_token_id", start)
         return super().model_config(preset, tokenizer, **overrides)
-
-    def unused_by_features(self, stored_keys):
-        return ("decoder.",)
-
-    def stack(self, model, input_ids, type_ids, attention_mask, normed_top=True):
-        last, states = self.encoder(model).encode(input_ids, attention_mask, output_hidden_states=True)
-        return last, list(states)
-
-    def top(self, model, input_ids, type_ids, attention_mask):
-        return self.encoder(model).encode(input_ids, attention_mask)[0]
-
-    def input_embeddings(self, model):
-        return self.encoder(model).word_embeddings.weight
-
-    def fsdp_units(self, model):
-        trunk = self.encoder(model)
-        return [*trunk.encoder.layers, *trunk.decoder.layers]
 
     def framing(self, tokenizer) -> Framing:
         start, end = first_token(tokenizer, "cls", "bos"), first_token(tokenizer, "sep", "eos")

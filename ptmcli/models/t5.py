@@ -44,13 +44,12 @@ from torch import nn
 from ptmcli.errors import PtmError
 from ptmcli.models.bart import causal_padding_mask, shift_right
 from ptmcli.models.cross_attention import Memory
-from ptmcli.models.family import Family
+from ptmcli.models.encoder_decoder import EncoderDecoderFamily, add_lm_terms, encode_then_decode
 from ptmcli.models.framing import Framing, first_token
 from ptmcli.models.kv_cache import KVCache, LayerCache
-from ptmcli.models.layers import Dropout, dropout, linear_cross_entropy, padding_attention_mask
+from ptmcli.models.layers import Dropout, dropout, padding_attention_mask
 from ptmcli.models.seq2seq_decoding import Seq2SeqIncrementalDecoder
 
-IGNORE_INDEX = -100
 FEED_FORWARDS = ("relu", "gated-gelu")
 DEFAULT_CONTEXT = 512
 """Decoder positions an incremental decoder holds when not told: T5 has no position table to bound it."""
@@ -424,16 +423,8 @@ class T5Model(nn.Module):
                 output_hidden_states: bool = False) -> dict[str, Any]:
         """``hidden`` (decoder top ``[B, T, H]``), ``encoder_hidden``; with ``output_hidden_states`` also
         ``encoder_hidden_states`` and ``decoder_hidden_states``."""
-        if decoder_input_ids is None:
-            raise PtmError("T5's forward needs decoder_input_ids (or labels to shift right)")
-        encoded, encoder_states = self.encode(input_ids, attention_mask, output_hidden_states)
-        hidden, decoder_states = self.decode(decoder_input_ids, self.decoder.memory(encoded),
-                                             padding_attention_mask(attention_mask), decoder_attention_mask, None,
-                                             output_hidden_states)
-        out: dict[str, Any] = {"hidden": hidden, "encoder_hidden": encoded}
-        if output_hidden_states:
-            out.update(encoder_hidden_states=encoder_states, decoder_hidden_states=decoder_states)
-        return out
+        return encode_then_decode(self, "T5", input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                                  output_hidden_states)
 
 
 def init_t5_weights(module: nn.Module, config: T5Config) -> None:
@@ -511,16 +502,7 @@ class T5ForConditionalGeneration(nn.Module):
             out["logits"] = self.logits(hidden)
         if labels is None:
             return out
-        flat_labels = labels.reshape(-1)
-        if torch.is_grad_enabled():
-            flat_hidden = (hidden * self.output_scale).reshape(-1, hidden.shape[-1])
-            loss_sum, correct = linear_cross_entropy(flat_hidden, self.output_weight, None, flat_labels)
-        else:
-            logits = out["logits"].reshape(flat_labels.shape[0], -1)
-            loss_sum = F.cross_entropy(logits.float(), flat_labels, ignore_index=IGNORE_INDEX, reduction="sum")
-            correct = ((logits.argmax(-1) == flat_labels) & (flat_labels != IGNORE_INDEX)).sum()
-        out.update(lm_loss_sum=loss_sum, lm_count=(flat_labels != IGNORE_INDEX).sum(), lm_correct=correct)
-        return out
+        return add_lm_terms(out, labels, hidden * self.output_scale, self.output_weight, None)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Distinct trainable values (a tied embedding once); optionally without the embedding and output tables."""
@@ -542,7 +524,7 @@ class T5ForConditionalGeneration(nn.Module):
         return 6.0 * (blocks + cfg.vocab_size * cfg.hidden_size) + attention
 
 
-class T5Family(Family):
+class T5Family(EncoderDecoderFamily):
     """T5: an encoder-decoder; its stack (features, finetuning's encoder) is the encoder's. Texts are framed
     as T5's tokenizer frames them, ``a </s>`` and ``a </s> b </s>``."""
 
@@ -556,7 +538,6 @@ class T5Family(Family):
     bottom_prefixes = ("t5.word_embeddings.", "t5.encoder.position_bias.")
     # T5 has no start token; its decoder starts from <pad>, which stands in where a task layout needs one.
     task_tokens = (("bos", "cls", "pad"), ("eos", "sep"), ("eos", "sep"))
-    is_encoder_decoder = True
 
     def model_config(self, preset, tokenizer, **overrides):
         # The decoder starts from the padding token, as T5's does.
@@ -567,25 +548,12 @@ class T5Family(Family):
     def head_dropout(self, config):
         return config.hidden_dropout
 
-    def unused_by_features(self, stored_keys):
-        return ("decoder.",)
-
     def stack(self, model, input_ids, type_ids, attention_mask, normed_top=True):
         # The top entry is after the final norm (transformers' hidden_states[-1]) unless a mix learned on
         # the last block's own output asks for that (``normed_top`` False).
         trunk = self.encoder(model)
         last, states = (trunk.encode if normed_top else trunk.encode_raw)(input_ids, attention_mask, True)
         return last, list(states)
-
-    def top(self, model, input_ids, type_ids, attention_mask):
-        return self.encoder(model).encode(input_ids, attention_mask)[0]
-
-    def input_embeddings(self, model):
-        return self.encoder(model).word_embeddings.weight
-
-    def fsdp_units(self, model):
-        trunk = self.encoder(model)
-        return [*trunk.encoder.layers, *trunk.decoder.layers]
 
     def framing(self, tokenizer) -> Framing:
         end = first_token(tokenizer, "eos", "sep")
