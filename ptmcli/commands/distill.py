@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,7 +144,7 @@ def run(cfg: DistillConfig, explicit: set[str] | None = None) -> dict:
     import torch
 
     from ptmcli import checkpoint as ckpt_io
-    from ptmcli.commands.finetune import _columns, _keep_tokenizer, _result_warnings
+    from ptmcli.commands.finetune import _columns, _keep_tokenizer, report_results
     from ptmcli.finetuning.config import default_lr
     from ptmcli.finetuning.distillation import (
         DistillationModel,
@@ -282,18 +281,4 @@ def run(cfg: DistillConfig, explicit: set[str] | None = None) -> dict:
         f"{device.type} {cfg.precision} -> {run_dir}"
     )
     state = session.train(model, optimizer, task, settings, save)
-    results = {"step": state.step, "stop_reason": state.last_metrics.get("stop_reason"), "metric": metric,
-               "best": None, "best_step": task.best_step, "train_seconds": round(session.train_seconds, 1)}
-    if task.best is not None:
-        results["best"] = json.loads((best_dir / "config.json").read_text())["best"]
-    warnings = _result_warnings(results["best"], labels, lr)
-    if warnings:
-        results["warnings"] = warnings
-    session.write_results(results)
-    for warning in warnings:
-        print(f"ptm: warning: {warning}", file=sys.stderr)
-    if task.best is not None:
-        print(f"ptm: done: step {state.step}; best dev {metric} {task.best:.4f} at step {task.best_step} -> {best_dir}", file=sys.stderr)
-    else:
-        print(f"ptm: done: step {state.step} -> {ckpt_io.resolve_checkpoint(run_dir)}", file=sys.stderr)
-    return results
+    return report_results(session, state, task, metric, best_dir, run_dir, labels, lr)

@@ -386,6 +386,13 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     state = session.train(model, optimizer, task, settings, save, average_gradients=dist_info.enabled)
     if not main:
         return {"step": state.step}
+    return report_results(session, state, task, metric, best_dir, run_dir, labels, lr)
+
+
+def report_results(session, state, task, metric: str, best_dir: Path, run_dir: Path, labels, lr: float) -> dict:
+    """results.json of a finished finetuning run (its best checkpoint, warnings about it) and the closing line."""
+    from ptmcli import checkpoint as ckpt_io
+
     results = {"step": state.step, "stop_reason": state.last_metrics.get("stop_reason"), "metric": metric,
                "best": None, "best_step": task.best_step, "train_seconds": round(session.train_seconds, 1)}
     if task.best is not None:
