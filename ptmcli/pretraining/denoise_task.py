@@ -23,14 +23,14 @@ from itertools import islice
 import numpy as np
 import torch
 
-from ptmcli.data.seq2seq import Seq2SeqCollator, target_tokens, token_normalised_loss
+from ptmcli.data.seq2seq import Seq2SeqCollator
 from ptmcli.errors import PtmError
 from ptmcli.models.framing import first_token
 from ptmcli.pretraining.block_plans import SEPARATOR
 from ptmcli.pretraining.denoising import Denoiser, NoiseSettings
 from ptmcli.pretraining.examples import Drawn, ExampleStream
 from ptmcli.pretraining.objective_context import ObjectiveContext
-from ptmcli.pretraining.task_base import PretrainTask
+from ptmcli.pretraining.seq2seq_lm_task import Seq2SeqLMTask, empty_batch
 
 
 def sentence_lengths(plan: list[list[int]]) -> list[int]:
@@ -59,10 +59,8 @@ class SentenceBlockStream(ExampleStream):
         return drawn, [sentence_lengths(plans[i]) for i in chosen]
 
 
-class DenoiseTask(PretrainTask):
+class DenoiseTask(Seq2SeqLMTask):
     """BART's denoising autoencoder; the loop's ``TrainTask``."""
-
-    sum_keys = ("lm_loss_sum", "lm_count", "lm_correct")
 
     def __init__(self, stream: SentenceBlockStream, denoiser: Denoiser, *, start_id: int, end_id: int, pad_id: int,
                  decoder_start_id: int, batch_size: int, seed: int, eval_streams: dict | None = None,
@@ -87,32 +85,11 @@ class DenoiseTask(PretrainTask):
             noised = self.denoiser(block.tokens, block.word_starts, sentences, seed, int(number))
             pairs.append((self._frame(noised.source), self._frame(block.tokens)))
         if not pairs:
-            empty = torch.zeros((0, width), dtype=torch.int64)
-            return {"input_ids": empty, "attention_mask": empty, "decoder_input_ids": empty,
-                    "labels": empty.clone().fill_(-100), "target_lengths": torch.zeros(0, dtype=torch.int64)}
+            return empty_batch(width, width)
         collate = Seq2SeqCollator(pad_id=self.pad_id, decoder_start_id=self.decoder_start_id, eos_id=self.end_id,
                                   max_source_length=width, max_target_length=width, pad_to_multiple_of=width)
         return dict(collate(pairs))
 
-    def normalizer_counts(self, batches) -> dict[str, float]:
-        return {"lm": float(sum(target_tokens(b) for b in batches))}
-
-    def normalizers_from(self, counts: dict[str, float], micro_batches: int) -> dict[str, float]:
-        # At least 1, so a step without targets gives a zero loss, not NaN (as global_target_tokens).
-        return {"lm": max(1.0, counts["lm"])}
-
-    def _forward(self, model, batch):
-        return model(batch["input_ids"], batch["attention_mask"], decoder_input_ids=batch["decoder_input_ids"],
-                     labels=batch["labels"])
-
-    def _objective(self, out, norms):
-        return token_normalised_loss(out["lm_loss_sum"], norms["lm"])
-
-    def _metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        if not sums.get("lm_count"):
-            return {}
-        mean = sums["lm_loss_sum"] / sums["lm_count"]
-        return {"lm_loss": mean, "lm_ppl": float(np.exp(min(mean, 50.0))), "lm_acc": sums["lm_correct"] / sums["lm_count"]}
 
 
 def noise_settings(cfg) -> NoiseSettings:

@@ -26,8 +26,8 @@ from ptmcli.models.framing import first_token
 from ptmcli.pretraining.examples import ExampleStream
 from ptmcli.pretraining.mass import check_ratio, mass_example
 from ptmcli.pretraining.objective_context import ObjectiveContext
+from ptmcli.pretraining.seq2seq_lm_task import Seq2SeqLMTask, empty_batch
 from ptmcli.pretraining.span_corruption import tokenizer_sentinels
-from ptmcli.pretraining.span_corruption_task import Seq2SeqLMTask, empty_batch
 
 
 class MassTask(Seq2SeqLMTask):
