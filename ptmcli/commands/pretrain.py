@@ -166,12 +166,15 @@ def _longer_text(cfg: PretrainConfig) -> str:
 
 
 def _check_budget(cfg: PretrainConfig) -> None:
+    import dataclasses
+
     from ptmcli.config_fields import parse_duration
     from ptmcli.training.budget import check_fraction
 
     if cfg.budget is None:
-        for name, default in (("batch_ramp", 0.0), ("warmup_fraction", 0.1)):
-            if getattr(cfg, name) != default:
+        defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
+        for name in ("batch_ramp", "warmup_fraction"):
+            if getattr(cfg, name) != defaults[name]:
                 raise PtmError(f"--{name.replace('_', '-')} is a share of --budget; give --budget too (or drop it)")
         return
     parse_duration(cfg.budget, "--budget")
