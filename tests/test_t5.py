@@ -409,6 +409,9 @@ def test_hf_class_parity_and_lossless_round_trip(tmp_path, capsys, published, cl
     src, hf = hf_t5_dir(tmp_path, cls, variant, published)
     code, err = cli(capsys, src, tmp_path / "ckpt")
     assert code == 0, err
+    # A tied head is the shared embedding, so only an untied T5Model lacks lm weights.
+    untied = not json.loads((src / "config.json").read_text()).get("tie_word_embeddings", True)
+    assert ("has no lm" in err) == (cls == "T5Model" and untied), err
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert config["arch"] == "t5" and config["objective"] == ("denoise" if cls == "T5ForConditionalGeneration" else None)
     assert config["model"]["feed_forward"] == VARIANTS[variant]["feed_forward"]
@@ -443,6 +446,34 @@ def test_hf_class_parity_and_lossless_round_trip(tmp_path, capsys, published, cl
     again = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
     assert [again(t)["input_ids"] for t in TEXTS] == singles
     assert len(again) == SP_VOCAB + SENTINELS
+
+
+def test_untied_head_resaved_by_transformers_5_converts_untied(tmp_path, capsys, published):
+    """transformers 5 re-saves a v1.1 model as tie_word_embeddings true with its own lm_head, and keeps the head
+    untied on load; ptm reads the weights the same way."""
+    src, _ = hf_t5_dir(tmp_path, "T5ForConditionalGeneration", "v1.1", published)
+    resaved = tmp_path / "resaved"
+    transformers.T5ForConditionalGeneration.from_pretrained(src).save_pretrained(resaved)
+    for path in published.iterdir():
+        shutil.copy(path, resaved / path.name)
+    config = json.loads((resaved / "config.json").read_text())
+    head = tensors(resaved)["lm_head.weight"]
+    if not config.get("tie_word_embeddings") or torch.equal(head, tensors(resaved)["shared.weight"]):
+        pytest.skip("this transformers version writes an untied v1.1 model as untied")
+    code, err = cli(capsys, resaved, tmp_path / "ckpt")
+    assert code == 0, err
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["model"]["tie_word_embeddings"] is False
+    reference = transformers.T5ForConditionalGeneration.from_pretrained(resaved).eval()
+    module, _, _ = load_model(tmp_path / "ckpt")
+    ids, mask = source_batch(vocab=SP_VOCAB)
+    decoder_ids = shift_right(target_batch(vocab=SP_VOCAB), PAD, PAD)
+    with torch.no_grad():
+        out = module(ids, mask, decoder_ids)["logits"]
+        ref = reference(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
+    assert worst([(out, ref)]) < ATOL
+    code, err = cli(capsys, tmp_path / "ckpt", tmp_path / "back")
+    assert code == 0, err
+    assert same_tensors(tensors(resaved), tensors(tmp_path / "back"))
 
 
 def test_unsupported_configs_are_refused_in_one_line(tmp_path, capsys, published):

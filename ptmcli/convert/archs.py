@@ -69,6 +69,10 @@ class ArchSpec:
     model cannot be converted with that tokenizer (RoBERTa: none at all, or another padding id)."""
     class_config_to_hf: Callable[[dict, dict, HFClass], dict] | None = None
     """``config_to_hf`` for a class whose shape is not the checkpoint's encoder's (ELECTRA's generator)."""
+    config_from_weights: Callable[[dict, dict], dict] = lambda model, hf_state: model
+    """(ptm ``model`` dict from config.json, the transformers state dict) -> the ``model`` dict the weights imply,
+    where config.json alone does not say (transformers 5 writes T5 v1.1's own ``lm_head`` under
+    ``tie_word_embeddings: true``)."""
     takes: Callable[[dict], bool] = lambda model: False
     """For a later entry of an ``arch`` that has one already: whether a ptm checkpoint with this ``model``
     dict converts through this entry instead (a pre-LN RoBERTa goes to transformers' RobertaPreLayerNorm)."""

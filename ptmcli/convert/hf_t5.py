@@ -195,6 +195,16 @@ def guess_class(keys: set[str]) -> str:
     return "T5ForConditionalGeneration" if any(k.startswith("decoder.") for k in keys) else "T5EncoderModel"
 
 
+def config_from_weights(model: dict, hf: dict[str, torch.Tensor]) -> dict:
+    """An ``lm_head`` that differs from the shared embedding is v1.1's own head whatever config.json says:
+    transformers 5 re-saves such a model with ``tie_word_embeddings: true`` and keeps the head untied."""
+    shared = next((hf[n] for n in ("shared.weight", "encoder.embed_tokens.weight") if n in hf), None)
+    own_head = _HEAD in hf and shared is not None and not torch.equal(hf[_HEAD], shared)
+    if own_head and model["tie_word_embeddings"]:
+        model = {**model, "tie_word_embeddings": False}
+    return model
+
+
 def check_tokenizer(model: dict, tokenizer, where: str) -> None:
     if tokenizer is None:
         return
@@ -222,4 +232,5 @@ SPEC = ArchSpec(
     hf_part_names={"lm": "lm_head", "decoder": "decoder.*"},
     guess_class=guess_class,
     check_tokenizer=check_tokenizer,
+    config_from_weights=config_from_weights,
 )

@@ -122,12 +122,14 @@ def read_hf(directory: str | Path) -> Model:
         spec_for_hf(model_type, names[0] if names else None, str(directory))  # raises, naming it
     model = spec.config_from_hf(hf_config)  # before reading weights: fail fast
     hf_state, weights_file = hf_files.read_hf_weights(directory)
+    model = spec.config_from_weights(model, hf_state)
     class_name = names[0] if names else spec.guess_class(set(hf_state))
     spec, cls = spec_for_hf(model_type, class_name, str(directory))
     task = _task_from_hf(hf_config, cls, directory)
 
     state = _state_from_hf(spec, cls, hf_state, weights_file)
-    parts = check_state(spec, state, expected_shapes(spec, model, task), str(weights_file))
+    expected = expected_shapes(spec, model, task)
+    parts = check_state(spec, state, expected, str(weights_file))
     lacking = sorted(cls.parts - cls.optional - parts)
     if lacking:
         raise PtmError(f"{weights_file}: no {lacking[0]} tensors ({spec.hf_part_names.get(lacking[0], lacking[0])}), "
@@ -136,7 +138,9 @@ def read_hf(directory: str | Path) -> Model:
     spec.check_tokenizer(model, tokenizer, str(directory))
     notes: list[str] = []
     check_vocab(tokenizer, model, str(directory), notes)
-    absent = sorted(set(head_parts(spec.arch)) - parts - {"classifier"})
+    # Only parts the model has tensors for: a head tied to the embedding (T5 v1.0's lm) is not missing.
+    holds = {part_of(spec.arch, key) for key in expected}
+    absent = sorted(set(head_parts(spec.arch)) & holds - parts - {"classifier"})
     if absent and task is None:
         notes.append(f"{cls.name} has no {', '.join(absent)} weights: the checkpoint holds none "
                      f"(objective {cls.objective or 'null'}); ptm initialises them if a command needs them")
