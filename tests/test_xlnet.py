@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from ptmcli.checkpoint import list_step_checkpoints, read_config
 from ptmcli.models import xlnet
@@ -372,6 +373,45 @@ def test_converted_xlnet_finetunes_and_eval_names_what_it_does(xlnet_hf_dir, tmp
     code, err = ptm(capsys, "eval", "-c", tmp_path / "ft" / "best", "--data", data)
     assert code == 0, err
     if task == "classification":
-        code, err = ptm(capsys, "eval", "-c", ckpt, "--data", tmp_path / "train.tsv")
-        errors = [line for line in err.splitlines() if "error" in line]  # a note says the LM head is new
-        assert code == 2 and len(errors) == 1 and "cannot score xlnet" in errors[0] and "extract-features" in errors[0], err
+        text = tmp_path / "text.txt"
+        text.write_text("The cat sat on the mat.\nHello world, again and again.\n", encoding="utf-8")
+        code, out, err = run_cli(capsys, "eval", "-c", ckpt, "--data", text, "--json", "--stride", "4", "--context", "8")
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["metric"].startswith("perplexity (permutation LM") and result["tokens_scored"] > 10, out
+        assert math.isfinite(result["ppl"]) and result["stride"] == 4
+
+
+@pytest.mark.parametrize("context,stride", [(40, 40), (8, 3)])
+def test_eval_scores_text_left_to_right_as_transformers_computes_it(context, stride):
+    """Every window's tokens scored from the tokens before them only: the nll equals transformers' XLNetLMHeadModel
+    asked for one target at a time with everything at or after it hidden."""
+    transformers = pytest.importorskip("transformers")
+    from ptmcli.evaluation.corpus import CorpusStats, Sentence
+    from ptmcli.evaluation.permutation import score_permutation
+    from ptmcli.evaluation.windows import IGNORE_INDEX, sliding_windows
+
+    hf, ours = _pair(transformers)
+    generator = torch.Generator().manual_seed(3)
+    docs = [torch.randint(5, V, (n,), generator=generator).numpy() for n in (13, 9, 11)]
+    sentences = [Sentence(d, len(d), True, True) for d in docs]
+    sums = score_permutation(ours, sentences, CorpusStats(), end_id=2, pad_id=0, context=context, stride=stride,
+                             batch_size=3, device=torch.device("cpu"), precision="fp32")
+    stream = np.concatenate([[2], docs[0], [2], docs[1], [2], docs[2], [2]])
+    assert sums["tokens_scored"] == len(stream) - 1
+    expected, count = 0.0, 0
+    for window in sliding_windows([stream], context, stride):
+        row = torch.tensor(np.concatenate([window.input_ids, window.labels[-1:]]))[None]
+        for p in range(1, row.shape[1]):
+            if window.labels[p - 1] == IGNORE_INDEX:
+                continue
+            perm = torch.zeros(1, row.shape[1], row.shape[1])
+            perm[:, :, p:] = 1.0
+            target = torch.zeros(1, 1, row.shape[1])
+            target[0, 0, p] = 1.0
+            with torch.no_grad():
+                logits = hf(row, perm_mask=perm, target_mapping=target).logits[0, 0]
+            expected -= float(torch.log_softmax(logits, -1)[row[0, p]])
+            count += 1
+    assert count == sums["tokens_scored"]
+    assert abs(sums["nll_sum"] - expected) < 1e-4 * count

@@ -1,6 +1,7 @@
 """Language-model evaluation of a pretrained checkpoint on raw text: picks the scorer for its family.
 
-GPT: perplexity over a sliding window (``causal``); BERT: MLM loss/accuracy
+GPT: perplexity over a sliding window (``causal``); XLNet: the same in its
+left-to-right factorisation order (``permutation``); BERT: MLM loss/accuracy
 and pseudo-perplexity (``masked``); ELMo: forward, backward and average
 perplexity (``bidirectional``); the NNLM: perplexity over each sentence's
 vocabulary words (``feedforward``). Every family reports the same headline keys
@@ -75,8 +76,8 @@ def evaluate_language_model(loaded, cfg: EvalConfig, device: torch.device) -> di
                 "; it evaluates one finetuned by `ptm finetune` on labeled data, and `ptm extract-features` reads this one")
         raise PtmError(f"`ptm eval` cannot score {arch} checkpoints on text yet{hint}")
     context = resolve_context(loaded, cfg.context)
-    if cfg.stride is not None and not loaded.family.generates:
-        raise PtmError("--stride applies to causal LMs such as GPT (sliding-window perplexity); "
+    if cfg.stride is not None and loaded.family.scorer not in _WINDOWED:
+        raise PtmError("--stride applies to LMs scored over sliding windows (GPT, XLNet); "
                        f"a {arch} checkpoint scores sequences of --context tokens")
     if cfg.batch_size < 1:
         raise PtmError(f"--batch-size {cfg.batch_size}: must be positive")
@@ -130,6 +131,22 @@ def _causal(run: _Run, sentences) -> tuple[str, int, dict, dict]:
     extra = {"accuracy": sums["correct"] / scored if scored else None, "windows": sums["windows"],
              "context": run.context, "stride": stride}
     return "perplexity (causal LM, sliding window)", scored, nll_summary("", sums["nll_sum"], scored, stats.words), extra
+
+
+def _permutation(run: _Run, sentences) -> tuple[str, int, dict, dict]:
+    from ptmcli.evaluation.permutation import score_permutation
+
+    tokenizer, stats = run.loaded.tokenizer, run.stats
+    stride = resolve_stride(run.context, run.cfg.stride)
+    end_id = next((i for i in (tokenizer.eos_id, tokenizer.sep_id) if i is not None), None)
+    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    sums = score_permutation(run.loaded.model, sentences, stats, end_id=end_id, pad_id=pad_id, context=run.context,
+                             stride=stride, on_batch=lambda s: run.show(s["nll_sum"], s["tokens_scored"]), **run.common)
+    scored = sums["tokens_scored"]
+    extra = {"accuracy": sums["correct"] / scored if scored else None, "windows": sums["windows"],
+             "context": run.context, "stride": stride}
+    return ("perplexity (permutation LM in left-to-right order, sliding window)", scored,
+            nll_summary("", sums["nll_sum"], scored, stats.words), extra)
 
 
 def _masked(run: _Run, sentences) -> tuple[str, int, dict, dict]:
@@ -196,4 +213,7 @@ def _feedforward(run: _Run, sentences) -> tuple[str, int, dict, dict]:
 
 # Each returns (what was measured, tokens scored, headline metrics, family-specific metrics).
 # By the family's ``scorer``: how its kind of language model scores text.
-_SCORERS = {"causal": _causal, "masked": _masked, "bidirectional": _bidirectional, "feedforward": _feedforward}
+_SCORERS = {"causal": _causal, "permutation": _permutation, "masked": _masked, "bidirectional": _bidirectional,
+            "feedforward": _feedforward}
+# Scorers that read the text through sliding windows, and so take --stride.
+_WINDOWED = {"causal", "permutation"}

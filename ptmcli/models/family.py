@@ -65,7 +65,8 @@ class Family:
     ``A delimiter B end start`` (XLNet's ``A <sep> <cls>``, the summary token in segment 2), read there by
     ``sentence_pool = "last"``."""
     scorer: str | None = None
-    """How ``ptm eval`` scores text: ``masked`` (pseudo-perplexity), ``causal``, ``bidirectional``,
+    """How ``ptm eval`` scores text: ``masked`` (pseudo-perplexity), ``causal``, ``permutation`` (XLNet),
+    ``bidirectional``,
     ``feedforward`` (the NNLM)."""
     min_context: int = 3
     """Shortest evaluation window: room for one token between the special ones."""

@@ -478,6 +478,7 @@ class XLNetFamily(Family):
     # With summary_last the start token (<cls>) moves after the end one: A <sep> <cls>, A <sep> B <sep> <cls>.
     task_tokens = (("cls", "bos"), ("sep", "eos"), ("sep", "eos"))
     summary_last = True
+    scorer = "permutation"  # perplexity in the left-to-right factorisation order
 
     def stack(self, model, input_ids, type_ids, attention_mask, normed_top=True):
         out = self.encoder(model)(input_ids, type_ids, attention_mask, output_hidden_states=True)
