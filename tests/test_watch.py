@@ -110,6 +110,26 @@ def test_info_reports_parameters_steps_and_json(runs, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "nowhere" in err
 
 
+def test_info_json_is_strict_when_a_metric_is_nan(runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "nan-run"
+    shutil.copytree(runs / "full", run)
+    for metrics in run.rglob("metrics.jsonl"):  # the run's history and each checkpoint's copy
+        records = _records(metrics.parent)
+        last = max(i for i, r in enumerate(records) if "loss" in r)
+        records[last].update(loss=float("nan"), mlm_acc=float("inf"))  # what a diverged run logs
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    code, out, err = run_cli(capsys, "info", run, "--json")
+    assert code == 0, err
+
+    def refuse(constant):
+        raise ValueError(f"non-strict JSON constant {constant}")
+
+    info = json.loads(out, parse_constant=refuse)
+    assert info["last_metrics"]["loss"] is None and info["last_metrics"]["mlm_acc"] is None
+
+
 def test_info_says_where_a_checkpoint_was_converted_from(runs, tmp_path, capsys):
     latest = list_step_checkpoints(runs / "full")[-1]
     shutil.copytree(latest, tmp_path / "ckpt", ignore=shutil.ignore_patterns("trainer"))

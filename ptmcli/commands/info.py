@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import math
 import struct
-import sys
 from pathlib import Path
 
 from ptmcli.errors import PtmError
+from ptmcli.evaluation.results import print_json
 
 # safetensors dtypes that hold weights; integer tensors are buffers (ids, tables), not parameters.
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"}
@@ -203,7 +203,7 @@ def rows(info: dict) -> list[tuple[str, str]]:
 def run(path: str, as_json: bool = False) -> dict:
     info = describe(path)
     if as_json:
-        sys.stdout.write(json.dumps(info) + "\n")
+        print_json(info)
         return info
     from rich import box
     from rich.console import Console

@@ -94,8 +94,19 @@ def print_table(metrics: dict[str, Any], title: str) -> None:
     Console(stderr=True).print(table)
 
 
+def json_safe(value: Any) -> Any:
+    """NaN and infinities (an accuracy over nothing, a loss that diverged) become null, at any depth, so the
+    output is strict JSON that every parser reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def print_json(record: dict[str, Any]) -> None:
-    """One JSON object on one line of stdout (infinite values become null)."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    sys.stdout.write(json.dumps(clean, ensure_ascii=False) + "\n")
+    """One JSON object on one line of stdout (non-finite values become null)."""
+    sys.stdout.write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
     sys.stdout.flush()

@@ -113,18 +113,7 @@ def report(result: dict, as_json: bool) -> None:
     else:
         print_table(result, "ptm eval: word similarity")
     if as_json:
-        print_json(_finite(result))
-
-
-def _finite(value):
-    """JSON-safe: NaN and infinities (an accuracy over no question) become null, at any depth."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+        print_json(result)
 
 
 def _percent(value: float) -> str:
