@@ -221,6 +221,15 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     p["parallel_src"].write_text("the river\nthe city\nthe bank\n", encoding="utf-8")
     p["parallel_tgt_short"] = root / "parallel.de"
     p["parallel_tgt_short"].write_text("der Fluss\ndie Stadt\n", encoding="utf-8")
+    # tasks.toml files for multi-task finetuning (paths relative to the file), and a multi-task checkpoint.
+    task = '[[task]]\nname = "sent"\ntype = "classification"\ntrain = "train.tsv"\n'
+    for name, text in (("tasks", task), ("tasks_unknown_type", task.replace('"classification"', '"summarise"')),
+                       ("tasks_missing_file", task.replace('"train.tsv"', '"does-not-exist.tsv"')),
+                       ("tasks_duplicate", task + task), ("tasks_not_toml", task + "sampling = \n")):
+        p[name] = root / f"{name.replace('_', '-')}.toml"
+        p[name].write_text(text, encoding="utf-8")
+    _ptm_ok("finetune", "--checkpoint", ckpt, "--tasks", p["tasks"], "-o", root / "multitask-run", *FT)
+    p["ckpt_multitask"] = list_step_checkpoints(root / "multitask-run")[-1]
     return p
 
 
@@ -247,6 +256,7 @@ FINETUNE = "finetune --checkpoint {ckpt} --task classification --train {train} -
 STORED = "finetune --task classification --train {train} --train-features {train_features} -o {out} {stored}"
 FEATURES = "extract-features -c {ckpt} -o {out}.jsonl"
 SEQ2SEQ = "finetune --checkpoint {ckpt} --task seq2seq --train {pairs_tsv} -o {out} {ft}"
+MULTITASK = "finetune --checkpoint {{ckpt}} --tasks {tasks} -o {{out}} {{ft}}"
 
 ROWS = [
     # tokenize train
@@ -375,7 +385,29 @@ ROWS = [
     Row("finetune-seq2seq-parallel-unequal", "parallel source/target files of unequal length",
         SEQ2SEQ.replace("--train {pairs_tsv}", "--source-file {parallel_src} --target-file {parallel_tgt_short}"), "parallel.en:3"),
     Row("finetune-seq2seq-zero-beams", "a beam size of 0 for the dev outputs", SEQ2SEQ + " --num-beams 0", "--num-beams 0"),
-    Row("finetune-seq2seq-encoder-only", "--task seq2seq with an encoder-only (BERT) checkpoint", SEQ2SEQ, "encoder-only"),
+    Row("finetune-seq2seq-encoder-only", "--task seq2seq with an encoder-only checkpoint that has no masked-LM head "
+        "(an ELECTRA discriminator)", SEQ2SEQ.replace("{ckpt}", "{electra_disc}"), "encoder-only"),
+    Row("finetune-tasks-unknown-type", "tasks.toml naming an unknown task type", MULTITASK.format(tasks="{tasks_unknown_type}"),
+        "type = 'summarise'"),
+    Row("finetune-tasks-missing-file", "tasks.toml naming a training file that does not exist",
+        MULTITASK.format(tasks="{tasks_missing_file}"), "train = 'does-not-exist.tsv'"),
+    Row("finetune-tasks-duplicate-name", "tasks.toml with two tasks of one name", MULTITASK.format(tasks="{tasks_duplicate}"),
+        "given twice"),
+    Row("finetune-tasks-not-toml", "tasks.toml that is not valid TOML", MULTITASK.format(tasks="{tasks_not_toml}"), "line 5"),
+    Row("eval-multitask-no-head", "a multi-task checkpoint without --head", "eval -c {ckpt_multitask} --data {train}",
+        "--head (sent)"),
+    Row("predict-multitask-unknown-head", "a head the multi-task checkpoint does not have",
+        "predict -c {ckpt_multitask} --head rte {features_in}", "--head rte"),
+    Row("finetune-cvt-missing-unlabeled", "a --cvt-unlabeled file that does not exist", FINETUNE + " --cvt-unlabeled {missing}",
+        "--cvt-unlabeled"),
+    Row("finetune-cvt-empty-unlabeled", "an empty --cvt-unlabeled file", FINETUNE + " --cvt-unlabeled {empty}", "is empty"),
+    Row("finetune-cvt-seq2seq", "cross-view training with --task seq2seq", SEQ2SEQ + " --cvt-unlabeled {train}", "not seq2seq"),
+    Row("finetune-cvt-qa", "cross-view training with --task qa", FINETUNE.replace("classification", "qa") + " --cvt-unlabeled {train}",
+        "not qa"),
+    Row("finetune-cvt-regression", "cross-view training with --task regression",
+        FINETUNE.replace("classification", "regression") + " --cvt-unlabeled {train}", "not regression"),
+    Row("finetune-cvt-zero-ratio", "no unlabeled batches per labeled batch", FINETUNE + " --cvt-unlabeled {train} --cvt-ratio 0",
+        "--cvt-ratio 0"),
     # extract-features
     Row("features-truncated-weights", "truncated model.safetensors", FEATURES.replace("{ckpt}", "{ckpt_truncated}") + " {features_in}",
         "model.safetensors"),

@@ -262,16 +262,18 @@ def test_a_missing_rouge_package_is_one_line(monkeypatch):
 
 
 def test_an_encoder_only_checkpoint_is_refused(tmp_path, data, capsys):
+    # DistilBERT: encoder-only, and no segments for UniLM's recipe (tests/test_unilm_seq2seq.py has BERT's).
     tok = PtmTokenizer.load(data["tok"])
-    family = get_family("bert")
-    config = family.model_config("bert-tiny", tok, hidden_size=32, num_heads=2, intermediate_size=64, num_layers=1,
+    family = get_family("distilbert")
+    config = family.model_config("distilbert-tiny", tok, hidden_size=32, num_heads=2, intermediate_size=64, num_layers=1,
                                  max_position_embeddings=16)
     model = family.build(config)
-    ckpt = save_checkpoint(tmp_path / "bert", config={"arch": "bert", "model": config.to_dict(), "objective": "mlm", "task": None},
+    ckpt = save_checkpoint(tmp_path / "distilbert", config={"arch": "distilbert", "model": config.to_dict(), "objective": "mlm", "task": None},
                            weights=state_dict_for_saving(model, model.tied_weights()), tokenizer_dir=data["tok"])
     code, _, err = run_cli(capsys, "finetune", "--task", "seq2seq", "--checkpoint", ckpt, "--train", data["train"], "-o",
                            tmp_path / "out", "--max-len", "16", *QUIET)
-    assert code == 2 and "a bert model is encoder-only; --task seq2seq needs an encoder-decoder checkpoint (bart" in err, err
+    assert code == 2 and "a distilbert model is encoder-only; --task seq2seq needs an encoder-decoder checkpoint (bart" in err, err
+    assert "or an encoder with a masked-LM head to finetune as UniLM's seq2seq LM (bert)" in err, err
     assert not (tmp_path / "out").exists()
 
 

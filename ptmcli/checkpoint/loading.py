@@ -16,6 +16,8 @@ from ptmcli.errors import PtmError
 
 # Tensors a pretraining model never holds: a task head, its learned scalar mix, the encoder over static vectors.
 TASK_PARTS = {"classifier": "classifier.", "scalar_mix": "scalar_mix.", "word_encoder": "word_encoder."}
+# A multi-task checkpoint's heads: head NAME's tensors under task_heads.NAME. (finetuning/multitask_checkpoint.py).
+HEADS_PREFIX = "task_heads."
 SCALAR_MIX_WEIGHTS = "scalar_mix.weights"
 SCALAR_MIX_GAMMA = "scalar_mix.gamma"
 
@@ -103,11 +105,12 @@ def say_initialised(ckpt: Path, initialised: list[str]) -> None:
     print(f"ptm: note: {ckpt} has no {', '.join(initialised)} weights; initialised at random", file=sys.stderr)
 
 
-def load_encoder(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
+def load_encoder(path: str | Path, device: Any = "cpu", head: str | None = None) -> LoadedCheckpoint:
     """Only the encoder's tensors (strictly: each present with its shape), for features.
 
     Pretraining heads, task heads and a learned scalar mix may be present or not; the
-    mix, when present, is returned as ``scalar_mix``. Other weights stay uninitialised.
+    mix, when present, is returned as ``scalar_mix`` (a multi-task checkpoint's: ``head``'s). Other weights stay
+    uninitialised.
     """
     import torch
 
@@ -132,7 +135,8 @@ def load_encoder(path: str | Path, device: Any = "cpu") -> LoadedCheckpoint:
     check_shapes(file, {prefix + k: v for k, v in tensors.items()}, {prefix + k: v for k, v in expected.items()})
     encoder.load_state_dict(tensors, strict=False)
     mix = {}
-    for name, key in (("weights", SCALAR_MIX_WEIGHTS), ("gamma", SCALAR_MIX_GAMMA)):
+    own = "" if head is None else f"{HEADS_PREFIX}{head}."
+    for name, key in (("weights", own + SCALAR_MIX_WEIGHTS), ("gamma", own + SCALAR_MIX_GAMMA)):
         if key in state:
             mix[name] = state[key].float().reshape(-1)
     model.to(torch.device(device) if isinstance(device, str) else device)

@@ -19,7 +19,13 @@ and an auxiliary LM loss. With --dev, evaluates every epoch and keeps the best m
 --task seq2seq trains an encoder-decoder (bart) on source/target pairs (a source<TAB>target TSV,
 JSONL with "source"/"target", or parallel files: --source-file/--target-file), with teacher forcing
 and --label-smoothing; each evaluation scores the generated dev outputs by BLEU and chrF (sacrebleu)
-and RUN/best keeps the best BLEU.
+and RUN/best keeps the best BLEU. A bert checkpoint with its MLM head trains as UniLM's seq2seq LM:
+[CLS] source [SEP] target [SEP] under the seq2seq attention mask, --target-mask-prob of the target
+predicted at [MASK]s.
+
+--tasks tasks.toml trains several tasks at once (MT-DNN): one shared encoder, one head per task,
+each batch from one task drawn in proportion to its size (or n ** (1/T)); RUN/best keeps the best
+mean of the tasks' main dev metrics. --head NAME continues single-task finetuning from one head.
 """
 EPILOG = """Examples:
 
@@ -33,7 +39,12 @@ EPILOG = """Examples:
 
   ptm eval --checkpoint runs/sst2/best --data sst2/dev.tsv
 
+  ptm finetune --checkpoint runs/bert-mini --tasks examples/tasks-glue.toml -o runs/glue-mt
+  ptm finetune --checkpoint runs/glue-mt --head rte --task pair-classification --train rte/train.tsv --dev rte/dev.tsv -o runs/rte-mt
+
   ptm finetune --checkpoint runs/bart-mini --task seq2seq --source-file multi30k/train.en --target-file multi30k/train.de --dev-source-file multi30k/val.en --dev-target-file multi30k/val.de -o runs/en-de --label-smoothing 0.1 --max-len 64
+
+  ptm finetune --checkpoint runs/bert-mini --task seq2seq --train pairs.tsv --dev dev.tsv -o runs/unilm --max-source-len 64 --max-target-len 64
 
   ptm extract-features -c runs/bert-mini sst2/train.tsv --task classification --pool mean --layers all -o feats/sst2-train
   ptm extract-features -c runs/bert-mini sst2/dev.tsv --task classification --pool mean --layers all -o feats/sst2-dev

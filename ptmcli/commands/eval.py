@@ -49,7 +49,9 @@ def run(cfg: EvalConfig) -> dict | None:
         return run_probe(cfg, device)
 
     checkpoint = open_checkpoint(cfg.checkpoint)
-    config = read_config(checkpoint)
+    from ptmcli.finetuning.multitask_checkpoint import select_head
+
+    config = select_head(read_config(checkpoint), cfg.head, f"--checkpoint {cfg.checkpoint}")
     seq2seq_flags = [flag for flag, value in (("--source-file", cfg.source_file), ("--target-file", cfg.target_file),
                                               ("--num-beams", cfg.num_beams), ("--metrics", cfg.metrics)) if value is not None]
     if seq2seq_flags and (config.get("task") or {}).get("type") != SEQ2SEQ:

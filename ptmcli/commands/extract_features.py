@@ -131,6 +131,10 @@ def run(cfg: ExtractConfig):
     # Before the checkpoint is opened: a transformers directory is converted there.
     check_target(cfg.output, infer_format(cfg.output, cfg.output_format), cfg.overwrite)
     cfg = replace(cfg, checkpoint=str(open_checkpoint(cfg.checkpoint)))
+    from ptmcli.checkpoint import read_config
+    from ptmcli.finetuning.multitask_checkpoint import select_head
+
+    select_head(read_config(Path(cfg.checkpoint)), cfg.head, f"--checkpoint {cfg.checkpoint}")
     cfg, defaults_line = _model_defaults(cfg)
     fmt = _validate(cfg)
     if defaults_line:
@@ -139,7 +143,7 @@ def run(cfg: ExtractConfig):
     check_precision(cfg.precision, device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    model = load_feature_model(cfg.checkpoint, device)
+    model = load_feature_model(cfg.checkpoint, device, head=cfg.head)
     plan = build_plan(cfg.layers, model.num_layers, cfg.combine, model.family.features_all_layers, cfg.mix_weights, cfg.mix_gamma,
                       model.scalar_mix, str(model.path))
     extractor = FeatureExtractor(model, plan, pool=cfg.pool, normalize=cfg.normalize, words=cfg.words, max_length=cfg.max_seq_length,

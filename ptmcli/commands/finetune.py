@@ -61,7 +61,7 @@ def _validate(cfg: FinetuneConfig) -> None:
 
 # Flags of --task seq2seq alone, and what they hold when unset.
 SEQ2SEQ_FLAGS = {"source_file": None, "target_file": None, "dev_source_file": None, "dev_target_file": None,
-                 "max_source_len": None, "max_target_len": None, "label_smoothing": 0.0, "num_beams": 1}
+                 "max_source_len": None, "max_target_len": None, "label_smoothing": 0.0, "num_beams": 1, "target_mask_prob": 0.7}
 
 
 def _validate_seq2seq(cfg: FinetuneConfig) -> None:
@@ -150,12 +150,19 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     ckpt_to_resume = None
     if cfg.resume:
         cfg, ckpt_to_resume = _resume_config(cfg, explicit)
+    if cfg.tasks:
+        from ptmcli.commands.finetune_multitask import run_multitask
+
+        return run_multitask(cfg, explicit, ckpt_to_resume)
     _validate(cfg)
     stored = None
     if cfg.train_features:
         from ptmcli.finetuning.stored_features import open_stored
 
         stored, cfg = open_stored(cfg, explicit)
+    from ptmcli.finetuning import cross_view
+
+    unlabeled = cross_view.read_unlabeled(cfg)  # cross-view training's text, refused before anything is written
     texts = _seq2seq_texts(cfg) if cfg.task == SEQ2SEQ else None
 
     import torch
@@ -180,19 +187,32 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     session = RunSession(cfg, ckpt_to_resume)
     device = session.start()
     dist_info, main = session.dist_info, session.is_main
-    source = load_checkpoint(open_checkpoint(cfg.checkpoint))
+    opened = open_checkpoint(cfg.checkpoint)
+    if cfg.task == SEQ2SEQ:  # a family that cannot do seq2seq is refused before loading prints notes on its weights
+        from ptmcli.finetuning import seq2seq as seq2seq_styles
+        from ptmcli.models.registry import get_family
+
+        arch = ckpt_io.read_config(opened).get("arch")
+        seq2seq_styles.style(get_family(arch), arch, f"--checkpoint {cfg.checkpoint}")
+    source = load_checkpoint(opened)
     if cfg.mode != "features":  # int8 weights have no gradients: only a frozen encoder may be one
         from ptmcli.compress.quantize import refuse_training
 
         refuse_training(source.config, f"--checkpoint {cfg.checkpoint} (--mode {cfg.mode})")
     lr = cfg.lr if cfg.lr is not None else default_lr(cfg.mode, getattr(source.model_config, "hidden_size", None))
-    if source.config.get("task"):
+    from ptmcli.finetuning.multitask_checkpoint import continued_head, is_multitask
+
+    # A multi-task checkpoint's shared encoder starts a single-task run (MT-DNN's second stage), and --head its head.
+    head_task = continued_head(source.config, cfg.head, cfg.task, cfg.mode, f"--checkpoint {cfg.checkpoint}")
+    if source.config.get("task") and not is_multitask(source.config):
         raise PtmError(f"--checkpoint {cfg.checkpoint}: already finetuned for {source.config['task'].get('type')}; start from a pretrained checkpoint")
     arch, family, tokenizer = source.arch, source.family, source.tokenizer
     if cfg.task == SEQ2SEQ:
         from ptmcli.finetuning import seq2seq
 
-        seq2seq.check_encoder_decoder(family, arch, f"--checkpoint {cfg.checkpoint}")
+        # An encoder-decoder trains its own decoder; an encoder with a masked-LM head trains as UniLM's seq2seq LM.
+        seq2seq = seq2seq.style(family, arch, f"--checkpoint {cfg.checkpoint}")
+        seq2seq.check_checkpoint(source, cfg, f"--checkpoint {cfg.checkpoint}")
     encoder = word_encoders.encoder_spec(cfg, family, pairs=False)
     if ckpt_to_resume is not None and encoder is not None:
         encoder = (ckpt_io.read_config(ckpt_to_resume).get("task") or {}).get("encoder") or encoder
@@ -262,6 +282,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     elif ckpt_to_resume is not None:
         # The pooling the run started with, whatever the default for its checkpoint is now.
         pool = (ckpt_io.read_config(ckpt_to_resume).get("task") or {}).get("pool")
+    elif pool is None and head_task is not None:
+        pool = head_task.get("pool")
     elif pool is None:
         pool, why = checkpoint_pool(family, cfg.task, cfg.mode, source.config, source.initialised, str(source.path / "config.json"))
         if why:
@@ -275,6 +297,10 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
         model = TaskModel(arch, lm, cfg.task, output_size(cfg.task, labels), cfg.mode, pool=pool, normed_top=normed_top,
                           word_encoder=encoder)
         model.set_mask_id(tokenizer.mask_id)
+    if head_task is not None:
+        from ptmcli.finetuning.multitask import load_head
+
+        load_head(model, source.path, cfg.head, head_task, labels)
     if cfg.aux_lm_weight > 0 and family.lm_needs_mask_token() and tokenizer.mask_id is None:
         raise PtmError(f"--aux-lm-weight with {family.title} needs a tokenizer with a [MASK] token")
     model.to(device)
@@ -298,6 +324,10 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
             sf.spot_check(model, stored.dev, dev_rows, stored.layout, device, "--dev", cfg.dev, source.path)
             dev_data = sf.StoredRows(stored.dev, dev_rows)
     groups = discriminative_groups(model, lr, cfg.weight_decay, cfg.discriminative_lr, num_layers)
+    cvt = None
+    if unlabeled is not None:
+        cvt = cross_view.CrossView(cfg, model, unlabeled, tokenizer, arch, labels, output_size(cfg.task, labels))
+        groups.append(cvt.parameter_group(lr, num_layers + 2))
     optimizer = adamw_for_groups(groups, lr, betas=(0.9, 0.999), eps=1e-6, device=device.type)
 
     pad_id = train_rows.pad_id
@@ -305,10 +335,12 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     if stored is not None:
         batch_of = sf.collate_stored
     elif cfg.task == SEQ2SEQ:
-        batch_of = seq2seq.pair_collator(pad_id, seq2seq.decoder_start_id(lm))
+        batch_of = seq2seq.training_collator(pad_id, lm, tokenizer, cfg)
     # Under torchrun each rank takes its share of every global batch (per-device batch x processes).
     global_batch = cfg.batch_size * dist_info.world_size
     per_epoch = steps_per_epoch(len(train_rows), global_batch, cfg.grad_accum)
+    if cvt is not None:
+        per_epoch = cvt.steps_per_epoch(per_epoch)
     max_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     task_config = {
         "type": cfg.task, "labels": list(labels), "mode": cfg.mode, "input_style": arch, "max_len": cfg.max_len,
@@ -323,6 +355,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     if cfg.task == SEQ2SEQ:
         task_config.update(max_source_len=source_len, max_target_len=target_len, label_smoothing=cfg.label_smoothing,
                            num_beams=cfg.num_beams)
+        if family.prefix_lm:
+            task_config["target_mask_prob"] = cfg.target_mask_prob
     if stored is not None:
         # What makes the saved model, run on text, compute the stored vectors (see TaskModel).
         task_config.update(trained_on_features={
@@ -338,8 +372,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     def evaluate_dev(m, precision, dev):
         if cfg.task == SEQ2SEQ:
             settings = seq2seq.generation_settings(m.lm, tokenizer, framing, target_len, cfg.num_beams)
-            result, _ = seq2seq.evaluate_rows(m, dev_rows, tokenizer, settings, batch_of, batch_size=max(cfg.batch_size, 32),
-                                              device=dev, precision=precision)
+            result, _ = seq2seq.evaluate_rows(m, dev_rows, tokenizer, settings, seq2seq.evaluation_collator(pad_id, m.lm, tokenizer),
+                                              batch_size=max(cfg.batch_size, 32), device=dev, precision=precision)
             return scalar_metrics(result)
         if dev_data is not None:
             logits = sf.predict_stored(m, dev_data, batch_size=max(cfg.batch_size, 64), device=dev, precision=precision)
@@ -366,10 +400,15 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     )
     if ckpt_to_resume is not None:
         model.load_checkpoint_state(ckpt_io.read_weights(ckpt_to_resume), str(ckpt_to_resume))
+        if cvt is not None:
+            cvt.load_heads(ckpt_to_resume)
 
     settings = session.loop_settings(max_steps=max_steps, lr=lr, warmup_steps=round(cfg.warmup_ratio * max_steps),
                                      eval_every=(cfg.eval_every or per_epoch) if dev_rows is not None else 0)
     save = session.save_function(checkpoint_config, tokenizer_copy, model.checkpoint_state)
+    if cvt is not None:
+        task, save = cvt.task(task, batch_of, global_batch), cvt.saving_heads(save, run_dir, main)
+        session.announce(cvt.describe())
     session.open_run_dir({"task": task_config, "source": str(source.path)}, prepare=lambda _: _keep_tokenizer(source.path, tokenizer_copy))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     batch_text = f"{session.global_batch_text()}, " if dist_info.enabled else ""
@@ -383,7 +422,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     )
     # Not wrapped in DDP: gradual unfreezing changes the trainable set and the auxiliary LM runs
     # outside forward(), so the loop averages gradients itself.
-    state = session.train(model, optimizer, task, settings, save, average_gradients=dist_info.enabled)
+    state = session.train(model if cvt is None else cvt.model, optimizer, task, settings, save, average_gradients=dist_info.enabled)
     if not main:
         return {"step": state.step}
     return report_results(session, state, task, metric, best_dir, run_dir, labels, lr)

@@ -1,4 +1,5 @@
-"""``ptm generate``: one output line per input line, from a GPT or BART checkpoint, for pipelines.
+"""``ptm generate``: one output line per input line, from a GPT, BART or T5 checkpoint or a BERT finetuned as
+UniLM's seq2seq LM, for pipelines.
 
 Inputs are read line by line (a file or stdin) and decoded ``--batch-size`` at a
 time through ``ptmcli.models.generation.decode``: greedy, sampling or beam
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 
 from ptmcli.errors import PtmError
 from ptmcli.evaluation.generate_config import GenerateConfig
+from ptmcli.tasks import SEQ2SEQ
 
 
 def check_flags(cfg: GenerateConfig) -> None:
@@ -88,9 +90,17 @@ def run(cfg: GenerateConfig) -> int:
     loaded = load_checkpoint(cfg.checkpoint, device, note_initialised=False)
     family, tokenizer, model = loaded.family, loaded.tokenizer, loaded.model
     seq2seq = family.is_encoder_decoder
+    task = loaded.config.get("task") or {}
+    prefix_lm = family.prefix_lm and task.get("type") == SEQ2SEQ
+    if prefix_lm:  # an encoder finetuned as UniLM's seq2seq LM decodes behind its source
+        from ptmcli.models.prefix_lm import PrefixLM
+
+        model, seq2seq = PrefixLM(model, family, tokenizer.mask_id), True
     if not (family.generates or seq2seq):
         able = ", ".join(sorted(name for name, f in FAMILIES.items() if f.generates or f.is_encoder_decoder))
-        raise PtmError(f"--checkpoint {cfg.checkpoint}: a {loaded.arch} model does not generate text (these do: {able})")
+        prefix = ", ".join(sorted(name for name, f in FAMILIES.items() if f.prefix_lm))
+        raise PtmError(f"--checkpoint {cfg.checkpoint}: a {loaded.arch} model does not generate text (these do: {able}; "
+                       f"{prefix} once finetuned with --task seq2seq)")
     model.eval()
     limit = family.position_limit(model.config)
     max_new = cfg.max_new_tokens
@@ -100,6 +110,16 @@ def run(cfg: GenerateConfig) -> int:
               file=sys.stderr)
         max_new = limit - 1
     framing = family.framing(tokenizer)
+    # What a source may hold: the encoder's positions (a decoder-only prompt keeps its end itself); a prefix LM's
+    # source and output share them, so its source keeps the length finetuning gave it.
+    room = None if limit is None or not seq2seq else limit - len(framing.prefix) - len(framing.suffix)
+    if prefix_lm:
+        longest_source = int(task.get("max_source_len", limit // 2))
+        room = longest_source - len(framing.prefix) - len(framing.suffix)
+        if max_new > limit - longest_source:
+            max_new = limit - longest_source
+            print(f"ptm generate: --max-new-tokens capped at {max_new}: sources of up to {longest_source} tokens and the "
+                  f"output share the model's {limit} positions", file=sys.stderr)
     end_ids = [i for i in (tokenizer.eos_id, tokenizer.sep_id) if i is not None]
     sampling = bool(cfg.temperature) or cfg.top_k > 0 or cfg.top_p < 1.0
     temperature = cfg.temperature if cfg.temperature is not None else (1.0 if sampling else 0.0)
@@ -110,8 +130,6 @@ def run(cfg: GenerateConfig) -> int:
         forced_bos_id=getattr(model.config, "forced_bos_token_id", None), pad_id=framing.pad_id,
     )
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    # What a source may hold: the encoder's positions (a decoder-only prompt keeps its end itself).
-    room = None if limit is None or not seq2seq else limit - len(framing.prefix) - len(framing.suffix)
     count = cut = 0
     for batch in _batches(itertools.chain([] if first is None else [first], lines), cfg.batch_size):
         encoded = tokenizer.encode_batch(batch)

@@ -52,7 +52,9 @@ def run(cfg: PredictConfig) -> int:
     check_precision(cfg.precision, device)
 
     checkpoint = open_checkpoint(cfg.checkpoint)
-    config = read_config(checkpoint)
+    from ptmcli.finetuning.multitask_checkpoint import select_head
+
+    config = select_head(read_config(checkpoint), cfg.head, f"--checkpoint {cfg.checkpoint}")
     task = config.get("task")
     if not task:
         raise PtmError(f"--checkpoint {cfg.checkpoint}: a pretrained {config.get('arch', '')} model, not finetuned; "
@@ -64,7 +66,7 @@ def run(cfg: PredictConfig) -> int:
     # The input is opened (its format and columns settled) before the weights load: a bad input fails at once.
     stream = open_labeled(cfg.input, task["type"], text_columns=text_columns,
                           preferred_text_columns=task.get("text_columns"), fmt=cfg.format, labels=False)
-    model, config, tokenizer = load_task_model(checkpoint, device)
+    model, config, tokenizer = load_task_model(checkpoint, device, head=cfg.head)
     predictor = TaskPredictor(model, config, tokenizer, device, cfg.precision, cfg.batch_size)
     writer = PredictionWriter(sys.stdout, cfg.output_format, task["type"], stream.text_columns)
     count = 0
@@ -93,7 +95,7 @@ def _predict_answers(checkpoint, config: dict, cfg: PredictConfig, device, start
     if cfg.input == "-":
         raise PtmError("--task qa predictions read a SQuAD JSON or JSONL file, not stdin")
     read_squad(cfg.input, require_answers=False)  # a bad input fails before the weights load
-    model, config, tokenizer = load_task_model(checkpoint, device)
+    model, config, tokenizer = load_task_model(checkpoint, device, head=cfg.head)
     answers = predict_answers(model, config, tokenizer, cfg.input, device=device, precision=cfg.precision, batch_size=cfg.batch_size)
     json.dump(answers, sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -19,6 +19,7 @@ PROBES = ("similarity", "analogy")
 @dataclass(frozen=True)
 class EvalConfig:
     checkpoint: str | None = option(None, "Checkpoint directory; a run directory (its best/ checkpoint, else its newest); or a Hugging Face model directory (converted for the run). With --probe, also a word2vec (text or binary), GloVe or fastText .vec file.", short="-c", required="always")
+    head: str | None = option(None, "A multi-task checkpoint's head to evaluate (ptm finetune --tasks; its heads are listed when it is missing).")
     data: str | None = option(None, "Text to score: a file, glob, directory or - for stdin (gzip or not). Perplexity for GPT and ELMo; MLM loss and pseudo-perplexity for BERT. With --probe: the word pairs or analogy questions.")
     part: str | None = option(None, "ELECTRA: the network that scores --data. generator: its MLM loss, accuracy and pseudo-perplexity. [default: discriminator, the encoder finetuning reads, which is no language model and scores no text]", choices=("discriminator", "generator"))
     probe: str | None = option(None, "Evaluate word vectors instead: similarity (Spearman's rho of cosines against the human scores of --data, WordSim-353 or SimLex-999) or analogy (3CosAdd and 3CosMul accuracy on --data, Google's questions-words.txt). A checkpoint's word vectors are its input embeddings: a word is its token when it is a single token.", choices=PROBES)

@@ -34,7 +34,7 @@ def evaluate_labeled(checkpoint, config: dict, cfg) -> dict[str, Any]:
     if cfg.data is None:
         raise PtmError("--data is required: labeled data in the format the model was finetuned on")
     device = resolve_device(cfg.device)
-    model, config, tokenizer = load_task_model(checkpoint, device)
+    model, config, tokenizer = load_task_model(checkpoint, device, head=cfg.head)
     task = config["task"]
     labels = task.get("labels") or []
     started = time.perf_counter()

@@ -36,11 +36,12 @@ def evaluate_seq2seq(checkpoint, cfg) -> dict[str, Any]:
     task = config["task"]
     source_len, target_len = int(task.get("max_source_len", 128)), int(task.get("max_target_len", 128))
     num_beams = cfg.num_beams if cfg.num_beams is not None else int(task.get("num_beams", 1))
+    seq2seq = seq2seq.style(model.family, config["arch"], str(checkpoint))  # an encoder-decoder, or UniLM's prefix LM
     framing = model.family.framing(tokenizer)
     rows = seq2seq.encode_pairs(pairs, tokenizer, framing, source_len, target_len)
     seq2seq.announce_cuts(rows, "data", source_len, target_len)
     settings = seq2seq.generation_settings(model.lm, tokenizer, framing, target_len, num_beams)
-    batch_of = seq2seq.pair_collator(framing.pad_id, seq2seq.decoder_start_id(model.lm))
+    batch_of = seq2seq.evaluation_collator(framing.pad_id, model.lm, tokenizer)
     result, hypotheses = seq2seq.evaluate_rows(model, rows, tokenizer, settings, batch_of, batch_size=cfg.batch_size,
                                                device=device, precision=cfg.precision, metrics=metrics)
     if cfg.predictions:

@@ -46,11 +46,12 @@ class FeatureModel:
         return self.family.stack(self.model, input_ids, type_ids, attention_mask, self.normed_top)[1]
 
 
-def load_feature_model(path: str | Path, device: torch.device | str = "cpu") -> FeatureModel:
-    """The checkpoint's encoder in eval mode on ``device``, its tokenizer and its limits."""
+def load_feature_model(path: str | Path, device: torch.device | str = "cpu", head: str | None = None) -> FeatureModel:
+    """The checkpoint's encoder in eval mode on ``device``, its tokenizer and its limits; ``head``: the head of a
+    multi-task checkpoint whose scalar mix and settings apply."""
     from ptmcli.checkpoint.loading import load_encoder, saved_normed_top
 
-    loaded = load_encoder(path, device)
+    loaded = load_encoder(path, device, head)
     family, model_config, config = loaded.family, loaded.model_config, loaded.config
     positions = family.position_limit(model_config)
     trained = (config.get("training") or {}).get("seq_len")
@@ -59,7 +60,8 @@ def load_feature_model(path: str | Path, device: torch.device | str = "cpu") -> 
         default = min(default, positions)
     mix = loaded.scalar_mix or {}
     # Without a learned mix the stack is the documented one; a mix meets the layers it was learned on.
-    normed_top = not mix or saved_normed_top(config.get("task"))
+    task = config.get("task") if head is None else config["task"]["heads"][head]  # a multi-task checkpoint's head
+    normed_top = not mix or saved_normed_top(task)
     return FeatureModel(loaded.path, config, loaded.arch, family, loaded.model, loaded.tokenizer,
                         family.num_layers(model_config), family.feature_size(model_config), int(default), positions, mix,
                         normed_top)

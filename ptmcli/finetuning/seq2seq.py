@@ -6,7 +6,9 @@ batch (``ptmcli.data.seq2seq``) and decodes through ``incremental_decoder``
 (``ptmcli.models.generation``). No head is added: the model's own decoder and
 output projection are trained, and a finetuned checkpoint holds only the
 model's weights under their pretraining names, so ``ptm generate`` and
-``ptm convert`` read it as they read the pretrained one.
+``ptm convert`` read it as they read the pretrained one. An encoder with a masked-LM head
+(``Family.prefix_lm``, BERT) is finetuned as UniLM's seq2seq LM instead: :func:`style` chooses
+``unilm_seq2seq``, which answers the same calls.
 
 Both sides are framed as the family frames a text (BART: ``<s> text </s>``),
 the way denoising pretraining framed its sources and targets, and cut to
@@ -40,6 +42,8 @@ IGNORE_INDEX = -100
 METRICS = ("bleu", "chrf", "rouge")
 """What ``ptm eval --metrics`` may ask for: BLEU and chrF always come; ROUGE needs rouge-score."""
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+TARGET_MASK_PROB = 0.7
+"""``--target-mask-prob``'s default (UniLM's recipe, ``unilm_seq2seq``)."""
 
 
 def _one_vocabulary(family) -> bool:
@@ -57,7 +61,28 @@ def check_encoder_decoder(family, arch: str, where: str) -> None:
     if family.is_encoder_decoder:
         raise PtmError(f"{where}: a {arch} model decodes into a target vocabulary of its own, which the checkpoint's tokenizer "
                        f"does not write; --task seq2seq needs one vocabulary for both sides ({able})")
-    raise PtmError(f"{where}: a {arch} model is encoder-only; --task seq2seq needs an encoder-decoder checkpoint ({able})")
+    prefix = ", ".join(sorted(name for name, f in FAMILIES.items() if f.prefix_lm))
+    raise PtmError(f"{where}: a {arch} model is encoder-only; --task seq2seq needs an encoder-decoder checkpoint ({able}) "
+                   f"or an encoder with a masked-LM head to finetune as UniLM's seq2seq LM ({prefix})")
+
+
+def style(family, arch: str, where: str):
+    """The module that finetunes ``family`` for ``--task seq2seq``: this one for an encoder-decoder (its own
+    decoder trains), ``unilm_seq2seq`` for a prefix LM (``Family.prefix_lm``: an encoder with a masked-LM head,
+    as UniLM). Both answer ``check_checkpoint``, ``encode_pairs``, ``describe_cuts``, ``Seq2SeqModel``,
+    ``training_collator``, ``evaluation_collator``, ``generation_settings`` and ``evaluate_rows``."""
+    if family.prefix_lm:
+        from ptmcli.finetuning import unilm_seq2seq
+
+        return unilm_seq2seq
+    check_encoder_decoder(family, arch, where)
+    return sys.modules[__name__]
+
+
+def check_checkpoint(loaded, cfg, where: str) -> None:
+    """Refuse the flags of UniLM's recipe (each side's length is checked against the positions by the caller)."""
+    if cfg.target_mask_prob != TARGET_MASK_PROB:
+        raise PtmError(f"--target-mask-prob applies to an encoder finetuned as UniLM's seq2seq LM, not to a {loaded.arch} model")
 
 
 # -- rows -----------------------------------------------------------------------------------------
@@ -133,6 +158,16 @@ def pair_collator(pad_id: int, decoder_start_id: int):
         return dict(collate([(row["source"], row["target"]) for row in rows]))
 
     return batch_of
+
+
+def training_collator(pad_id: int, lm: nn.Module, tokenizer, cfg):
+    """Rows -> training batches: the source for the encoder, the target shifted right for the decoder."""
+    return pair_collator(pad_id, decoder_start_id(lm))
+
+
+def evaluation_collator(pad_id: int, lm: nn.Module, tokenizer):
+    """Rows -> dev batches (teacher forcing, as in training)."""
+    return pair_collator(pad_id, decoder_start_id(lm))
 
 
 def decoder_start_id(model: nn.Module) -> int:

@@ -85,11 +85,17 @@ class FinetuneTask:
         picked = []
         for _ in range(count):
             epoch = self.epoch
-            picked.append([int(next(self._iter)) for _ in range(self.batch_size)])
+            picked.append((epoch, [int(next(self._iter)) for _ in range(self.batch_size)]))
         epochs = (epoch, self.epoch)
         batches = []
-        for chosen in picked:
-            batch = self.collate([self.rows[i] for i in (chosen if rows is None else chosen[rows])])
+        for row_epoch, chosen in picked:
+            mine = chosen if rows is None else chosen[rows]
+            if getattr(self.collate, "keyed", False):
+                # A collator that draws (UniLM's target masks) draws by (epoch, row), so a resumed run or any
+                # split of the batch across ranks makes the same batch.
+                batch = self.collate([self.rows[i] for i in mine], [row_epoch * len(self.rows) + i for i in mine])
+            else:
+                batch = self.collate([self.rows[i] for i in mine])
             batch[STEP_EPOCHS] = epochs
             batches.append(batch)
         return batches

@@ -131,25 +131,42 @@ class TaskModel(nn.Module):
 
     def _top(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features for the head: ``[B, T, D]`` per token, and ``[B, D]`` per sequence (None for tagging)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_lm):
-            if self.uses_mix:
-                last, states = self.encoder_layers(batch)
-            else:
-                last = self.family.top(self.lm, batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"])
-        self._last_hidden = last
         mask = batch["attention_mask"]
         if self.word_encoder is not None:
+            last = self._encoder_top(batch)
+            self._last_hidden = last
             per_token = self.task_type in PER_TOKEN_TASKS
             out = self.word_encoder(last, mask, batch.get("token_type_ids"), per_token)
             return (out, None) if per_token else (out, out)
-        if self.uses_mix:
-            tokens = self.scalar_mix([s.float() if s.dtype != last.dtype else s for s in states])
-        else:
-            tokens = last
+        tokens, self._last_hidden = self._tokens_and_top(batch)
         if self.task_type in PER_TOKEN_TASKS:
             return tokens, None
-        pooled = self.family.pool(self.lm, tokens) if self.pool is None else self.pool_tokens(tokens, mask)
-        return tokens, pooled
+        return tokens, self.pool_sentence(tokens, mask)
+
+    def pool_sentence(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``[B, D]``: the vector a sentence task reads from ``tokens``: the family's pooler, or ``pool_tokens``."""
+        return self.family.pool(self.lm, tokens) if self.pool is None else self.pool_tokens(tokens, mask)
+
+    def _encoder_top(self, batch: dict[str, torch.Tensor], states: list | None = None) -> torch.Tensor:
+        """The pretrained model's top layer; with ``states`` (a list), its layers are appended to it."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_lm):
+            if states is not None:
+                last, layers = self.encoder_layers(batch)
+                states.extend(layers)
+                return last
+            return self.family.top(self.lm, batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"])
+
+    def token_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, T, D]``: what the head reads at each token (the top layer or the scalar mix), before pooling.
+        ``attention_mask`` may be any mask the encoder takes (cross-view training's per-query patterns)."""
+        return self._tokens_and_top(batch)[0]
+
+    def _tokens_and_top(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        states: list | None = [] if self.uses_mix else None
+        last = self._encoder_top(batch, states)
+        if self.uses_mix:
+            return self.scalar_mix([s.float() if s.dtype != last.dtype else s for s in states]), last
+        return last, last
 
     def pool_tokens(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``[B, D]`` from ``[B, T, D]`` (also ``[B, T, K, D]``) as ``pool`` says, over the real tokens of ``mask``."""
@@ -320,24 +337,27 @@ def checkpoint_pool(family, task_type: str, mode: str, config: dict, initialised
     return "mean", f"since {objective} pretraining left {family.title}'s pooler untrained"
 
 
-def load_task_model(path, device: torch.device | str = "cpu"):
-    """(TaskModel with its weights, config.json, tokenizer) of a finetuned checkpoint directory."""
+def load_task_model(path, device: torch.device | str = "cpu", head: str | None = None):
+    """(TaskModel with its weights, config.json, tokenizer) of a finetuned checkpoint directory; ``head``
+    picks one head of a multi-task checkpoint (which is refused without it), and config.json is its view."""
     from ptmcli.checkpoint import WEIGHTS, read_config, read_weights
     from ptmcli.checkpoint.loading import apply_quantization, saved_normed_top
+    from ptmcli.finetuning.multitask_checkpoint import head_weights, select_head
     from ptmcli.models.registry import get_family
     from ptmcli.tasks.labels import output_size
     from ptmcli.tokenization.tokenizer import PtmTokenizer
 
-    config = read_config(path)
+    config = select_head(read_config(path), head, str(path))
     task = config.get("task")
     if not isinstance(task, dict) or task.get("type") not in TASK_TYPES:
         raise PtmError(f"{path}: config.json has no usable task (type one of {', '.join(TASK_TYPES)})")
     family = get_family(config["arch"])
     lm = family.build(family.config_class.from_dict(config["model"]))
     if task["type"] == SEQ2SEQ:  # no head: the encoder-decoder's own weights, under their pretraining names
-        from ptmcli.finetuning.seq2seq import Seq2SeqModel
+        from ptmcli.finetuning import seq2seq
 
-        model = Seq2SeqModel(config["arch"], lm, float(task.get("label_smoothing", 0.0)), where=str(path))
+        model = seq2seq.style(family, config["arch"], str(path)).Seq2SeqModel(
+            config["arch"], lm, float(task.get("label_smoothing", 0.0)), where=str(path))
         apply_quantization(model, config)
         model.load_checkpoint_state(read_weights(path), str(path / WEIGHTS))
         model.to(device)
@@ -346,7 +366,7 @@ def load_task_model(path, device: torch.device | str = "cpu"):
     model = TaskModel(config["arch"], lm, task["type"], output_size(task["type"], task.get("labels") or []), task.get("mode", "finetune"),
                       pool=task.get("pool"), normed_top=saved_normed_top(task), word_encoder=task.get("encoder"))
     apply_quantization(model, config)
-    state = read_weights(path)
+    state = read_weights(path) if head is None else head_weights(read_weights(path), head)
     # A checkpoint converted from a transformers task model has no pretraining heads (nor, for a token or
     # span model, the pooler); the task never reads them, so the freshly built ones stand in.
     reads_pooler = model.pool is None and task["type"] not in PER_TOKEN_TASKS

@@ -159,8 +159,12 @@ class BertEmbeddings(nn.Module):
             )
         return self.position_embeddings.weight[:length]
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        x = self.word_embeddings(input_ids) + self.positions(input_ids)
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        # ``position_ids`` [B, T]: a position per token, for layouts whose rows do not count from 0 alike
+        # (UniLM's decoding and teacher forcing, ``prefix_lm.py``).
+        positions = self.positions(input_ids) if position_ids is None else self.position_embeddings(position_ids)
+        x = self.word_embeddings(input_ids) + positions
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
                 # Every token is segment 0: add that one row instead of a gather.
@@ -180,6 +184,8 @@ class BertModel(nn.Module):
 
     embeddings_class: type[nn.Module] = BertEmbeddings
     block_class: type[nn.Module] = PostNormBlock
+    attention_patterns = True
+    """Its ``attention_mask`` may be a per-query pattern ``[B, T, T]`` (what cross-view training's views need)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -509,6 +515,7 @@ class BertFamily(Family):
     first_position_is_summary = True
     scorer = "masked"
     task_tokens = (("cls",), ("sep",), ("sep",))
+    prefix_lm = True
 
     def unused_by_features(self, stored_keys: set[str]) -> tuple[str, ...]:
         # The pooler reads [CLS] for NSP and classification, never a layer; a model converted from
@@ -550,6 +557,9 @@ class BertFamily(Family):
 
     def lm_needs_mask_token(self) -> bool:
         return True
+
+    def masked_lm_head(self, model):
+        return model.mlm
 
     def lm_loss(self, model, batch, last_hidden, mask_id, generator):
         # The caller masked the inputs (``mlm_input_ids``/``mlm_labels``), as pretraining does.

@@ -304,6 +304,7 @@ class DistilBertFamily(BertFamily):
     preset_config = staticmethod(preset_config)
     default_preset, sample_preset = "distilbert-mini", "distilbert-tiny"
     head_parts = {"pooler": "distilbert.pooler.", "mlm": "mlm."}
+    prefix_lm = False  # no segment embeddings to tell the target from the source
     encoder_prefix = "distilbert."
     bottom_prefixes = ("distilbert.embeddings.",)
 

@@ -439,6 +439,7 @@ class ElectraFamily(BertFamily):
     preset_config = staticmethod(preset_config)
     default_preset, sample_preset = "electra-mini", "electra-tiny"
     head_parts = {"pooler": "electra.pooler.", "generator": "generator.", "rtd": "rtd."}
+    prefix_lm = False  # the discriminator has no masked-LM head
     encoder_prefix = "electra."
     bottom_prefixes = ("electra.embeddings.", "electra.projection.")
     scorer = None

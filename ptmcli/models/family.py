@@ -82,6 +82,11 @@ class Family:
     ``start`` takes the sources (right-padded, optionally with their ``attention_mask``), encodes them
     once and feeds the decoder-start token. The stack is the encoder's. Such a family does not continue
     text, so ``generates`` stays False."""
+    prefix_lm: bool = False
+    """Whether the encoder with its masked-LM head can serve as UniLM's sequence-to-sequence LM (``--task seq2seq``
+    on an encoder; ``ptmcli.models.prefix_lm``): source and target in one sequence under the seq2seq attention
+    mask, each target token predicted at a [MASK]. The encoder then has ``embeddings(ids, segments, position_ids)``,
+    ``layers`` of blocks taking a key/value cache and ``final_norm``, and :meth:`masked_lm_head` answers."""
     compiles: bool = True
     """Whether ``--compile`` applies (an LSTM with per-batch unique tokens does not compile)."""
     task_encoder: str | None = None
@@ -188,3 +193,8 @@ class Family:
 
     def lm_needs_mask_token(self) -> bool:
         return False
+
+    def masked_lm_head(self, model: nn.Module) -> nn.Module:
+        """The masked-LM head of a ``prefix_lm`` family's pretraining model: hidden ``[..., D]`` -> logits
+        ``[..., vocab]``, with ``transform``, ``decoder`` and ``bias`` (``ptmcli.models.bert.masked_lm_terms``)."""
+        raise PtmError(f"{self.title or self.name} has no masked-LM head to predict target tokens with")

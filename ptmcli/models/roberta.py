@@ -253,6 +253,7 @@ class RobertaFamily(BertFamily):
     preset_config = staticmethod(preset_config)
     default_preset, sample_preset = "roberta-mini", "roberta-tiny"
     head_parts = {"pooler": "roberta.pooler.", "mlm": "mlm."}
+    prefix_lm = False  # one segment, and positions counted from the padding id: UniLM's layout needs both
     encoder_prefix = "roberta."
     bottom_prefixes = ("roberta.embeddings.",)
     task_tokens = (("cls", "bos"), ("sep", "eos"), ("sep", "eos"))
