@@ -124,8 +124,11 @@ def _load(ckpt: Path, config: dict):
     """(fp32 model, family, tokenizer, heads the file lacked): the task model of a finetuned checkpoint, else
     the pretraining model."""
     if config.get("task") is not None:
+        from ptmcli.finetuning.multitask_checkpoint import refuse_multitask
         from ptmcli.finetuning.task_model import load_task_model
         from ptmcli.models.registry import get_family
+
+        refuse_multitask(config, str(ckpt), "ptm compress")
 
         model, _, tokenizer = load_task_model(ckpt)
         return model, get_family(config["arch"]), tokenizer, []

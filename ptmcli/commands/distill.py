@@ -73,6 +73,9 @@ def _load_teacher(cfg: DistillConfig):
     task = json.loads((path / "config.json").read_text()).get("task")
     if not isinstance(task, dict):
         raise PtmError(f"--teacher {cfg.teacher}: not a finetuned checkpoint (no task in its config.json); finetune it first with ptm finetune")
+    from ptmcli.finetuning.multitask_checkpoint import refuse_multitask
+
+    refuse_multitask({"task": task}, f"--teacher {cfg.teacher}", "ptm distill")
     if task.get("type") != cfg.task:
         raise PtmError(f"--teacher {cfg.teacher} is finetuned for {task.get('type')}, not --task {cfg.task}")
     if task.get("mode", "finetune") != "finetune" or task.get("encoder"):

@@ -43,6 +43,14 @@ def select_head(config: dict, head: str | None, where: str) -> dict:
     return dict(config, task=dict(config["task"]["heads"][head]), multitask_head=head)
 
 
+def refuse_multitask(config: dict, where: str, command: str) -> None:
+    """A command that takes one task's checkpoint and has no ``--head`` names the way to get one."""
+    if is_multitask(config):
+        names = head_names(config)
+        raise PtmError(f"{where} is a multi-task checkpoint (heads: {', '.join(names)}); {command} takes one task's "
+                       f"checkpoint: finetune one from it first (ptm finetune --checkpoint {where} --head {names[0]} ...)")
+
+
 def head_weights(state: dict, head: str) -> dict:
     """The encoder's tensors and head ``head``'s under their single-task names; the other heads' left out."""
     own = f"{HEADS_PREFIX}{head}."
