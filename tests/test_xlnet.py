@@ -11,9 +11,10 @@ import pytest
 import torch
 from conftest import run_cli
 
-from ptmcli.checkpoint import list_step_checkpoints, read_config
+from ptmcli.checkpoint import list_step_checkpoints, read_config, read_trainer
 from ptmcli.models import xlnet
 from ptmcli.pretraining.permutation_lm import NumberedBlockStream, PermutationSampler
+from ptmcli.pretraining.segment_recurrence import ParallelSegmentStream, RecurrentPermutationLMTask
 from tests.test_gpt import _Docs
 from tests.test_pretrain import _weights, corpus, ptm  # noqa: F401  (corpus is a fixture)
 
@@ -193,14 +194,101 @@ def test_numbered_block_stream_tiles_the_stream_and_resumes():
     assert np.array_equal(again[0], after[0]) and again[1].tolist() == after[1].tolist() == [3, 4]
 
 
+def _memory_docs():
+    return _Docs([[10 + i] * (3 + 2 * i) for i in range(9)])  # 9 documents, 108 tokens with their separators
+
+
+def test_memory_streams_continue_row_by_row_and_wrap_together():
+    docs = _memory_docs()
+    make = lambda: ParallelSegmentStream(docs, np.arange(9), seq_len=4, seed=4, eos_id=1, streams=3, shuffle=False)  # noqa: E731
+    stream = make()
+    text = np.concatenate([np.append(docs.docs[i], 1) for i in range(9)])
+    per_row = stream.segments_per_epoch * 4
+    assert stream.segments_per_epoch == len(text) // 12 == 9
+    taken = [stream.take(3) for _ in range(stream.segments_per_epoch)]
+    assert [t[2] for t in taken] == list(range(9)) and taken[4][3] == (0, 3)
+    for r in range(3):
+        # Row r reads part r of the epoch's stream: each segment continues the one before it exactly.
+        assert np.array_equal(np.concatenate([t[0][r] for t in taken]), text[r * per_row:(r + 1) * per_row])
+    assert [t[1].tolist() for t in taken[:2]] == [[0, 1, 2], [3, 4, 5]], "numbered as without memory"
+    blocks, numbers, segment, rows = stream.take(3)
+    assert segment == 0 and np.array_equal(blocks, taken[0][0]) and numbers.tolist() == [27, 28, 29], \
+        "every row wraps to the next epoch at once"
+
+    part = make()
+    part.take(3)
+    blocks, numbers, segment, rows = part.take(3, slice(1, 3))
+    assert np.array_equal(blocks, taken[1][0][1:]) and numbers.tolist() == [4, 5] and (segment, rows) == (1, (1, 3))
+    resumed = make()
+    resumed.load_state_dict(json.loads(json.dumps(part.state_dict())))
+    assert np.array_equal(resumed.take(3)[0], taken[2][0])
+    with pytest.raises(Exception, match="same data, --seq-len and global batch"):
+        ParallelSegmentStream(docs, np.arange(9), seq_len=4, seed=4, eos_id=1, streams=2).load_state_dict(part.state_dict())
+    with pytest.raises(Exception, match="fewer than one segment"):
+        ParallelSegmentStream(docs, np.arange(9), seq_len=64, seed=4, eos_id=1, streams=3)
+
+
+def _memory_task(batch_size=3):
+    stream = ParallelSegmentStream(_memory_docs(), np.arange(9), seq_len=6, seed=2, eos_id=1, streams=batch_size)
+    return RecurrentPermutationLMTask(stream, PermutationSampler(k=3, seq_len=6, context_ids=(1,)), seed=2,
+                                      batch_size=batch_size)
+
+
+def test_step_with_memory_equals_the_model_given_the_previous_segments_mems():
+    torch.manual_seed(6)
+    model = _ours(mem_len=4)
+    task = _memory_task()
+    first, second = task.next_micro_batches(2)  # accumulation: the second micro-batch reads the first's memory
+    assert (first["segment"], second["segment"]) == (0, 1)
+    with torch.no_grad():
+        loss_first, _ = task.loss(model, first, task.normalizers([first]))
+        loss_second, _ = task.loss(model, second, task.normalizers([second]))
+        masks = lambda b: dict(perm_mask=b["perm_mask"], target_mapping=b["target_mapping"])  # noqa: E731
+        direct_first = model(first["input_ids"], **masks(first), labels=first["labels"])
+        mems = model.xlnet(first["input_ids"], **masks(first), return_mems=True).mems
+        assert mems[0].shape == (3, 4, D)
+        direct = model(second["input_ids"], **masks(second), labels=second["labels"], mems=mems)
+        alone = model(second["input_ids"], **masks(second), labels=second["labels"])
+    assert torch.equal(loss_first, direct_first["lm_loss_sum"] / direct_first["lm_count"]), "the first segment reads no memory"
+    assert torch.equal(loss_second, direct["lm_loss_sum"] / direct["lm_count"])
+    # A random tiny model predicts almost uniformly: the states, not the loss, show that the memory is read.
+    assert not torch.allclose(direct["hidden"], alone["hidden"], atol=1e-2) and not torch.equal(direct["lm_loss_sum"], alone["lm_loss_sum"])
+
+    # The memory is what a checkpoint saves; a process holding rows 1..2 continues from it exactly.
+    saved = task.training_tensors()
+    assert sorted(saved) == [f"mems.{i}" for i in range(L)] and saved["mems.0"].shape == (3, 4, D)
+    third = task.next_micro_batches(1)[0]
+    resumed = _memory_task()
+    resumed.load_state_dict(json.loads(json.dumps(task.state_dict())))
+    resumed.stream.taken -= 1  # back to before the third micro-batch, as the checkpoint of the step before it
+    resumed.load_training_tensors(saved)
+    part = resumed.next_micro_batches(1, rows=slice(1, 3))[0]
+    assert torch.equal(part["input_ids"], third["input_ids"][1:]) and part["stream_rows"] == (1, 3)
+    with torch.no_grad():
+        whole = task._forward(model, third)
+        share = resumed._forward(model, part)
+    assert torch.equal(share["hidden"], whole["hidden"][1:])
+    assert resumed.memory[0].shape[0] == 2 and torch.equal(resumed.memory[0], task.memory[0][1:])
+
+
+def test_memory_follows_the_micro_batches_whatever_the_accumulation():
+    accumulated, single = _memory_task(), _memory_task()
+    steps = accumulated.next_micro_batches(2) + accumulated.next_micro_batches(2)
+    singles = [single.next_micro_batches(1)[0] for _ in range(4)]
+    for a, b in zip(steps, singles):
+        assert a["segment"] == b["segment"] and all(torch.equal(a[k], b[k]) for k in ("input_ids", "perm_mask", "labels"))
+    assert [b["segment"] for b in steps] == [0, 1, 2, 3]
+
+
 XLNET_TINY = ["--arch", "xlnet", "--preset", "xlnet-tiny", "--objective", "plm", "--hidden-size", "32", "--num-heads", "2",
               "--intermediate-size", "64", "--num-layers", "2", "--seq-len", "32", "--batch-size", "4", "--eval-rows", "4",
               "--eval-batches", "2", "--log-every", "2", "--no-progress"]
 
 
-def test_pretrain_plm_runs_and_resumes_bit_for_bit(corpus, tmp_path, capsys):  # noqa: F811
+@pytest.mark.parametrize("memory", [[], ["--mem-len", "16", "--grad-accum", "2"]], ids=["alone", "memory"])
+def test_pretrain_plm_runs_and_resumes_bit_for_bit(corpus, tmp_path, capsys, memory):  # noqa: F811
     shards, tok = corpus
-    common = ["--data", shards, "--tokenizer", tok, *XLNET_TINY, "--seed", "5", "--lr", "3e-3", "--max-steps", "4"]
+    common = ["--data", shards, "--tokenizer", tok, *XLNET_TINY, "--seed", "5", "--lr", "3e-3", "--max-steps", "4", *memory]
     code, err = ptm(capsys, "pretrain", *common, "-o", tmp_path / "full")
     assert code == 0, err
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
@@ -209,6 +297,11 @@ def test_pretrain_plm_runs_and_resumes_bit_for_bit(corpus, tmp_path, capsys):  #
     assert config["arch"] == "xlnet" and config["objective"] == "plm" and config["model"]["hidden_size"] == 32
 
     assert ptm(capsys, "pretrain", *common, "-o", tmp_path / "cut", "--save-every", "2", "--keep-last", "0")[0] == 0
+    # The memory (every layer's, every row's) is saved with the step, as safetensors beside the optimizer's state.
+    saved = read_trainer(list_step_checkpoints(tmp_path / "cut")[0])[0]
+    assert {k for k in saved if k.startswith("task/")} == ({"task/mems.0", "task/mems.1"} if memory else set())
+    if memory:
+        assert saved["task/mems.0"].shape == (4, 16, 32)
     for ckpt in list_step_checkpoints(tmp_path / "cut")[1:]:
         shutil.rmtree(ckpt)
     code, err = ptm(capsys, "pretrain", "--resume", tmp_path / "cut")

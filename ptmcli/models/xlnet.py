@@ -361,15 +361,19 @@ class XLNetForPermutationLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, perm_mask: torch.Tensor | None = None,
                 target_mapping: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                mems: tuple[torch.Tensor, ...] | None = None) -> dict[str, torch.Tensor]:
+                mems: tuple[torch.Tensor, ...] | None = None, return_mems: bool = False) -> dict[str, torch.Tensor]:
         """Summed loss of ``labels`` (``[B, P]`` beside a target mapping, else ``[B, T]``; -100 is ignored).
 
         Keys: ``hidden`` (what the head reads), and with labels ``lm_loss_sum``, ``lm_count``, ``lm_correct``;
-        the ``[N, vocab]`` logits exist one bounded chunk at a time.
+        with ``return_mems``, ``mems``: the memory for the next segment. The ``[N, vocab]`` logits exist one
+        bounded chunk at a time.
         """
-        hidden, _ = self.encode(input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
-                                perm_mask=perm_mask, target_mapping=target_mapping, mems=mems)
+        hidden, encoded = self.encode(input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
+                                      perm_mask=perm_mask, target_mapping=target_mapping, mems=mems,
+                                      return_mems=return_mems)
         out = {"hidden": hidden}
+        if return_mems:
+            out["mems"] = encoded.mems
         if labels is None:
             return out
         flat_labels = labels.reshape(-1)

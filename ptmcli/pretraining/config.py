@@ -41,7 +41,7 @@ class PretrainConfig(TrainingOptions):
     attention_dropout: float | None = option(None, "Override the dropout on attention probabilities.")
     embedding_size: int | None = option(None, "ALBERT, ELECTRA: override the preset's embedding width E (projected to the hidden size).")
     generator_size: float | None = option(None, "ELECTRA: the generator's hidden size as a fraction of the discriminator's, in (0, 1]; same depth [default: the preset's, 0.25].")
-    mem_len: int | None = option(None, "XLNet: positions of each layer's input kept as memory for a following segment (segment recurrence) [default: all].")
+    mem_len: int | None = option(None, "XLNet: segment recurrence; each row of a batch follows one stream of text across steps and reads the last N states of every layer from its previous segment (docs/models.md) [default: none, each example alone].")
     share: str | None = option(None, "ALBERT: what the layers share across depth [default: all].", choices=("all", "attention", "ffn", "none"))
     norm: str | None = option(None, "BERT, RoBERTa: where each block's LayerNorms sit: post (after each residual sum, as BERT) or pre (before attention and the feed-forward network, plus one LayerNorm after the last block; the small-budget cramming recipe); GPT: the same choice for its blocks [default: post; GPT: the preset's].", choices=("post", "pre"))
     bias: bool | None = option(None, "BERT, RoBERTa: biases in the attention, feed-forward, LayerNorm, pooler and NSP layers; --no-bias drops them, as cramming BERT does (the MLM decoder keeps its bias) [default: on].")

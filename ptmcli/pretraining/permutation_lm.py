@@ -23,8 +23,14 @@ p-th target (in position order) at position ``t``.
 
 Every draw is addressed by (seed, purpose, example number) through
 ``keyed_random``, so any process builds any row bit-identically and a resumed
-run continues with no generator state. The memory of Transformer-XL is not
-carried from one batch to the next here: each example is a segment of its own.
+run continues with no generator state.
+
+*Memory* (segment recurrence): without ``--mem-len`` (or with 0) each example
+is a segment of its own, read without memory. With ``--mem-len N`` each row of
+the batch follows one stream of text across steps and reads the last N hidden
+states of each layer from its previous segment, as in XLNet's and
+Transformer-XL's pretraining: the layout, accumulation, processes and resume
+are in ``segment_recurrence.py``. The draws above are the same either way.
 """
 
 from __future__ import annotations
@@ -154,7 +160,18 @@ def build(context: ObjectiveContext) -> PermutationLMTask:
     def make(ds, rows, seed, shuffle=True):
         return NumberedBlockStream(ds, rows, cfg.seq_len, seed, eos_id=end, shuffle=shuffle)
 
-    return PermutationLMTask(make(context.dataset, context.train_rows, cfg.seed), sampler, seed=cfg.seed,
-                             batch_size=cfg.batch_size,
-                             eval_streams={name: make(ds, rows, 999, False) for name, ds, rows in context.eval_sets},
-                             eval_batches=cfg.eval_batches)
+    task_class, train_stream = PermutationLMTask, None
+    if cfg.mem_len:
+        from ptmcli.pretraining.segment_recurrence import (
+            ParallelSegmentStream,
+            RecurrentPermutationLMTask,
+        )
+
+        # cfg.batch_size is the global micro-batch here: one memory stream per row of it.
+        task_class = RecurrentPermutationLMTask
+        train_stream = ParallelSegmentStream(context.dataset, context.train_rows, cfg.seq_len, cfg.seed, eos_id=end,
+                                             streams=cfg.batch_size)
+    return task_class(train_stream or make(context.dataset, context.train_rows, cfg.seed), sampler, seed=cfg.seed,
+                      batch_size=cfg.batch_size,
+                      eval_streams={name: make(ds, rows, 999, False) for name, ds, rows in context.eval_sets},
+                      eval_batches=cfg.eval_batches)

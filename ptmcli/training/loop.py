@@ -34,12 +34,17 @@ from ptmcli.training.prefetch import BatchPrefetcher
 from ptmcli.training.running_sums import RunningSums
 from ptmcli.training.schedule import lr_multiplier
 
+# Prefix of the task's tensors in the optimizer file; no parameter name starts with it.
+TASK_TENSORS = "task/"
+
 
 class TrainTask(Protocol):
     """What the loop trains on. ``next_micro_batches`` runs on the loop's batch thread, ahead of training,
     and ``state_dict`` right after it on that thread: the data state to save with the step those batches
     make. A task that also keeps state on the training side (what ``loss`` or ``after_evaluate`` change)
-    returns it from ``training_state_dict()`` and takes it back in ``load_training_state_dict(state)``.
+    returns it from ``training_state_dict()`` and takes it back in ``load_training_state_dict(state)``;
+    tensors of that state (XLNet's memory) from ``training_tensors()``, taken back in
+    ``load_training_tensors(tensors)``: saved as safetensors beside the optimizer's, and every rank calls it.
     ``loss`` may return its statistics as tensors: the loop sums them where they are and reads them
     when it logs."""
 
@@ -271,6 +276,9 @@ def train(
         if load_training_state is not None:
             # Checkpoints from before the split kept this state with the data.
             load_training_state(saved.get("task", saved["data"]))
+        load_training_tensors = getattr(task, "load_training_tensors", None)
+        if load_training_tensors is not None:
+            load_training_tensors({k[len(TASK_TENSORS):]: v for k, v in tensors.items() if k.startswith(TASK_TENSORS)})
         restore_rng(saved["rng"], device, dist_info)
     main = dist_info.is_main
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=state.step if resume is not None else None) if main else None
@@ -290,9 +298,12 @@ def train(
         group["initial_lr"] = peak
 
     training_state = getattr(task, "training_state_dict", None)
+    training_tensors = getattr(task, "training_tensors", None)
 
     def snapshot() -> tuple[dict, dict]:
         tensors, groups = optimizer_state_tensors(optimizer)
+        if training_tensors is not None:
+            tensors.update({TASK_TENSORS + k: v for k, v in training_tensors().items()})
         trainer_state = {
             "loop": asdict(state),
             "optimizer_groups": groups,
