@@ -66,23 +66,34 @@ def _losses(run: Path) -> list[float]:
     return [r["loss"] for r in records if "loss" in r]
 
 
+OBJECTIVE = {"bert": "mlm+nsp", "gpt": "clm", "electra": "rtd"}
+
+
+class _References(dict):
+    """Reference runs, one process with batch 8, each made the first time a test asks for its arch."""
+
+    def __init__(self, corpus, root: Path):
+        super().__init__()
+        self.corpus, self.root = corpus, root
+
+    def __missing__(self, arch: str) -> Path:
+        shards, tok = self.corpus
+        out = self.root / arch
+        done = run_ptm("pretrain", "--arch", arch, "--objective", OBJECTIVE[arch], "--data", shards, "--tokenizer", tok, "-o", out,
+                       "--preset", f"{arch}-tiny", *TINY, "--batch-size", "8", "--max-steps", "6", "--save-every", "3", "--keep-last", "0")
+        assert done.returncode == 0, done.stderr
+        self[arch] = out
+        return out
+
+
 @pytest.fixture(scope="module")
 def one_process_runs(corpus, tmp_path_factory):
-    """Reference runs: one process, batch 8."""
-    shards, tok = corpus
-    root = tmp_path_factory.mktemp("single")
-    runs = {}
-    for arch, objective in (("bert", "mlm+nsp"), ("gpt", "clm")):
-        out = root / arch
-        done = run_ptm("pretrain", "--arch", arch, "--objective", objective, "--data", shards, "--tokenizer", tok, "-o", out, "--preset", f"{arch}-tiny", *TINY,
-                       "--batch-size", "8", "--max-steps", "6", "--save-every", "3", "--keep-last", "0")
-        assert done.returncode == 0, done.stderr
-        runs[arch] = out
-    return runs
+    return _References(corpus, tmp_path_factory.mktemp("single"))
 
 
-# GPT also accumulates: 2 micro-batches of 2 per process (gradients exchanged on the second only).
-@pytest.mark.parametrize("arch,objective,batch,accum", [("bert", "mlm+nsp", 4, 1), ("gpt", "clm", 2, 2)])
+# GPT and ELECTRA also accumulate: 2 micro-batches of 2 per process (gradients exchanged on the second only).
+# ELECTRA's generator samples at keyed uniforms, so a row draws the same replacements on any rank.
+@pytest.mark.parametrize("arch,objective,batch,accum", [("bert", "mlm+nsp", 4, 1), ("gpt", "clm", 2, 2), ("electra", "rtd", 2, 2)])
 def test_two_processes_with_batch_b_equal_one_with_batch_2b(corpus, one_process_runs, tmp_path, arch, objective, batch, accum):
     shards, tok = corpus
     out = tmp_path / "ddp"
@@ -128,6 +139,24 @@ def test_fsdp_matches_one_process_and_writes_the_usual_checkpoint(corpus, one_pr
     assert json.loads(done.stdout)["tokens_scored"] > 0
 
 
+def test_electra_under_fsdp_matches_one_process(corpus, one_process_runs, tmp_path):
+    # Two networks over shared embeddings, the generator's decoder tied to the word table: the blocks of both are units.
+    shards, tok = corpus
+    out = tmp_path / "fsdp"
+    done = run_ptm("pretrain", "--arch", "electra", "--objective", "rtd", "--data", shards, "--tokenizer", tok, "-o", out,
+                   "--preset", "electra-tiny", *TINY, "--batch-size", "4", "--max-steps", "6", "--save-every", "3", "--fsdp", procs=2)
+    assert done.returncode == 0, done.stderr
+    reference = one_process_runs["electra"]
+    assert _max_diff(_final(out), _final(reference)) < 1e-5
+    assert _losses(out) == pytest.approx(_losses(reference), rel=1e-5)
+    # The gathered checkpoint holds both networks: the generator scores text.
+    text = tmp_path / "text.txt"
+    text.write_text("the first line of text\nand a second one\n", encoding="utf-8")
+    done = run_ptm("eval", "--checkpoint", out, "--data", text, "--part", "generator", "--json", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tokens_scored"] > 0
+
+
 def test_fsdp_without_torchrun_is_refused(corpus, tmp_path):
     shards, tok = corpus
     done = run_ptm("pretrain", "--data", shards, "--tokenizer", tok, "-o", tmp_path / "x", "--preset", "bert-tiny", *TINY, "--max-steps", "2", "--fsdp")
@@ -164,9 +193,9 @@ def _pretraining_task(kind: str, shards: Path, tok: Path, batch_size: int):
 
     arch, objective, whole_word = {"nsp": ("bert", "mlm+nsp", False), "nsp-whole-word": ("bert", "mlm+nsp", True),
                                    "mlm-whole-word": ("bert", "mlm", True), "bilm": ("elmo", "bilm", False),
-                                   "clm": ("gpt", "clm", False)}[kind]
+                                   "clm": ("gpt", "clm", False), "rtd": ("electra", "rtd", False)}[kind]
     cfg = SimpleNamespace(objective=objective, seq_len=32, seed=3, short_seq_prob=0.1, whole_word_mask=whole_word, batch_size=batch_size,
-                          mask_prob=0.15, eval_batches=1, compile=False)
+                          mask_prob=0.15, eval_batches=1, compile=False, disc_weight=50.0)
     dataset = ShardDataset.open(shards)
     assert dataset.has_word_starts
     rows = np.arange(len(dataset))
@@ -174,7 +203,7 @@ def _pretraining_task(kind: str, shards: Path, tok: Path, batch_size: int):
                                                         get_family(arch)))
 
 
-@pytest.mark.parametrize("kind", ["nsp", "nsp-whole-word", "mlm-whole-word", "bilm", "clm"])
+@pytest.mark.parametrize("kind", ["nsp", "nsp-whole-word", "mlm-whole-word", "bilm", "clm", "rtd"])
 def test_each_rank_builds_exactly_its_slice_of_the_global_batch(corpus, kind):
     shards, tok = corpus
     whole = _pretraining_task(kind, shards, tok, 10)

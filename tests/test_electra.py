@@ -125,6 +125,9 @@ def test_joint_loss_by_hand_with_fixed_replacements():
     assert abs(float(out["mlm_loss_sum"] / out["mlm_count"] - mlm)) < ATOL
     assert abs(float(out["disc_loss_sum"] / out["disc_count"] - bce)) < ATOL
     assert int(out["disc_count"]) == int(mask.sum()) and int(out["replaced_count"]) == 4
+    said = d_logits > 0
+    assert int(out["disc_correct_replaced"]) == int((said & (replaced > 0) & real).sum())
+    assert int(out["disc_correct"]) - int(out["disc_correct_replaced"]) == int((~said & (replaced == 0) & real).sum())
     total = out["mlm_loss_sum"] / out["mlm_count"] + 50 * out["disc_loss_sum"] / out["disc_count"]
     assert abs(float(total - (mlm + 50 * bce))) < 50 * ATOL
 
@@ -217,8 +220,17 @@ def test_rtd_pretraining_learns_and_records_the_objective(trained):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "disc_loss" in r and "eval_disc_loss" not in r]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
-    assert {"mlm_loss", "mlm_acc", "disc_loss", "disc_acc", "replaced_fraction"} <= set(records[0])
+    split = {"disc_acc_replaced", "disc_acc_original", "sampled_original_fraction"}
+    assert {"mlm_loss", "mlm_acc", "disc_loss", "disc_acc", "replaced_fraction", *split} <= set(records[0])
+    assert {f"eval_{key}" for key in split} <= {key for r in records for key in r}
     assert all(0.0 < r["replaced_fraction"] < 0.3 for r in records if "replaced_fraction" in r)
+    for r in records:
+        if "disc_acc_replaced" in r:
+            # The overall accuracy is the two per-class ones weighted by the share of each class.
+            share = r["replaced_fraction"]
+            mixed = share * r["disc_acc_replaced"] + (1 - share) * r["disc_acc_original"]
+            assert mixed == pytest.approx(r["disc_acc"], abs=1e-6)
+            assert 0.0 <= r["sampled_original_fraction"] <= 1.0
     config = read_config(list_step_checkpoints(run)[-1])
     assert config["arch"] == "electra" and config["objective"] == "rtd" and config["model"]["embedding_size"] == 16
     assert "disc_acc" in err.splitlines()[-1] or "disc_acc" in err
@@ -237,6 +249,27 @@ def test_resume_reaches_the_same_weights(corpus, tmp_path, capsys):
     assert full.keys() == resumed.keys()
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
+    # The log after the resume repeats no step, and the interval trained wholly after it logs the same figures.
+    logs = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("full", "cut")}
+    steps = [r["step"] for r in logs["cut"] if "disc_loss" in r]
+    assert steps == sorted(set(steps)) == [2, 4, 6]
+    last = {run: next(r for r in reversed(records) if r["step"] == 6 and "disc_loss" in r) for run, records in logs.items()}
+    assert {k: v for k, v in last["cut"].items() if k not in ("elapsed_s", "tokens_per_s", "mfu")} == \
+        pytest.approx({k: v for k, v in last["full"].items() if k not in ("elapsed_s", "tokens_per_s", "mfu")}, abs=0)
+
+
+def test_bf16_training_stays_finite_and_learns(corpus, tmp_path, capsys):
+    shards, tok = corpus
+    run = tmp_path / "bf16"
+    code, err = ptm(capsys, "pretrain", "--data", shards, "--tokenizer", tok, "-o", run, *RUN, "--precision", "bf16",
+                    "--max-steps", "36", "--lr", "3e-3")
+    assert code == 0, err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "disc_loss" in r]
+    assert len(train) == 18
+    assert all(np.isfinite([r["loss"], r["mlm_loss"], r["disc_loss"]]).all() for r in train), train
+    losses = [r["loss"] for r in train]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
 
 
 @pytest.mark.parametrize("flag", [["--generator-size", "1.5"], ["--generator-size", "0"], ["--disc-weight", "-1"]])
@@ -331,6 +364,72 @@ def test_a_checkpoint_without_a_generator_is_not_scored_or_exported_as_one(train
     code, _, err = run_cli(capsys, "convert", tmp_path / "alone", tmp_path / "gen", "--hf-class", "ElectraForMaskedLM")
     assert code == 2 and "no generator" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "gen").exists()
+
+
+def test_generator_features_are_transformers_generator_hidden_states(corpus, tmp_path, capsys):
+    """extract-features --part generator on a random checkpoint against ElectraForMaskedLM's hidden states."""
+    from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
+    from ptmcli.features.arrow_reader import FeatureShards
+    from ptmcli.tokenization.tokenizer import PtmTokenizer
+
+    _, tok_dir = corpus
+    tok = PtmTokenizer.load(tok_dir)
+    cfg = ElectraConfig(**{**TINY, "vocab_size": tok.vocab_size, "hidden_dropout": 0.0, "attention_dropout": 0.0})
+    model = randomise(ElectraForPreTraining(cfg), seed=5)
+    model.tie_weights()
+    config = {"arch": "electra", "model": cfg.to_dict(), "objective": "rtd", "task": None, "training": {"seq_len": 48}}
+    ckpt = save_checkpoint(tmp_path / "ckpt", config=config, weights=state_dict_for_saving(model, model.tied_weights()),
+                           tokenizer_dir=tok_dir)
+    assert run_cli(capsys, "convert", ckpt, tmp_path / "gen", "--hf-class", "ElectraForMaskedLM")[0] == 0
+    gen = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "gen").eval()
+    texts = ["The cat sat on the mat.", "A much longer second line, so the first one is padded in the batch.",
+             "Who was Jim Henson ? ||| Jim Henson was a puppeteer"]
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "extract-features", "-c", ckpt, source, "--part", "generator", "--layers", "all",
+                           "-o", tmp_path / "feats", "--no-progress")
+    assert code == 0, err
+    shards = FeatureShards.open(tmp_path / "feats")
+    assert shards.features["dim"] == cfg.generator_hidden_size and shards.features["part"] == "generator"
+    assert shards.features["layers"] == list(range(cfg.num_layers + 1))
+    for index, text in enumerate(texts):
+        segments = text.split(" ||| ")
+        ids, types = [tok.cls_id], [0]
+        for segment, pieces in enumerate(tok.encode_batch(segments)):
+            ids += [*pieces, tok.sep_id]
+            types += [segment] * (len(pieces) + 1)
+        with torch.no_grad():
+            ref = gen(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types]), output_hidden_states=True)
+        expected = torch.stack([h[0] for h in ref.hidden_states], dim=1)  # [tokens, L + 1, D]
+        assert worst([(torch.from_numpy(shards.vectors(index).copy()), expected)]) < ATOL
+    # The default part is still the discriminator, at its own width; the stored generator vectors do not train it.
+    code, _, err = run_cli(capsys, "extract-features", "-c", ckpt, source, "--part", "discriminator", "--layers", "-1",
+                           "--pool", "mean", "-o", tmp_path / "disc.npy")
+    assert code == 0, err
+    assert np.load(tmp_path / "disc.npy").shape == (3, 1, cfg.hidden_size)
+    labeled = tmp_path / "train.tsv"
+    labeled.write_text("sentence\tlabel\n" + "".join(f"{t.split(' ||| ')[0]}\t{i % 2}\n" for i, t in enumerate(texts)))
+    code, _, err = run_cli(capsys, "extract-features", "-c", ckpt, labeled, "--task", "classification", "--part", "generator",
+                           "--pool", "mean", "--layers", "-1", "-o", tmp_path / "train-feats", "--no-progress")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "finetune", "--checkpoint", ckpt, "--task", "classification", "--train", labeled,
+                           "--train-features", tmp_path / "train-feats", "-o", tmp_path / "ft", "--max-steps", "1", "--no-progress")
+    assert code == 2 and "--part generator" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_generator_features_are_refused_without_a_generator(trained, tmp_path, capsys):
+    run, _ = trained
+    ckpt = list_step_checkpoints(run)[-1]
+    assert run_cli(capsys, "convert", ckpt, tmp_path / "disc")[0] == 0
+    assert run_cli(capsys, "convert", tmp_path / "disc", tmp_path / "alone")[0] == 0  # the discriminator alone
+    text = tmp_path / "text.txt"
+    text.write_text("The cat sat on a mat.\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "extract-features", "-c", tmp_path / "alone", text, "--part", "generator", "-o", tmp_path / "f.jsonl")
+    assert code == 2 and "no generator weights" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "f.jsonl").exists()
+    # The discriminator alone still gives its features.
+    code, _, err = run_cli(capsys, "extract-features", "-c", tmp_path / "alone", text, "-o", tmp_path / "f.jsonl")
+    assert code == 0, err
 
 
 def test_part_and_generator_size_outside_electra_are_refused_in_one_line(corpus, tmp_path, capsys):

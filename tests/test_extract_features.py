@@ -476,6 +476,8 @@ def test_user_errors_are_one_line_and_leave_no_output(ckpts, tmp_path, capsys, m
     assert code == 2 and "--pool" in err
     code, _, err = ptm(capsys, *run, "-o", tmp_path / "x.jsonl", "--layers", "-1,x")
     assert code == 2 and "--layers" in err
+    code, _, err = ptm(capsys, *run, "-o", tmp_path / "x.jsonl", "--part", "generator")
+    assert code == 2 and "--part generator: a bert checkpoint is one network" in err and len(err.strip().splitlines()) == 1
     existing = tmp_path / "exists.jsonl"
     existing.write_text("keep\n")
     code, _, err = ptm(capsys, *run, "-o", existing)

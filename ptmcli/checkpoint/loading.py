@@ -101,6 +101,31 @@ def load_checkpoint(path: str | Path, device: Any = "cpu", note_initialised: boo
     return LoadedCheckpoint(ckpt, config, config["arch"], model, model_config, tokenizer, initialised, family)
 
 
+def check_part(family: Any, arch: str, name: str | None) -> None:
+    """Refuse ``--part name`` for a family whose checkpoints hold one network."""
+    if name is not None and not family.parts:
+        raise PtmError(f"--part {name}: a {arch} checkpoint is one network (--part chooses within an ELECTRA's)")
+
+
+def select_part(loaded: LoadedCheckpoint, name: str | None, use: str) -> LoadedCheckpoint:
+    """The checkpoint as ``--part name`` reads it: itself for the family's default part (or None), else the
+    family's view of that network (ELECTRA's generator). ``use`` ends the refusal of a part whose weights
+    the checkpoint lacks ("nothing to score with")."""
+    import dataclasses
+
+    family = loaded.family
+    check_part(family, loaded.arch, name)
+    if name is not None and name in (loaded.initialised or []):
+        raise PtmError(f"--part {name}: {loaded.path} has no {name} weights (a model converted from the "
+                       f"{family.parts[0]} alone); {use}")
+    if loaded.initialised and name is not None:
+        say_initialised(loaded.path, loaded.initialised)
+    if name is None or name == family.parts[0]:
+        return loaded
+    module, part_family = family.part(loaded.model, name)
+    return dataclasses.replace(loaded, model=module, family=part_family)
+
+
 def say_initialised(ckpt: Path, initialised: list[str]) -> None:
     print(f"ptm: note: {ckpt} has no {', '.join(initialised)} weights; initialised at random", file=sys.stderr)
 

@@ -28,6 +28,8 @@ ptm extract-features -c runs/elmo conll.txt --input-format tokens --words first 
 
 ptm extract-features -c runs/bert-mini conll2003/train.txt --task token-classification --words first --layers all -o conll-train/
 
+ptm extract-features -c runs/electra-mini input.txt --part generator --layers all -o generator.jsonl
+
 echo 'Who was Jim Henson ? ||| Jim Henson was a puppeteer' | ptm extract-features -c runs/bert-mini - -o - --layers -1 | head -c 300
 """
 

@@ -89,22 +89,9 @@ def run(cfg: EvalConfig) -> dict | None:
 
 def _part(loaded, name: str | None):
     """The checkpoint as ``--part name`` reads it: the whole model for its default part, else the family's view."""
-    import dataclasses
+    from ptmcli.checkpoint.loading import select_part
 
-    from ptmcli.checkpoint.loading import say_initialised
-
-    family = loaded.family
-    if name is not None and not family.parts:
-        raise PtmError(f"--part {name}: a {loaded.arch} checkpoint is one network (--part chooses within an ELECTRA's)")
-    if name is not None and name in (loaded.initialised or []):
-        raise PtmError(f"--part {name}: {loaded.path} has no {name} weights (a model converted from the "
-                       f"{family.parts[0]} alone); nothing to score with")
-    if loaded.initialised and name is not None:
-        say_initialised(loaded.path, loaded.initialised)
-    if name is None or name == family.parts[0]:
-        return loaded
-    module, part_family = family.part(loaded.model, name)
-    return dataclasses.replace(loaded, model=module, family=part_family)
+    return select_part(loaded, name, "nothing to score with")
 
 
 def _report(metrics: dict, cfg: EvalConfig) -> dict:

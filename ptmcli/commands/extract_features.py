@@ -93,6 +93,21 @@ def _validate(cfg: ExtractConfig) -> str:
     return fmt
 
 
+def _part(config: dict, cfg: ExtractConfig) -> str | None:
+    """The network ``--part`` names, None for the checkpoint's default one; refused before the model is loaded
+    when the checkpoint holds one network."""
+    from ptmcli.checkpoint.loading import check_part
+    from ptmcli.models.registry import get_family
+
+    if cfg.part is None:
+        return None
+    family = get_family(config["arch"])
+    check_part(family, config["arch"], cfg.part)
+    if config.get("task") is not None:
+        raise PtmError(f"--part {cfg.part}: {cfg.checkpoint} is a finetuned {config['task'].get('type')} model, one network")
+    return None if cfg.part == family.parts[0] else cfg.part
+
+
 def _count_lines(path: str) -> int | None:
     """Lines of a plain file, for the progress bar's total (None for stdin or gzip)."""
     if path == "-" or not os.path.isfile(path):
@@ -134,7 +149,7 @@ def run(cfg: ExtractConfig):
     from ptmcli.checkpoint import read_config
     from ptmcli.finetuning.multitask_checkpoint import select_head
 
-    select_head(read_config(Path(cfg.checkpoint)), cfg.head, f"--checkpoint {cfg.checkpoint}")
+    part = _part(select_head(read_config(Path(cfg.checkpoint)), cfg.head, f"--checkpoint {cfg.checkpoint}"), cfg)
     cfg, defaults_line = _model_defaults(cfg)
     fmt = _validate(cfg)
     if defaults_line:
@@ -143,7 +158,7 @@ def run(cfg: ExtractConfig):
     check_precision(cfg.precision, device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    model = load_feature_model(cfg.checkpoint, device, head=cfg.head)
+    model = load_feature_model(cfg.checkpoint, device, head=cfg.head, part=part)
     plan = build_plan(cfg.layers, model.num_layers, cfg.combine, model.family.features_all_layers, cfg.mix_weights, cfg.mix_gamma,
                       model.scalar_mix, str(model.path))
     extractor = FeatureExtractor(model, plan, pool=cfg.pool, normalize=cfg.normalize, words=cfg.words, max_length=cfg.max_seq_length,

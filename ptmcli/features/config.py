@@ -23,6 +23,7 @@ FEATURE_TASKS = ("classification", "pair-classification", "regression", "token-c
 class ExtractConfig:
     input: str = option("-", "Input file (plain or gzip), or - for stdin.")
     checkpoint: str | None = option(None, "Checkpoint directory; a run directory (its best/ checkpoint, else its newest); or a Hugging Face model directory (converted for the run).", short="-c", required="always")
+    part: str | None = option(None, "ELECTRA: the network whose layers are written. generator: the generator's stack (its projected embeddings and each block's output, at its own width). [default: discriminator, the encoder finetuning reads]", choices=("discriminator", "generator"))
     head: str | None = option(None, "A multi-task checkpoint's head whose settings (its learned scalar mix) apply; the encoder is shared by all heads.")
     output: str | None = option(None, "Where the features go: a file (jsonl, hdf5, npy, safetensors), a directory (arrow), or - for stdout (jsonl).", short="-o", required="always")
     output_format: str | None = option(None, "Output format (default: from the -o suffix: .jsonl/.json, .h5/.hdf5, .npy, .safetensors; - is jsonl; anything else is an arrow directory).", choices=OUTPUT_FORMATS)

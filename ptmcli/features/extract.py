@@ -52,6 +52,8 @@ class FeatureLayout:
     mix_gamma: float | None = None
     normalize: bool = False
     """Pooled vectors scaled to unit L2 length."""
+    part: str | None = None
+    """The checkpoint's network the vectors came from when not its default one (``--part generator``)."""
 
     @property
     def num_layers(self) -> int:
@@ -64,7 +66,7 @@ class FeatureLayout:
                 "checkpoint": self.checkpoint, "max_seq_length": self.max_length, "precision": self.precision,
                 "task": self.task, "stack_layers": list(self.stack_layers),
                 "mix_weights": None if self.mix_weights is None else list(self.mix_weights), "mix_gamma": self.mix_gamma,
-                "normalize": self.normalize}
+                "normalize": self.normalize, "part": self.part}
 
 
 @dataclass
@@ -132,7 +134,7 @@ class FeatureExtractor:
             mix_weights, mix_gamma = plan.mix_weights, plan.mix_gamma
         self.layout = FeatureLayout(granularity, plan.labels, plan.output_dim(model.dim), plan.combine, pool, words,
                                     model.arch, str(model.path.resolve()), self.max_length, precision, task,
-                                    tuple(plan.stack_indices), mix_weights, mix_gamma, normalize)
+                                    tuple(plan.stack_indices), mix_weights, mix_gamma, normalize, model.part)
 
     def rows(self, records: Iterable[TextRecord], on_batch: Callable[[int], None] | None = None) -> Iterator[FeatureRow]:
         iterator = iter(records)

@@ -39,6 +39,8 @@ class FeatureModel:
     """GPT: the stack's top entry is after the final LayerNorm. False only for a mix learned
     before that was the rule (a task checkpoint without ``normed_top_layer``), so it is applied
     to the layers it was learned on."""
+    part: str | None = None
+    """The network read when not the checkpoint's default one (``--part generator``)."""
 
     def stack(self, input_ids: torch.Tensor, type_ids: torch.Tensor | None,
               attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
@@ -46,12 +48,23 @@ class FeatureModel:
         return self.family.stack(self.model, input_ids, type_ids, attention_mask, self.normed_top)[1]
 
 
-def load_feature_model(path: str | Path, device: torch.device | str = "cpu", head: str | None = None) -> FeatureModel:
+def load_feature_model(path: str | Path, device: torch.device | str = "cpu", head: str | None = None,
+                       part: str | None = None) -> FeatureModel:
     """The checkpoint's encoder in eval mode on ``device``, its tokenizer and its limits; ``head``: the head of a
-    multi-task checkpoint whose scalar mix and settings apply."""
-    from ptmcli.checkpoint.loading import load_encoder, saved_normed_top
+    multi-task checkpoint whose scalar mix and settings apply; ``part``: another network of the checkpoint
+    (``Family.parts``, ELECTRA's generator), whose stack the features are then."""
+    from ptmcli.checkpoint.loading import (
+        load_checkpoint,
+        load_encoder,
+        saved_normed_top,
+        select_part,
+    )
 
-    loaded = load_encoder(path, device, head)
+    if part is None:
+        loaded = load_encoder(path, device, head)
+    else:
+        # The other network lies outside the encoder's prefix: the whole model is loaded, and a missing part refused.
+        loaded = select_part(load_checkpoint(path, device, note_initialised=False), part, "nothing to extract features from")
     family, model_config, config = loaded.family, loaded.model_config, loaded.config
     positions = family.position_limit(model_config)
     trained = (config.get("training") or {}).get("seq_len")
@@ -64,4 +77,4 @@ def load_feature_model(path: str | Path, device: torch.device | str = "cpu", hea
     normed_top = not mix or saved_normed_top(task)
     return FeatureModel(loaded.path, config, loaded.arch, family, loaded.model, loaded.tokenizer,
                         family.num_layers(model_config), family.feature_size(model_config), int(default), positions, mix,
-                        normed_top)
+                        normed_top, part)

@@ -88,6 +88,9 @@ def read_layout(shards: FeatureShards, task: str, num_layers: int | None = None)
     else:
         raise PtmError(f"--train-features supports {', '.join((*SENTENCE_TASKS, 'token-classification'))}, not --task {task} "
                        "(multiple choice stores no one vector per example)")
+    if f.get("part"):
+        raise PtmError(f"{name}: vectors of the checkpoint's {f['part']} (--part {f['part']}); ptm finetune trains "
+                       "its default network (extract without --part)")
     stored_task = f.get("task")
     if stored_task is not None and (stored_task in SENTENCE_TASKS) != (task in SENTENCE_TASKS):
         raise PtmError(f"{name}: extracted with --task {stored_task}, which lays inputs out unlike --task {task}")

@@ -277,7 +277,8 @@ class ElectraForPreTraining(nn.Module):
         (``sample_uniforms`` ``[B, T]``, or given as ``replacements`` ``[M]`` in row-major order) takes its
         place, without gradient; the discriminator labels every non-padding token replaced or original (a
         draw equal to the original is original): ``disc_loss_sum`` (binary cross-entropy), ``disc_count``,
-        ``disc_correct``, ``replaced_count``; ``disc_logits`` ``[B, T]`` too.
+        ``disc_correct``, ``disc_correct_replaced`` (of those, the replaced tokens called replaced),
+        ``replaced_count``; ``disc_logits`` ``[B, T]`` too.
         """
         out, positions, count, logits = self.generator_terms(input_ids, token_type_ids, attention_mask, mlm_labels)
         corrupted = input_ids
@@ -298,7 +299,9 @@ class ElectraForPreTraining(nn.Module):
         out["disc_logits"] = disc
         out["disc_loss_sum"] = (losses * real).sum()
         out["disc_count"] = real.sum().long()
-        out["disc_correct"] = (((disc.detach() > 0).float() == replaced).float() * real).sum().long()
+        said_replaced = (disc.detach() > 0).float()
+        out["disc_correct"] = ((said_replaced == replaced).float() * real).sum().long()
+        out["disc_correct_replaced"] = (said_replaced * replaced * real).sum().long()
         out["replaced_count"] = (replaced * real).sum().long()
         return out
 
@@ -416,8 +419,8 @@ class GeneratorMaskedLM(nn.Module):
         super().__init__()
         self.model = model
 
-    def hidden(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        return self.model.generator_hidden(input_ids, token_type_ids, attention_mask)
+    def hidden(self, input_ids, token_type_ids=None, attention_mask=None, output_hidden_states=False):
+        return self.model.generator_hidden(input_ids, token_type_ids, attention_mask, output_hidden_states)
 
     def mlm(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.generator.logits(hidden)
@@ -478,10 +481,18 @@ class ElectraFamily(BertFamily):
 
 
 class GeneratorFamily(ElectraFamily):
-    """What ``ptm eval`` asks of a :class:`GeneratorMaskedLM`: a masked LM whose top layer is the generator's."""
+    """What ``ptm eval`` and ``ptm extract-features`` ask of a :class:`GeneratorMaskedLM`: a masked LM whose
+    stack is the generator's (its projected embeddings, then each block's output), at the generator's width."""
 
     scorer = "masked"
     parts = ()
+
+    def feature_size(self, config):
+        return config.generator_hidden_size
+
+    def stack(self, model, input_ids, type_ids, attention_mask, normed_top=True):
+        last, states = model.hidden(input_ids, type_ids, attention_mask, output_hidden_states=True)
+        return last, list(states)
 
     def top(self, model, input_ids, type_ids, attention_mask):
         return model.hidden(input_ids, type_ids, attention_mask)

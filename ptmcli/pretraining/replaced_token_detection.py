@@ -26,7 +26,8 @@ from ptmcli.pretraining.task_base import PretrainTask
 
 # keyed_random purpose of the generator's sampling draws: far from the masking purposes (1, 2, 3...).
 SAMPLE = 101
-_SUM_KEYS = ("mlm_loss_sum", "mlm_count", "mlm_correct", "disc_loss_sum", "disc_count", "disc_correct", "replaced_count")
+_SUM_KEYS = ("mlm_loss_sum", "mlm_count", "mlm_correct", "disc_loss_sum", "disc_count", "disc_correct", "disc_correct_replaced",
+             "replaced_count")
 
 
 class ReplacedTokenTask(PretrainTask):
@@ -83,6 +84,15 @@ class ReplacedTokenTask(PretrainTask):
             out["disc_loss"] = sums["disc_loss_sum"] / sums["disc_count"]
             out["disc_acc"] = sums["disc_correct"] / sums["disc_count"]
             out["replaced_fraction"] = sums["replaced_count"] / sums["disc_count"]
+            # Overall accuracy hides a discriminator that calls everything original (the prior): score each class.
+            replaced, original = sums["replaced_count"], sums["disc_count"] - sums["replaced_count"]
+            if replaced:
+                out["disc_acc_replaced"] = sums["disc_correct_replaced"] / replaced
+            if original:
+                out["disc_acc_original"] = (sums["disc_correct"] - sums["disc_correct_replaced"]) / original
+        if sums.get("mlm_count"):
+            # Only masked positions can differ from the original: those that do not drew it back.
+            out["sampled_original_fraction"] = 1.0 - sums["replaced_count"] / sums["mlm_count"]
         return out
 
 
