@@ -360,7 +360,7 @@ ROWS = [
     Row("finetune-no-label-column", "no label column", FINETUNE.replace("{train}", "{nolabel}"), "nolabel.tsv"),
     Row("finetune-empty-train", "empty training file", FINETUNE.replace("{train}", "{empty}"), "empty.txt"),
     Row("finetune-qa-answer-off-its-offset", "SQuAD answer not at its answer_start",
-        FINETUNE.replace("classification", "qa").replace("{train}", "{squad_shifted}"), "q-shifted"),
+        FINETUNE.replace("classification", "qa").replace("{train}", "{squad_shifted}") + " --errors strict", "q-shifted"),
     Row("finetune-qa-not-squad", "JSON that is not SQuAD", FINETUNE.replace("classification", "qa").replace("{train}", "{not_squad}"),
         "not SQuAD data"),
     Row("finetune-max-len-above-positions", "input length above the positions", FINETUNE + " --max-len 4096", "--max-len"),
@@ -384,6 +384,8 @@ ROWS = [
         SEQ2SEQ.replace("{pairs_tsv}", "{pairs_no_target}"), "seq2seq-no-target.tsv:2"),
     Row("finetune-seq2seq-parallel-unequal", "parallel source/target files of unequal length",
         SEQ2SEQ.replace("--train {pairs_tsv}", "--source-file {parallel_src} --target-file {parallel_tgt_short}"), "parallel.en:3"),
+    Row("finetune-seq2seq-target-over-max-len-strict", "a target longer than --max-target-len under --errors strict",
+        SEQ2SEQ + " --max-target-len 2 --errors strict", "seq2seq-pairs.tsv:1: the target is longer than --max-target-len 2"),
     Row("finetune-seq2seq-zero-beams", "a beam size of 0 for the dev outputs", SEQ2SEQ + " --num-beams 0", "--num-beams 0"),
     Row("finetune-seq2seq-encoder-only", "--task seq2seq with an encoder-only checkpoint that has no masked-LM head "
         "(an ELECTRA discriminator)", SEQ2SEQ.replace("{ckpt}", "{electra_disc}"), "encoder-only"),
@@ -427,6 +429,10 @@ ROWS = [
     Row("features-task-plain-text", "--task on plain text (no header naming the text column)", FEATURES + " {features_in} --task classification",
         "features.txt"),
     Row("features-normalize-without-pool", "--normalize without pooling", FEATURES + " {features_in} --normalize", "--normalize"),
+    Row("features-part-on-bert", "--part generator for a model of one network", FEATURES + " {features_in} --part generator",
+        "one network"),
+    Row("features-part-generator-missing", "--part generator for an ELECTRA discriminator converted alone",
+        FEATURES.replace("{ckpt}", "{electra_disc}") + " {features_in} --part generator", "no generator weights"),
     # eval
     Row("eval-unknown-arch", "unknown architecture in config.json", "eval -c {ckpt_arch} --data {text}", "lstm9000"),
     Row("eval-checkpoint-format", "unknown format in config.json", "eval -c {ckpt_format} --data {text}", "something-else"),

@@ -180,6 +180,11 @@ def test_an_answer_off_its_offset_names_the_question(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(PtmError, match="question 'b'.*not at answer_start 20"):
         read_squad(tmp_path / "bad.json")
+    notes = []
+    kept = read_squad(tmp_path / "bad.json", errors="report", note=notes.append)
+    assert [e.id for e in kept] == ["a"] and len(notes) == 1 and "1 answer(s) not at their answer_start" in notes[0]
+    unanswered = read_squad(tmp_path / "bad.json", require_answers=False, errors="report")
+    assert [e.id for e in unanswered] == ["a", "b"] and unanswered[1].answers == ()
     (tmp_path / "other.json").write_text(json.dumps({"rows": [1, 2]}))
     with pytest.raises(PtmError, match="not SQuAD data"):
         read_squad(tmp_path / "other.json")
@@ -237,9 +242,15 @@ def test_finetune_eval_predict_and_bad_input_end_to_end(pretrained, tmp_path, ca
     bad = _questions(3, 2)
     bad["data"][0]["paragraphs"][1]["qas"][0]["answers"][0]["answer_start"] += 1
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained / "bert", "--task", "qa", "--train", tmp_path / "bad.json",
-                    "-o", tmp_path / "bad-run", "--no-progress")
+    bad_run = ["finetune", "--checkpoint", pretrained / "bert", "--task", "qa", "--train", tmp_path / "bad.json",
+               "--no-progress", "--max-steps", "1"]
+    code, err = ptm(capsys, *bad_run, "-o", tmp_path / "bad-run", "--errors", "strict")
     assert code == 2 and "question 'q2-1'" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "bad-run").exists()
+    # By default the misplaced answer (and its question, left with none) is skipped and counted.
+    code, err = ptm(capsys, *bad_run, "-o", tmp_path / "lenient-run")
+    assert code == 0, err
+    assert "1 answer(s) not at their answer_start skipped; 1 question(s) left without answers dropped" in err, err
 
 
 # -- conversion ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ptmcli.errors import PtmError
+from ptmcli.errors import PtmError, where
 from ptmcli.finetuning.config import FinetuneConfig
 from ptmcli.tasks import QA, SEQ2SEQ
 from ptmcli.training import resume
@@ -95,6 +95,13 @@ def _seq2seq_texts(cfg: FinetuneConfig):
     train = read_set(cfg.train, cfg.source_file, cfg.target_file, "--train")
     dev = read_set(cfg.dev, cfg.dev_source_file, cfg.dev_target_file, "--dev", "dev-")
     return train, dev
+
+
+def _pairs_file(cfg: FinetuneConfig, name: str, side: str) -> str:
+    """The file that holds the ``side`` texts of the ``name`` (train or dev) pairs."""
+    if name == "train":
+        return cfg.train or (cfg.source_file if side == "source" else cfg.target_file)
+    return cfg.dev or (cfg.dev_source_file if side == "source" else cfg.dev_target_file)
 
 
 def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
@@ -236,7 +243,8 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     if cfg.task == QA:
         from ptmcli.finetuning.qa import prepare_windows
 
-        train_rows = prepare_windows(cfg.train, tokenizer, arch, cfg.max_len, cfg.doc_stride)
+        train_rows = prepare_windows(cfg.train, tokenizer, arch, cfg.max_len, cfg.doc_stride, errors=cfg.errors,
+                                     note=session.announce)
     elif cfg.task == SEQ2SEQ:
         framing = family.framing(tokenizer)
         train_rows = seq2seq.encode_pairs(texts[0], tokenizer, framing, source_len, target_len)
@@ -247,11 +255,17 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     labels = train_rows.labels
     dev_rows = dev_examples = None
     if cfg.dev and cfg.task == QA:
-        dev_rows = prepare_windows(cfg.dev, tokenizer, arch, cfg.max_len, cfg.doc_stride)
+        dev_rows = prepare_windows(cfg.dev, tokenizer, arch, cfg.max_len, cfg.doc_stride, errors=cfg.errors,
+                                   note=session.announce)
     elif cfg.task == SEQ2SEQ:
         dev_rows = None if texts[1] is None else seq2seq.encode_pairs(texts[1], tokenizer, framing, source_len, target_len)
         for name, rows in (("train", train_rows), ("dev", dev_rows)):
             cuts = None if rows is None else seq2seq.describe_cuts(rows, name, source_len, target_len)
+            if cuts and cfg.errors == "strict":
+                line, side = rows.first_cut
+                limit = source_len if side == "source" else target_len
+                raise PtmError(f"{where(_pairs_file(cfg, name, side), line)}: the {side} is longer than --max-{side}-len "
+                               f"{limit} tokens; --errors strict refuses rows that would be cut")
             if cuts:
                 session.announce(cuts)
     elif cfg.dev:

@@ -77,6 +77,9 @@ class FinetuneConfig(TrainingOptions):
     label_smoothing: float = option(0.0, "seq2seq: label smoothing of the training loss (0.1 is usual; the dev loss stays plain cross-entropy).")
     num_beams: int = option(1, "seq2seq: beams when generating the dev outputs scored by BLEU and chrF (1: greedy).")
     target_mask_prob: float = option(0.7, "seq2seq with an encoder (BERT, as UniLM): share of each target's tokens replaced by [MASK] and predicted in training (UniLM used 0.7).")
+    errors: str = option("report", "Rows ptm can use only in part (a seq2seq source or target over its --max-*-len, a "
+                         "SQuAD answer not at its answer_start): report (cut the row, or drop the answer, and count them) "
+                         "or strict (stop at the first, naming its line).", choices=("report", "strict"))
     metric: str | None = option(None, "Dev metric for early stopping and the best checkpoint [default: accuracy, pearson, entity f1, SQuAD f1, or BLEU for seq2seq].")
     patience: int = option(0, "Stop after this many evaluations without dev improvement (0: never stop early).")
     eval_every: int = option(0, "Evaluate on --dev every N steps [default: once per epoch].")

@@ -12,9 +12,10 @@ from ptmcli.tasks.squad import read_squad
 
 
 def prepare_windows(path: str, tokenizer, style: str, max_len: int, doc_stride: int = DEFAULT_DOC_STRIDE,
-                    require_answers: bool = True) -> QAWindows:
-    """The windows of the questions in the SQuAD file ``path`` (answers required unless told otherwise)."""
-    examples = read_squad(path, require_answers=require_answers)
+                    require_answers: bool = True, errors: str = "strict", note=None) -> QAWindows:
+    """The windows of the questions in the SQuAD file ``path`` (answers required unless told otherwise;
+    ``errors``/``note`` as ``read_squad``'s)."""
+    examples = read_squad(path, require_answers=require_answers, errors=errors, note=note)
     if not examples:
         raise PtmError(f"{path}: no questions")
     return encode_windows(examples, tokenizer, style, max_len, doc_stride)

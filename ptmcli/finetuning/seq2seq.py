@@ -98,6 +98,8 @@ class Seq2SeqRows:
     pad_id: int
     cut_sources: int = 0
     cut_targets: int = 0
+    first_cut: tuple[int, str] | None = None
+    """The first cut row's line and what was cut (``(12, "target")``), for ``--errors strict``'s refusal."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -133,7 +135,18 @@ def encode_pairs(pairs: Sequence[TextPair], tokenizer, framing, max_source_len: 
             cut_targets += len(target) > target_room
             row["target"] = np.asarray(prefix + target[:target_room] + suffix, dtype=np.int64)
         rows.append(row)
-    return Seq2SeqRows(rows, list(pairs), framing.pad_id, cut_sources, cut_targets)
+    return Seq2SeqRows(rows, list(pairs), framing.pad_id, cut_sources, cut_targets,
+                       first_cut(pairs, sources, targets, source_room, target_room))
+
+
+def first_cut(pairs, sources, targets, source_room: int, target_room: int) -> tuple[int, str] | None:
+    """(line, ``"source"`` or ``"target"``) of the first pair cut to fit, else None."""
+    for pair, source, target in zip(pairs, sources, targets, strict=True):
+        if len(source) > source_room:
+            return pair.line, "source"
+        if target is not None and len(target) > target_room:
+            return pair.line, "target"
+    return None
 
 
 def describe_cuts(rows: Seq2SeqRows, name: str, max_source_len: int, max_target_len: int) -> str | None:

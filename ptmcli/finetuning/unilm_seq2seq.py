@@ -81,7 +81,8 @@ def encode_pairs(pairs: Sequence[TextPair], tokenizer, framing, max_source_len: 
             cut_targets += len(target) > target_room
             row["target"] = np.asarray(target[:target_room] + suffix, dtype=np.int64)
         rows.append(row)
-    return Seq2SeqRows(rows, list(pairs), framing.pad_id, cut_sources, cut_targets)
+    return Seq2SeqRows(rows, list(pairs), framing.pad_id, cut_sources, cut_targets,
+                       seq2seq.first_cut(pairs, sources, targets, source_room, target_room))
 
 
 def pack(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:

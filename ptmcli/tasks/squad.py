@@ -6,14 +6,16 @@
   ``{"text": [...], "answer_start": [...]}`` (the column layout of the datasets library) or a list of
   ``{"text", "answer_start"}``.
 
-Every answer must be found at its offset in its context: a file where one is not is refused,
-naming the question, since training on a shifted span teaches the wrong tokens.
+Every answer must be found at its offset in its context, since training on a shifted span teaches
+the wrong tokens: with ``errors="strict"`` a file where one is not is refused, naming the question;
+with ``errors="report"`` such answers are dropped (and a question left with none), and counted.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ptmcli.errors import PtmError, where
@@ -36,8 +38,10 @@ class QAExample:
     """The line of a JSONL file, else the question's number in the file (from 1)."""
 
 
-def read_squad(path: str | Path, require_answers: bool = True) -> list[QAExample]:
-    """The questions of a SQuAD JSON or JSONL file; ``require_answers=False`` accepts questions without them."""
+def read_squad(path: str | Path, require_answers: bool = True, errors: str = "strict",
+               note: Callable[[str], None] | None = None) -> list[QAExample]:
+    """The questions of a SQuAD JSON or JSONL file; ``require_answers=False`` accepts questions without them.
+    ``errors="report"`` drops answers not at their offset and says how many through ``note``."""
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -67,11 +71,25 @@ def read_squad(path: str | Path, require_answers: bool = True) -> list[QAExample
                 raise PtmError(f"{where(name, number)}: not SQuAD data (neither the SQuAD JSON with a \"data\" list "
                                "nor JSON lines of {id, question, context, answers})") from None
             examples.append(_from_record(record, name, number))
+    kept, dropped, emptied = [], 0, 0
     for example in examples:
         if require_answers and not example.answers:
             raise PtmError(f"{where(name, example.line)}: question {example.id!r} has no answers")
-        _check_offsets(example, name)
-    return examples
+        if errors == "strict":
+            _check_offsets(example, name)
+            kept.append(example)
+            continue
+        placed = tuple(a for a in example.answers if _misplaced(example, a) is None)
+        dropped += len(example.answers) - len(placed)
+        if example.answers and not placed:
+            emptied += 1
+            if require_answers:
+                continue
+        kept.append(replace(example, answers=placed))
+    if dropped and note is not None:
+        left = f"; {emptied:,} question(s) left without answers dropped" if require_answers and emptied else ""
+        note(f"ptm: {name}: {dropped:,} answer(s) not at their answer_start skipped{left} (--errors strict refuses them)")
+    return kept
 
 
 def _from_articles(articles, name: str) -> list[QAExample]:
@@ -121,9 +139,16 @@ def _answers(value, name: str, line: int, qid: str) -> tuple[Answer, ...]:
     return tuple(answers)
 
 
+def _misplaced(example: QAExample, answer: Answer) -> str | None:
+    """What the context holds at the answer's offset when that is not the answer, else None."""
+    found = example.context[answer.start : answer.start + len(answer.text)]
+    return None if answer.start >= 0 and found == answer.text else found
+
+
 def _check_offsets(example: QAExample, name: str) -> None:
     for answer in example.answers:
-        found = example.context[answer.start : answer.start + len(answer.text)]
-        if answer.start < 0 or found != answer.text:
+        found = _misplaced(example, answer)
+        if found is not None:
             raise PtmError(f"{where(name, example.line)}: question {example.id!r}: answer {answer.text!r} is not at "
-                           f"answer_start {answer.start} of its context (found {found!r})")
+                           f"answer_start {answer.start} of its context (found {found!r}; without --errors strict "
+                           "finetuning skips such answers)")
