@@ -50,6 +50,41 @@ def _batch_tensors(windows: list[Window], device: torch.device) -> tuple[torch.T
     return torch.from_numpy(ids).to(device), torch.from_numpy(labels).to(device)
 
 
+def score_windows(
+    score_batch: Callable[[list[Window]], tuple[float, int, int]],
+    sentences: Iterable[Sentence],
+    stats: CorpusStats,
+    *,
+    end_id: int | None,
+    context: int,
+    stride: int,
+    batch_size: int,
+    on_batch: Callable[[dict], None] | None = None,
+) -> dict[str, float]:
+    """The stream's windows in batches through ``score_batch`` (-> summed nll, tokens scored, hits), summed:
+    ``nll_sum``, ``tokens_scored``, ``correct``, ``windows``."""
+    sums = {"nll_sum": 0.0, "tokens_scored": 0, "correct": 0, "windows": 0}
+
+    def run(batch: list[Window]) -> None:
+        nll, scored, correct = score_batch(batch)
+        sums["nll_sum"] += nll
+        sums["tokens_scored"] += scored
+        sums["correct"] += correct
+        sums["windows"] += len(batch)
+        if on_batch is not None:
+            on_batch(sums)
+
+    batch: list[Window] = []
+    for window in sliding_windows(token_stream(sentences, end_id, stats), context, stride):
+        batch.append(window)
+        if len(batch) == batch_size:
+            run(batch)
+            batch = []
+    if batch:
+        run(batch)
+    return sums
+
+
 def score_causal(
     model,
     sentences: Iterable[Sentence],
@@ -64,28 +99,15 @@ def score_causal(
     on_batch: Callable[[dict], None] | None = None,
 ) -> dict[str, float]:
     """Summed next-token nll, hits and counts over the stream: ``nll_sum``, ``tokens_scored``, ``correct``, ``windows``."""
-    sums = {"nll_sum": 0.0, "tokens_scored": 0, "correct": 0, "windows": 0}
 
-    def run(batch: list[Window]) -> None:
+    def score_batch(batch: list[Window]) -> tuple[float, int, int]:
         ids, labels = _batch_tensors(batch, device)
         with torch.no_grad(), autocast(precision, device):
             hidden = model.gpt(ids)
             # The vocabulary projection, the largest cost of a small model, runs only where a token is scored.
             scored = labels != IGNORE_INDEX
             nll, correct = linear_cross_entropy(hidden[scored], model.output_weight, None, labels[scored])
-        sums["nll_sum"] += float(nll)
-        sums["tokens_scored"] += int(scored.sum())
-        sums["correct"] += int(correct)
-        sums["windows"] += len(batch)
-        if on_batch is not None:
-            on_batch(sums)
+        return float(nll), int(scored.sum()), int(correct)
 
-    batch: list[Window] = []
-    for window in sliding_windows(token_stream(sentences, end_id, stats), context, stride):
-        batch.append(window)
-        if len(batch) == batch_size:
-            run(batch)
-            batch = []
-    if batch:
-        run(batch)
-    return sums
+    return score_windows(score_batch, sentences, stats, end_id=end_id, context=context, stride=stride,
+                         batch_size=batch_size, on_batch=on_batch)

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
-from ptmcli.evaluation.causal import token_stream
+from ptmcli.evaluation.causal import score_windows
 from ptmcli.evaluation.corpus import CorpusStats, Sentence
-from ptmcli.evaluation.windows import IGNORE_INDEX, Window, sliding_windows
+from ptmcli.evaluation.windows import IGNORE_INDEX, Window
 from ptmcli.models.layers import linear_cross_entropy
 from ptmcli.runtime.device import autocast
 
@@ -69,9 +69,8 @@ def score_permutation(
 ) -> dict[str, float]:
     """Summed nll, hits and counts of every token after the first: ``nll_sum``, ``tokens_scored``, ``correct``,
     ``windows`` (the keys of :func:`ptmcli.evaluation.causal.score_causal`)."""
-    sums = {"nll_sum": 0.0, "tokens_scored": 0, "correct": 0, "windows": 0}
 
-    def run(batch: list[Window]) -> None:
+    def score_batch(batch: list[Window]) -> tuple[float, int, int]:
         ids, labels = (torch.from_numpy(a).to(device) for a in _rows(batch, pad_id))
         perm_mask, target_mapping = left_to_right_masks(ids.shape[1], device)
         rows = ids.shape[0]
@@ -81,19 +80,7 @@ def score_permutation(
                                      target_mapping=target_mapping.expand(rows, -1, -1))
             scored = labels != IGNORE_INDEX
             nll, correct = linear_cross_entropy(hidden[scored], model.output_weight, model.lm_bias, labels[scored])
-        sums["nll_sum"] += float(nll)
-        sums["tokens_scored"] += int(scored.sum())
-        sums["correct"] += int(correct)
-        sums["windows"] += len(batch)
-        if on_batch is not None:
-            on_batch(sums)
+        return float(nll), int(scored.sum()), int(correct)
 
-    batch: list[Window] = []
-    for window in sliding_windows(token_stream(sentences, end_id, stats), context, stride):
-        batch.append(window)
-        if len(batch) == batch_size:
-            run(batch)
-            batch = []
-    if batch:
-        run(batch)
-    return sums
+    return score_windows(score_batch, sentences, stats, end_id=end_id, context=context, stride=stride,
+                         batch_size=batch_size, on_batch=on_batch)

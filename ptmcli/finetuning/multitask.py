@@ -149,16 +149,9 @@ class MultiTaskTrainTask:
 
     def after_evaluate(self, step: int, results: dict[str, float]) -> bool:
         """Keep the best mean main metric (saving through ``on_best``); True when patience has run out."""
-        value = results.get(self.metric)
-        if value is None or math.isnan(value):
-            return False
-        if self.best is None or value > self.best:
-            self.best, self.best_step, self.evals_without_gain = float(value), step, 0
-            if self.on_best is not None:
-                self.on_best(step, results)
-            return False
-        self.evals_without_gain += 1
-        return self.patience > 0 and self.evals_without_gain >= self.patience
+        from ptmcli.finetuning.task import keep_best
+
+        return keep_best(self, step, results)
 
     def state_dict(self) -> dict:
         return {"orders": [order.state_dict() for order in self.orders], "sampler": self.sampler.state_dict()}

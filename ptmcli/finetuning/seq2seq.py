@@ -112,18 +112,21 @@ class Seq2SeqRows:
         return []
 
 
-def _room(framing, limit: int, flag: str) -> int:
-    room = limit - len(framing.prefix) - len(framing.suffix)
+def _room(special_tokens: int, limit: int, flag: str) -> int:
+    room = limit - special_tokens
     if room < 1:
         raise PtmError(f"{flag} {limit}: leaves no room for a token between the model's start and end tokens")
     return room
 
 
-def encode_pairs(pairs: Sequence[TextPair], tokenizer, framing, max_source_len: int, max_target_len: int) -> Seq2SeqRows:
-    """Each pair's source and target framed and cut to their limits (framing included)."""
-    source_room = _room(framing, max_source_len, "--max-source-len")
-    target_room = _room(framing, max_target_len, "--max-target-len")
+def encode_pairs(pairs: Sequence[TextPair], tokenizer, framing, max_source_len: int, max_target_len: int,
+                 target_prefix: bool = True) -> Seq2SeqRows:
+    """Each pair's source and target framed and cut to their limits (framing included); ``target_prefix=False``
+    frames the target with the end tokens alone (UniLM, whose target continues the source's sequence)."""
     prefix, suffix = list(framing.prefix), list(framing.suffix)
+    source_room = _room(len(prefix) + len(suffix), max_source_len, "--max-source-len")
+    target_start = prefix if target_prefix else []
+    target_room = _room(len(target_start) + len(suffix), max_target_len, "--max-target-len")
     sources = tokenizer.encode_batch([p.source for p in pairs])
     has_targets = all(p.target is not None for p in pairs)
     targets = tokenizer.encode_batch([p.target for p in pairs]) if has_targets else [None] * len(pairs)
@@ -133,7 +136,7 @@ def encode_pairs(pairs: Sequence[TextPair], tokenizer, framing, max_source_len: 
         row = {"source": np.asarray(prefix + source[:source_room] + suffix, dtype=np.int64), "target": None, "line": pair.line}
         if target is not None:
             cut_targets += len(target) > target_room
-            row["target"] = np.asarray(prefix + target[:target_room] + suffix, dtype=np.int64)
+            row["target"] = np.asarray(target_start + target[:target_room] + suffix, dtype=np.int64)
         rows.append(row)
     return Seq2SeqRows(rows, list(pairs), framing.pad_id, cut_sources, cut_targets,
                        first_cut(pairs, sources, targets, source_room, target_room))

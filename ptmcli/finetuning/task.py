@@ -164,18 +164,7 @@ class FinetuneTask:
 
     def after_evaluate(self, step: int, results: dict[str, float]) -> bool:
         """Keep the best dev score (saving through ``on_best``); True when patience has run out."""
-        if not self.metric or self.metric not in results:
-            return False
-        value = results[self.metric]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return False
-        if self.best is None or value > self.best:
-            self.best, self.best_step, self.evals_without_gain = float(value), step, 0
-            if self.on_best is not None:
-                self.on_best(step, results)
-            return False
-        self.evals_without_gain += 1
-        return self.patience > 0 and self.evals_without_gain >= self.patience
+        return keep_best(self, step, results)
 
     def state_dict(self) -> dict:
         """Where the batches stand (made on the loop's batch thread)."""
@@ -197,6 +186,22 @@ class FinetuneTask:
     def load_training_state_dict(self, state: dict) -> None:
         self.mask_generator.set_state(rng_state_from_text(state["mask_generator"]))
         self.best, self.best_step, self.evals_without_gain = state["best"], state["best_step"], state["evals_without_gain"]
+
+
+def keep_best(task, step: int, results: dict[str, float]) -> bool:
+    """A finetuning task's record of its best evaluation by ``task.metric`` (a missing or NaN value counts as no
+    evaluation): a new best is saved through ``task.on_best``; True when ``task.patience`` evaluations passed
+    without a gain."""
+    value = results.get(task.metric) if task.metric else None
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if task.best is None or value > task.best:
+        task.best, task.best_step, task.evals_without_gain = float(value), step, 0
+        if task.on_best is not None:
+            task.on_best(step, results)
+        return False
+    task.evals_without_gain += 1
+    return task.patience > 0 and task.evals_without_gain >= task.patience
 
 
 def steps_per_epoch(num_rows: int, batch_size: int, grad_accum: int) -> int:

@@ -64,25 +64,7 @@ def check_checkpoint(loaded, cfg, where: str) -> None:
 
 def encode_pairs(pairs: Sequence[TextPair], tokenizer, framing, max_source_len: int, max_target_len: int) -> Seq2SeqRows:
     """``[CLS] source [SEP]`` and ``target [SEP]`` of each pair, cut to their limits (the end token kept)."""
-    prefix, suffix = list(framing.prefix), list(framing.suffix)
-    source_room = max_source_len - len(prefix) - len(suffix)
-    target_room = max_target_len - len(suffix)
-    for flag, limit, room in (("--max-source-len", max_source_len, source_room), ("--max-target-len", max_target_len, target_room)):
-        if room < 1:
-            raise PtmError(f"{flag} {limit}: leaves no room for a token beside the special tokens")
-    sources = tokenizer.encode_batch([p.source for p in pairs])
-    has_targets = all(p.target is not None for p in pairs)
-    targets = tokenizer.encode_batch([p.target for p in pairs]) if has_targets else [None] * len(pairs)
-    rows, cut_sources, cut_targets = [], 0, 0
-    for pair, source, target in zip(pairs, sources, targets, strict=True):
-        cut_sources += len(source) > source_room
-        row = {"source": np.asarray(prefix + source[:source_room] + suffix, dtype=np.int64), "target": None, "line": pair.line}
-        if target is not None:
-            cut_targets += len(target) > target_room
-            row["target"] = np.asarray(target[:target_room] + suffix, dtype=np.int64)
-        rows.append(row)
-    return Seq2SeqRows(rows, list(pairs), framing.pad_id, cut_sources, cut_targets,
-                       seq2seq.first_cut(pairs, sources, targets, source_room, target_room))
+    return seq2seq.encode_pairs(pairs, tokenizer, framing, max_source_len, max_target_len, target_prefix=False)
 
 
 def pack(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
