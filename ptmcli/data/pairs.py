@@ -23,7 +23,6 @@ a side that encodes to nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -32,6 +31,7 @@ import numpy as np
 
 from ptmcli.data.shard_writer import PairChunk
 from ptmcli.errors import PtmError, where
+from ptmcli.textio.json_lines import json_object
 from ptmcli.textio.lines import TextLines
 from ptmcli.textio.records import ReadStats
 
@@ -91,12 +91,7 @@ def _tsv_pair(text: str, fields: tuple[str, str]) -> tuple[str, str]:
 
 
 def _jsonl_pair(text: str, fields: tuple[str, str]) -> tuple[str, str]:
-    try:
-        record = json.loads(text)
-    except ValueError as err:
-        raise ValueError(f"not valid JSON ({getattr(err, 'msg', err)})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, found {type(record).__name__}")
+    record = json_object(text)
     values = []
     for field in fields:
         if field not in record:

@@ -16,11 +16,11 @@ and a bad line is named by file:line.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ptmcli.errors import PtmError, where
+from ptmcli.textio.json_lines import json_object
 from ptmcli.textio.lines import STDIN, TextLines, display_name
 
 __all__ = ["PAIR_SEPARATOR", "STDIN", "TextRecord", "display_name", "iter_records"]
@@ -72,11 +72,9 @@ def _jsonl_records(lines: Iterator[tuple[int, str]], name: str, text_field: str,
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json_object(line)
         except ValueError as err:
-            raise PtmError(f"{where(name, number)}: not a JSON object ({err})") from None
-        if not isinstance(record, dict):
-            raise PtmError(f"{where(name, number)}: expected a JSON object, got {type(record).__name__}")
+            raise PtmError(f"{where(name, number)}: {err}") from None
         if text_field not in record:
             raise PtmError(f"{where(name, number)}: no {text_field!r} field (set --text-field)")
         text_a = _text_value(record[text_field], name, number, text_field)

@@ -30,6 +30,7 @@ from ptmcli.tasks import TASKS
 from ptmcli.tasks.conll import DOCSTART, read_conll
 from ptmcli.tasks.examples import LabeledExample, LabeledFile
 from ptmcli.tasks.lines import labeled_lines
+from ptmcli.textio.json_lines import json_object
 from ptmcli.textio.lines import TextLines, starts_json_object
 
 FORMATS = ("auto", "tsv", "csv", "jsonl", "conll")
@@ -344,11 +345,9 @@ def _jsonl_rows(name: str, lines: Iterator[tuple[int, str]]) -> tuple[list[str],
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = json_object(line)
             except ValueError as err:
-                raise PtmError(f"{where(name, number)}: not valid JSON: {err}") from None
-            if not isinstance(value, dict):
-                raise PtmError(f"{where(name, number)}: expected a JSON object, got {type(value).__name__}")
+                raise PtmError(f"{where(name, number)}: {err}") from None
             yield number, value
 
     parsed = rows()

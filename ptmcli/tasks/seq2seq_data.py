@@ -21,13 +21,13 @@ a pair, since skipping one side's blank line would shift the other.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ptmcli.errors import PtmError, where
 from ptmcli.tasks.lines import UTF8_ADVICE
+from ptmcli.textio.json_lines import json_object
 from ptmcli.textio.lines import TextLines
 
 # JSONL keys of a pair, tried in this order (the first object decides for the file).
@@ -91,11 +91,9 @@ def _jsonl_pairs(lines: TextLines, require_targets: bool) -> Iterator[TextPair]:
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
+            record = json_object(text)
         except ValueError as err:
-            raise PtmError(f"{where(lines.name, number)}: not a JSON object ({err.args[0] if err.args else err})") from None
-        if not isinstance(record, dict):
-            raise PtmError(f"{where(lines.name, number)}: a JSON {type(record).__name__}, not an object")
+            raise PtmError(f"{where(lines.name, number)}: {err}") from None
         if keys is None:
             keys = next((pair for pair in KEY_PAIRS if pair[0] in record), None)
             if keys is None:

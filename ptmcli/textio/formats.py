@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Iterator
 
 from ptmcli.errors import PtmError, where
+from ptmcli.textio.json_lines import json_object
 from ptmcli.textio.records import Document, ReadStats
 
 Lines = Iterable[tuple[int, str]]
@@ -98,20 +99,12 @@ def parse_jsonl(lines: Lines, source: str, text_field: str, errors: str, stats: 
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
+            record = json_object(text)
         except ValueError as err:
             if errors == "skip":
                 stats.skipped_lines += 1
                 continue
-            reason = getattr(err, "msg", str(err))
-            column = getattr(err, "colno", None)
-            at = f" at column {column}" if column else ""
-            raise PtmError(f"{where(source, number)}: not valid JSON ({reason}{at})") from None
-        if not isinstance(record, dict):
-            if errors == "skip":
-                stats.skipped_lines += 1
-                continue
-            raise PtmError(f"{where(source, number)}: expected a JSON object, found {type(record).__name__}")
+            raise PtmError(f"{where(source, number)}: {err}") from None
         value = _field(record, text_field)
         if value is _MISSING:
             fields = ", ".join(list(record)[:10]) or "none"
