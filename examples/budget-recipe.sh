@@ -6,6 +6,7 @@
 #
 #   bash examples/budget-recipe.sh [OUT_DIR] [BUDGET]          e.g. runs/cram 30m
 #
+# Each variant spells out its choices, so --no-budget-recipe keeps --budget from filling in the recipe.
 # Two pretraining runs go at once, each pinned to one core with one thread (taskset), so each variant gets
 # one core for BUDGET of wall-clock time; then the finetuning runs share the two cores the same way.
 # Env: LR (recipe peak rate, 1e-3), SEEDS ("0 1 2"), ONLY (e.g. ONLY="recipe defaults"), DATA (../shared/data).
@@ -49,7 +50,7 @@ PY
 
 PT="--data shards-enwiki-8k --tokenizer tok-enwiki-8k --eval-data shards-wt2-valid-8k --arch bert --objective mlm
     --preset bert-mini --seq-len 128 --batch-size 32 --precision bf16 --threads 1 --seed 0 --no-progress --overwrite
-    --budget $BUDGET --eval-every 500 --eval-batches 40 --log-every 50 --keep-last 1"
+    --budget $BUDGET --eval-every 500 --eval-batches 40 --log-every 50 --keep-last 1 --no-budget-recipe"
 
 pretrain() {  # core, name, flags
   [ -f "pt-$2/DONE" ] && return

@@ -139,3 +139,42 @@ def test_cli_budget_shorter_than_a_step_exits_2_and_leaves_no_run(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("ptm: error: --budget of 0.001 s is shorter than one training step")
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_budget_fills_the_family_recipe_where_flags_are_not_given():
+    from ptmcli.commands.pretrain import _with_budget_recipe
+    from ptmcli.pretraining.config import PretrainConfig
+
+    cfg = PretrainConfig(arch="bert", budget="30m")
+    filled, note = _with_budget_recipe(cfg, explicit={"budget"})
+    assert (filled.norm, filled.bias, filled.hidden_dropout, filled.attention_dropout, filled.lr) == ("pre", False, 0.0, 0.0, 5e-4)
+    assert "--norm pre --no-bias --hidden-dropout 0 --attention-dropout 0 --lr 0.0005" in note
+    # A flag given on the command line wins, even when it equals the usual default.
+    given = PretrainConfig(arch="bert", budget="30m", lr=1e-4, norm="post")
+    kept, note = _with_budget_recipe(given, explicit={"budget", "lr", "norm"})
+    assert (kept.norm, kept.lr, kept.bias) == ("post", 1e-4, False) and "--lr" not in note and "--norm" not in note
+    # Families without a measured recipe are left alone.
+    gpt, note = _with_budget_recipe(PretrainConfig(arch="electra", budget="30m"), explicit={"budget"})
+    assert note is None and gpt.lr == PretrainConfig().lr
+
+
+def test_cli_budget_records_the_recipe_it_used(tmp_path):
+    import subprocess
+    import sys
+
+    common = [sys.executable, "-m", "ptmcli", "pretrain", "--preset", "bert-tiny", "--budget", "4s", "--batch-size", "4",
+              "--seq-len", "32", "--no-progress", "--eval-every", "0"]
+    done = subprocess.run([*common, "-o", str(tmp_path / "recipe")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "the small-budget recipe for bert: --norm pre --no-bias" in done.stderr
+    config = json.loads((ck.resolve_checkpoint(tmp_path / "recipe") / "config.json").read_text())
+    assert config["model"]["norm"] == "pre" and config["model"]["bias"] is False and config["model"]["hidden_dropout"] == 0.0
+    assert json.loads((tmp_path / "recipe" / "run.json").read_text())["config"]["lr"] == 5e-4
+    done = subprocess.run([*common, "--no-budget-recipe", "-o", str(tmp_path / "plain")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "small-budget recipe" not in done.stderr, done.stderr
+    config = json.loads((ck.resolve_checkpoint(tmp_path / "plain") / "config.json").read_text())
+    assert config["model"]["norm"] == "post" and config["model"]["bias"] is True
+    from ptmcli.pretraining.sample import SAMPLE_DEFAULTS  # the bundled sample's own rate, not the recipe's
+
+    assert json.loads((tmp_path / "plain" / "run.json").read_text())["config"]["lr"] == SAMPLE_DEFAULTS["lr"] != 5e-4

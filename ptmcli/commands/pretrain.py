@@ -31,6 +31,24 @@ def _with_arch_defaults(cfg: PretrainConfig) -> PretrainConfig:
     return replace(cfg, objective=objective, preset=cfg.preset or get_family(cfg.arch).default_preset)
 
 
+def _with_budget_recipe(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, str | None]:
+    """``cfg`` with the family's small-budget recipe where its flags were not given, and a line saying what it set."""
+    from ptmcli.models.registry import get_family
+
+    recipe = {k: v for k, v in get_family(cfg.arch).budget_recipe.items() if k not in explicit}
+    if not recipe:
+        return cfg, None
+    flags = " ".join(_flag_text(name, value) for name, value in recipe.items())
+    return replace(cfg, **recipe), f"ptm: --budget: the small-budget recipe for {cfg.arch}: {flags} (--no-budget-recipe keeps the usual defaults)"
+
+
+def _flag_text(name: str, value) -> str:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else f"--no-{name.replace('_', '-')}"
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+
+
 def _validate(cfg: PretrainConfig) -> None:
     import dataclasses
 
@@ -374,6 +392,9 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         cfg = replace(cfg, **{k: v for k, v in defaults.items() if k not in explicit})
     if cfg.budget and "max_steps" not in explicit and ckpt_to_resume is None:
         cfg = replace(cfg, max_steps=UNLIMITED_STEPS)
+    recipe_note = None
+    if cfg.budget and cfg.budget_recipe and ckpt_to_resume is None:
+        cfg, recipe_note = _with_budget_recipe(cfg, explicit)
     cfg = _with_arch_defaults(cfg)
     _validate(cfg)
     cfg = _absolute_paths(cfg)
@@ -503,6 +524,8 @@ def run(cfg: PretrainConfig, explicit: set[str] | None = None) -> dict:
         f"on {data_dir} ({len(train_rows):,} train / {len(held_rows):,} held-out documents), objective {cfg.objective}, "
         f"{device.type} {cfg.precision}, {batch_text} ({tokens_per_step:,} tokens/step max), {_length_text(cfg)} -> {run_dir}"
     )
+    if recipe_note:
+        session.announce(recipe_note)
     if peak:
         session.announce(f"ptm: mfu is measured against {peak / 1e12:.2f} TFLOP/s, {peak_source}")
     if cfg.compile and not family.compiles:

@@ -299,6 +299,7 @@ class DistilBertFamily(BertFamily):
     on the task.
     """
 
+    budget_recipe: dict = {}  # no --norm/--bias switches; not measured
     name, title = "distilbert", "DistilBERT"
     config_class, model_class, presets = DistilBertConfig, DistilBertForMaskedLM, PRESETS
     preset_config = staticmethod(preset_config)

@@ -437,6 +437,7 @@ class ElectraFamily(BertFamily):
     model; ``--part generator`` scores text with the generator, a masked LM.
     """
 
+    budget_recipe: dict = {}  # no --norm/--bias switches; its recipe is not measured
     name, title = "electra", "ELECTRA"
     config_class, model_class, presets = ElectraConfig, ElectraForPreTraining, PRESETS
     preset_config = staticmethod(preset_config)

@@ -87,6 +87,9 @@ class Family:
     on an encoder; ``ptmcli.models.prefix_lm``): source and target in one sequence under the seq2seq attention
     mask, each target token predicted at a [MASK]. The encoder then has ``embeddings(ids, segments, position_ids)``,
     ``layers`` of blocks taking a key/value cache and ``final_norm``, and :meth:`masked_lm_head` answers."""
+    budget_recipe: dict[str, Any] = {}
+    """Pretraining settings (``PretrainConfig`` fields) that ``--budget`` uses where the flag is not given: what
+    measured best for this family at small budgets (docs/results.md, "Pretraining on a time budget")."""
     compiles: bool = True
     """Whether ``--compile`` applies (an LSTM with per-batch unique tokens does not compile)."""
     task_encoder: str | None = None
