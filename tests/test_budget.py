@@ -175,6 +175,7 @@ def test_cli_budget_records_the_recipe_it_used(tmp_path):
     assert done.returncode == 0 and "small-budget recipe" not in done.stderr, done.stderr
     config = json.loads((ck.resolve_checkpoint(tmp_path / "plain") / "config.json").read_text())
     assert config["model"]["norm"] == "post" and config["model"]["bias"] is True
-    from ptmcli.pretraining.sample import SAMPLE_DEFAULTS  # the bundled sample's own rate, not the recipe's
+    from ptmcli.pretraining.sample import SAMPLE_DEFAULTS
 
+    # The bundled sample's own rate, not the recipe's.
     assert json.loads((tmp_path / "plain" / "run.json").read_text())["config"]["lr"] == SAMPLE_DEFAULTS["lr"] != 5e-4
