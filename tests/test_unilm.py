@@ -172,9 +172,9 @@ def test_batches_take_each_regimes_layout_and_mask_15_percent(sample):
     cls, sep = task.specials.cls_id, task.specials.sep_id
     seen, masked, maskable = set(), 0, 0
     for batch in task.next_micro_batches(24):
-        regime = int(batch["regime"][0])
+        regime = batch["regime"]
+        assert isinstance(regime, int)  # the host chooses the attention pattern without reading the device
         seen.add(regime)
-        assert (batch["regime"] == regime).all()
         ids, labels, types, padding = batch["input_ids"], batch["mlm_labels"], batch["token_type_ids"], batch["attention_mask"]
         original = torch.where(labels != -100, labels, ids)
         assert (original[:, 0] == cls).all()
@@ -204,7 +204,8 @@ def test_each_rank_builds_exactly_its_slice_of_the_global_batch(sample):
         for index, batch in enumerate(full):
             for rank, share in zip(ranks, shares):
                 expected = slice_batch(batch, share_of(9, rank), 9)
-                assert all(torch.equal(share[index][key], value) for key, value in expected.items())
+                assert all(torch.equal(share[index][key], value) if isinstance(value, torch.Tensor) else share[index][key] == value
+                           for key, value in expected.items())
         assert all(part.state_dict() == whole.state_dict() for part in parts)
 
 

@@ -81,7 +81,7 @@ class PretrainTask:
         for name, batches in self.eval_sets.items():
             sums = RunningSums()
             for batch in batches:
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
                 with autocast(precision, device):
                     out = self._forward(model, batch)
                 for key in self.sum_keys:

@@ -139,7 +139,7 @@ class UniLMStream(SentenceOrderStream):
 
 
 class UniLMTask(BertPretrainTask):
-    """MLM under UniLM's attention regimes; the loop's ``TrainTask``. Batches carry ``regime`` (one id per row)."""
+    """MLM under UniLM's attention regimes; the loop's ``TrainTask``. Batches carry ``regime`` (the batch's, an int)."""
 
     def __init__(self, stream: UniLMStream, specials: Specials, mix: tuple[float, ...], *, seed: int, **options) -> None:
         self.mix = mix
@@ -176,11 +176,12 @@ class UniLMTask(BertPretrainTask):
         inputs, labels = self.masker(batch["input_ids"], batch["special_tokens_mask"], taken.numbers,
                                      self.eval_mask_seed if evaluation else self.mask_seed, word_starts)
         return {"input_ids": inputs, "token_type_ids": batch["token_type_ids"], "attention_mask": batch["attention_mask"],
-                "mlm_labels": labels, "regime": torch.full((inputs.shape[0],), regime, dtype=torch.long)}
+                "mlm_labels": labels, "regime": regime}
 
     def _forward(self, model, batch):
         mask = batch["attention_mask"]
-        regime = int(batch["regime"][0]) if batch["regime"].numel() else BIDIRECTIONAL
+        # A plain int: it stays on the host, so choosing the pattern reads nothing back from the device.
+        regime = batch["regime"]
         if regime != BIDIRECTIONAL:
             mask = attention_pattern(regime, mask, batch["token_type_ids"])
         return model(batch["input_ids"], batch["token_type_ids"], mask, mlm_labels=batch["mlm_labels"])
