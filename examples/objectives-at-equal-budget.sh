@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Encoder pretraining objectives at one equal compute budget (docs/results.md): BERT MLM, MLM+NSP, n-gram
-# masking, SpanBERT span and span+SBO, ALBERT MLM+SOP and ELECTRA RTD, each pretrained on the Wikipedia
-# sample for BUDGET minutes of one CPU core, then finetuned with identical settings on SST-2, CoNLL-2003, RTE
+# masking, SpanBERT span and span+SBO, ALBERT MLM+SOP, ELECTRA RTD, UniLM and XLNet's permutation LM, each
+# pretrained on the Wikipedia sample for BUDGET minutes of one CPU core, then finetuned with identical settings on SST-2, CoNLL-2003, RTE
 # and MRPC, against the same encoder from random initialisation.
 #
 #   bash examples/objectives-at-equal-budget.sh [OUT_DIR] [BUDGET_MINUTES]     e.g. runs/budget 6
@@ -30,6 +30,8 @@ span+sbo|--arch bert --objective span+sbo --preset bert-mini
 span|--arch bert --objective span --preset bert-mini
 ngram|--arch bert --objective mlm --ngram-mask 3 --preset bert-mini
 albert-sop|--arch albert --objective mlm+sop --preset albert-mini
+unilm|--arch bert --objective unilm --preset bert-mini
+xlnet-plm|--arch xlnet --objective plm --preset xlnet-mini
 EOF
 if [ -n "$ONLY" ]; then
   for name in $ONLY; do grep "^$name|" variants.txt; done > variants.only && mv variants.only variants.txt
@@ -48,15 +50,15 @@ PY
 
 COMMON_PT="--data shards-enwiki-8k --tokenizer tok-enwiki-8k --seq-len 128 --batch-size 32 --lr $LR --precision bf16 --threads 1 --seed 0 --no-progress --overwrite"
 
-# Seconds per step of each objective, measured alone.
-if [ ! -s calibration.txt ]; then
-  while IFS='|' read -r name flags <&3; do
-    log=$(taskset -c 1 ptm pretrain $flags $COMMON_PT -o "calibrate-$name" --warmup-steps 5 --max-steps 40 --log-every 10 --eval-every 1000 2>&1)
-    t10=$(echo "$log" | grep '^step 10 |' | sed 's/.*elapsed_s //')
-    t40=$(echo "$log" | grep '^step 40 |' | grep -v eval_ | sed 's/.*elapsed_s //')
-    echo "$name $(python3 -c "print(round(($t40 - $t10) / 30, 4))")"
-  done 3< variants.txt > calibration.txt
-fi
+# Seconds per step of each objective, measured alone (once per variant: later variants are added to the file).
+touch calibration.txt
+while IFS='|' read -r name flags <&3; do
+  grep -q "^$name " calibration.txt && continue
+  log=$(taskset -c 1 ptm pretrain $flags $COMMON_PT -o "calibrate-$name" --warmup-steps 5 --max-steps 40 --log-every 10 --eval-every 1000 2>&1)
+  t10=$(echo "$log" | grep '^step 10 |' | sed 's/.*elapsed_s //')
+  t40=$(echo "$log" | grep '^step 40 |' | grep -v eval_ | sed 's/.*elapsed_s //')
+  echo "$name $(python3 -c "print(round(($t40 - $t10) / 30, 4))")" >> calibration.txt
+done 3< variants.txt
 
 pretrain_all() {
   while IFS='|' read -r name flags <&3; do
