@@ -122,6 +122,12 @@ def preset_config(name: str, **overrides: Any) -> XLNetConfig:
     return XLNetConfig.from_dict({"vocab_size": 32000, **PRESETS[name], **overrides})
 
 
+def additive_mask(blocked: torch.Tensor | None) -> torch.Tensor | None:
+    """``[B, Q, K]`` True where a query may not attend -> ``[B, 1, Q, K]`` fp32 to add to the scores: ``-1e30``
+    there, 0 elsewhere (``scores + (-m)`` equals the reference's ``scores - m`` bit for bit)."""
+    return None if blocked is None else (blocked.float() * -_MASKED)[:, None]
+
+
 def relative_encodings(query_len: int, key_len: int, width: int, clamp_len: int, device, dtype) -> torch.Tensor:
     """``[key_len + query_len, width]`` sinusoids of the distances ``key_len, key_len - 1, ..., -query_len + 1``.
 
@@ -172,7 +178,8 @@ class RelativeAttention(nn.Module):
         """``[B, Q, N, S]`` queries over ``[B, K, N, S]`` keys and values -> ``[B, Q, N, S]``.
 
         ``k_pos`` ``[P, N, S]``: the projected distance table; ``other_segment`` ``[B, Q, K]`` (True where the
-        two positions lie in different segments); ``mask`` ``[B, Q, K]`` (True: may not attend).
+        two positions lie in different segments); ``mask`` ``[B, 1, Q, K]``: added to the fp32 scores (``-1e30``
+        where a query may not attend, else 0; :func:`additive_mask`).
         """
         content = torch.einsum("bind,bjnd->bnij", q + self.r_w_bias, k)
         position = _by_distance(torch.einsum("bind,jnd->bnij", q + self.r_r_bias, k_pos), k.shape[1])
@@ -183,7 +190,7 @@ class RelativeAttention(nn.Module):
             scores = scores + torch.where(other_segment[:, None], other, same)
         scores = scores.float() * self.head_size**-0.5
         if mask is not None:
-            scores = scores - _MASKED * mask[:, None].float()
+            scores = scores + mask
         probs = self.attention_dropout(scores.softmax(dim=-1).to(v.dtype))
         return torch.einsum("bnij,bjnd->bind", probs, v)
 
@@ -318,6 +325,8 @@ class XLNetModel(nn.Module):
         positions = self.dropout(relative_encodings(length, key_len, self.config.hidden_size, self.config.clamp_len,
                                                     device, h.dtype))
         states, new_mems = [h], []
+        # Made once per forward, not in each of the 2 x L attention calls.
+        mask_h, mask_g = additive_mask(mask_h), additive_mask(mask_g)
         for i, layer in enumerate(self.layers):
             memory = None if mems is None else mems[i]
             if return_mems:
