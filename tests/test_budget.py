@@ -148,7 +148,11 @@ def test_budget_fills_the_family_recipe_where_flags_are_not_given():
     cfg = PretrainConfig(arch="bert", budget="30m")
     filled, note = _with_budget_recipe(cfg, explicit={"budget"})
     assert (filled.norm, filled.bias, filled.hidden_dropout, filled.attention_dropout, filled.lr) == ("pre", False, 0.0, 0.0, 5e-4)
-    assert "--norm pre --no-bias --hidden-dropout 0 --attention-dropout 0 --lr 0.0005" in note
+    assert filled.mask_prob == 0.3
+    assert "--norm pre --no-bias --hidden-dropout 0 --attention-dropout 0 --lr 0.0005 --mask-prob 0.3" in note
+    # The mask rate only for an objective that masks: UniLM does, and so gets it.
+    unilm, _ = _with_budget_recipe(PretrainConfig(arch="bert", objective="unilm", budget="30m"), explicit={"budget"})
+    assert unilm.mask_prob == 0.3
     # A flag given on the command line wins, even when it equals the usual default.
     given = PretrainConfig(arch="bert", budget="30m", lr=1e-4, norm="post")
     kept, note = _with_budget_recipe(given, explicit={"budget", "lr", "norm"})

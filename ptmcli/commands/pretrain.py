@@ -34,8 +34,12 @@ def _with_arch_defaults(cfg: PretrainConfig) -> PretrainConfig:
 def _with_budget_recipe(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, str | None]:
     """``cfg`` with the family's small-budget recipe where its flags were not given, and a line saying what it set."""
     from ptmcli.models.registry import get_family
+    from ptmcli.pretraining.objective_table import OBJECTIVE_SETTINGS, OBJECTIVES
 
-    recipe = {k: v for k, v in get_family(cfg.arch).budget_recipe.items() if k not in explicit}
+    reads = OBJECTIVES[cfg.objective or default_objective(cfg.arch)].settings
+    # An objective setting (the mask rate) only for an objective that reads it.
+    recipe = {k: v for k, v in get_family(cfg.arch).budget_recipe.items()
+              if k not in explicit and (k not in OBJECTIVE_SETTINGS or k in reads)}
     if not recipe:
         return cfg, None
     flags = " ".join(_flag_text(name, value) for name, value in recipe.items())

@@ -57,7 +57,7 @@ class PretrainConfig(TrainingOptions):
     max_time: str | None = option(None, "Stop (with a checkpoint) after this much training time, e.g. 90m or 1.5h, counted over the whole run: a resumed run adds to the time it has already trained.")
     schedule: str = option("linear", "Decay after warmup.", choices=("linear", "cosine", "constant"))
     budget: str | None = option(None, "Plan the run over this much wall-clock time, e.g. 30m or 1.5h: warmup and decay follow the elapsed share of it (linear: a one-cycle triangle), and the run stops before the step that would overrun it, then evaluates and saves; --max-steps only caps the steps then (unlimited unless given). A resumed run continues its budget.")
-    budget_recipe: bool = option(True, "--budget: where these flags are not given, use the family's measured small-budget recipe (BERT, RoBERTa: --norm pre --no-bias --hidden-dropout 0 --attention-dropout 0 --lr 5e-4; docs/results.md); --no-budget-recipe keeps the usual defaults.")
+    budget_recipe: bool = option(True, "--budget: where these flags are not given, use the family's measured small-budget recipe (BERT, RoBERTa: --norm pre --no-bias --hidden-dropout 0 --attention-dropout 0 --lr 5e-4, and --mask-prob 0.3 for objectives that mask; docs/results.md); --no-budget-recipe keeps the usual defaults.")
     warmup_fraction: float = option(0.1, "--budget: share of the budget spent warming up.")
     batch_ramp: float = option(0.0, "--budget: share of the budget over which the global batch grows from one micro-batch to --grad-accum of them (0: the full batch from the start).")
     clip_norm: float = option(1.0, "Clip the global gradient norm to this (0 disables).")
