@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 
 from ptmcli.errors import PtmError
@@ -17,7 +16,6 @@ from ptmcli.finetuning.distill_config import DistillConfig
 from ptmcli.training import resume
 from ptmcli.training.session import RunSession
 
-RESUMABLE_OVERRIDES = {"max_steps", "epochs", "save_every", "eval_every", "log_every", "keep_last", "progress", "device", "threads", "out", "resume", "patience", "tensorboard"}
 # Beside a step checkpoint's optimizer state: the hidden-state projections, which are not part of the student.
 PROJECTIONS = "projections.safetensors"
 # Config fields that give a model its shape; a preset student takes the teacher's values of the others.
@@ -50,17 +48,6 @@ def _validate(cfg: DistillConfig) -> None:
         raise PtmError(f"--warmup-ratio {cfg.warmup_ratio}: must be in [0, 1)")
     if cfg.patience and not cfg.dev:
         raise PtmError("--patience needs --dev data to watch")
-
-
-def _resume_config(cfg: DistillConfig, explicit: set[str]):
-    ckpt, state, saved = resume.saved_run(DistillConfig, cfg.resume)
-    conflicts = sorted(n for n in explicit - RESUMABLE_OVERRIDES - {"config"} if getattr(cfg, n) != getattr(saved, n))
-    if conflicts:
-        raise PtmError(f"{_flag(conflicts[0])} conflicts with the run being resumed; only "
-                       f"{', '.join(_flag(n) for n in sorted(RESUMABLE_OVERRIDES - {'resume', 'out'}))} may change on --resume")
-    updates = {n: getattr(cfg, n) for n in explicit & RESUMABLE_OVERRIDES}
-    updates.update(resume.placement(cfg, saved, state, ckpt))
-    return replace(saved, **updates), ckpt
 
 
 def _load_teacher(cfg: DistillConfig):
@@ -141,7 +128,11 @@ def run(cfg: DistillConfig, explicit: set[str] | None = None) -> dict:
     explicit = explicit or set()
     ckpt_to_resume = None
     if cfg.resume:
-        cfg, ckpt_to_resume = _resume_config(cfg, explicit)
+        from ptmcli.commands.finetune import (
+            RESUMABLE_OVERRIDES,  # a distillation run resumes as a finetuning run does
+        )
+
+        cfg, ckpt_to_resume = resume.resumed_config(DistillConfig, cfg, explicit, RESUMABLE_OVERRIDES)
     _validate(cfg)
 
     import torch

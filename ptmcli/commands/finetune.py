@@ -6,7 +6,6 @@ import json
 import math
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from ptmcli.errors import PtmError, where
@@ -104,17 +103,6 @@ def _pairs_file(cfg: FinetuneConfig, name: str, side: str) -> str:
     return cfg.dev or (cfg.dev_source_file if side == "source" else cfg.dev_target_file)
 
 
-def _resume_config(cfg: FinetuneConfig, explicit: set[str]):
-    ckpt, state, saved = resume.saved_run(FinetuneConfig, cfg.resume)
-    conflicts = sorted(n for n in explicit - RESUMABLE_OVERRIDES - {"config"} if getattr(cfg, n) != getattr(saved, n))
-    if conflicts:
-        raise PtmError(f"{_flag(conflicts[0])} conflicts with the run being resumed; only "
-                       f"{', '.join(_flag(n) for n in sorted(RESUMABLE_OVERRIDES - {'resume', 'out'}))} may change on --resume")
-    updates = {n: getattr(cfg, n) for n in explicit & RESUMABLE_OVERRIDES}
-    updates.update(resume.placement(cfg, saved, state, ckpt))
-    return replace(saved, **updates), ckpt
-
-
 def _keep_tokenizer(source: Path, target: Path) -> None:
     """The source checkpoint's tokenizer files, copied once into the run directory."""
     from ptmcli.checkpoint import TOKENIZER_FILES, copy_tokenizer_files
@@ -156,7 +144,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     explicit = explicit or set()
     ckpt_to_resume = None
     if cfg.resume:
-        cfg, ckpt_to_resume = _resume_config(cfg, explicit)
+        cfg, ckpt_to_resume = resume.resumed_config(FinetuneConfig, cfg, explicit, RESUMABLE_OVERRIDES)
     if cfg.tasks:
         from ptmcli.commands.finetune_multitask import run_multitask
 

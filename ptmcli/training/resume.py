@@ -7,6 +7,7 @@ run writes are settled the same way for both.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ptmcli.errors import PtmError
@@ -31,3 +32,20 @@ def placement(cfg, saved, state: dict, ckpt: Path) -> dict:
     if out is None:
         raise PtmError(f"--resume {cfg.resume}: give -o RUN_DIR to say where the resumed run writes")
     return dict(updates, out=out)
+
+
+def resumed_config(config_class, cfg, explicit: set[str], overrides: set[str]):
+    """(the saved run configuration with the flags in ``overrides`` given again applied, the checkpoint); any
+    other flag given with a value unlike the saved one is refused, naming it."""
+    ckpt, state, saved = saved_run(config_class, cfg.resume)
+    conflicts = sorted(n for n in explicit - overrides - {"config"} if getattr(cfg, n) != getattr(saved, n))
+    if conflicts:
+        allowed = ", ".join(_flag(n) for n in sorted(overrides - {"resume", "out"}))
+        raise PtmError(f"{_flag(conflicts[0])} conflicts with the run being resumed; only {allowed} may change on --resume")
+    updates = {n: getattr(cfg, n) for n in explicit & overrides}
+    updates.update(placement(cfg, saved, state, ckpt))
+    return replace(saved, **updates), ckpt
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
