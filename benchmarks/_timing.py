@@ -29,6 +29,19 @@ class MatmulProbe:
         return 2.0 * self.size**3
 
 
+def add_step_timing_args(parser) -> None:
+    """The flags every training-step benchmark against transformers takes: threads, warm-up and timed steps,
+    precision rows, profiling, device and a JSON copy of the figures."""
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant (median reported)")
+    parser.add_argument("--no-bf16", action="store_true", help="fp32 rows only")
+    parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops for each side (fp32)")
+    parser.add_argument("--profile-steps", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+
+
 def time_alternately(variants: dict[str, Callable[[], None]], warmup: int, steps: int,
                      sync: Callable[[], None] = lambda: None) -> dict[str, float]:
     """Median seconds per step of each variant, the variants interleaved step by step.

@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable
 
 import torch
-from _timing import device_setup, profile_table, time_alternately, write_json
+from _timing import add_step_timing_args, device_setup, profile_table, time_alternately, write_json
 
 from ptmcli.convert.hf_bart import state_dict_from_hf as bart_from_hf
 from ptmcli.convert.hf_t5 import state_dict_from_hf as t5_from_hf
@@ -43,14 +43,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--source-len", type=int, default=128)
     p.add_argument("--bart-target-len", type=int, default=128)
     p.add_argument("--t5-target-len", type=int, default=32)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per variant (median reported)")
-    p.add_argument("--no-bf16", action="store_true", help="fp32 rows only")
-    p.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops for each side (fp32)")
-    p.add_argument("--profile-steps", type=int, default=2)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--json", help="also write the figures to this JSON file")
+    add_step_timing_args(p)
     return p.parse_args()
 
 
