@@ -26,11 +26,11 @@ WORDS = "red blue green black white brown pink gray".split()
 QUIET = ["--no-progress", "--threads", "1"]
 
 
-def _pairs(rng: random.Random, count: int) -> list[tuple[str, str]]:
-    """The copy task: a target is its source (2 to 5 colour words)."""
+def _pairs(rng: random.Random, count: int, longest: int = 5) -> list[tuple[str, str]]:
+    """The copy task: a target is its source (2 to ``longest`` colour words)."""
     out = []
     for _ in range(count):
-        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5)))
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, longest)))
         out.append((words, words))
     return out
 

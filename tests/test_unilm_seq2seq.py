@@ -20,18 +20,13 @@ from ptmcli.models.registry import get_family
 from ptmcli.pretraining.unified_lm import seq2seq_mask
 from ptmcli.tasks.seq2seq_data import TextPair
 from ptmcli.tokenization.train import train_tokenizer
-
-WORDS = "red blue green black white brown pink gray".split()
-QUIET = ["--no-progress", "--threads", "1"]
+from tests.test_seq2seq_finetune import QUIET, WORDS
+from tests.test_seq2seq_finetune import _pairs as _copy_pairs
 
 
 def _pairs(rng: random.Random, count: int) -> list[tuple[str, str]]:
-    """The copy task: a target is its source (2 to 4 colour words)."""
-    out = []
-    for _ in range(count):
-        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 4)))
-        out.append((words, words))
-    return out
+    """The copy task with 2 to 4 colour words: sources and targets fit the tiny model's 24 positions."""
+    return _copy_pairs(rng, count, longest=4)
 
 
 def _tiny_bert(tok, positions: int = 24, seed: int = 0, **overrides):
