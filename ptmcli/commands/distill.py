@@ -29,7 +29,10 @@ def _flag(name: str) -> str:
 def _validate(cfg: DistillConfig) -> None:
     for name in ("teacher", "student", "task", "train", "out"):
         if getattr(cfg, name) is None:
-            raise PtmError(f"{'-o/--out' if name == 'out' else _flag(name)} is required")
+            # Without a task the teacher would be a pretrained one: that is pretraining's distillation.
+            hint = (" (ptm distill is task distillation; to distill a pretrained teacher on unlabeled shards use "
+                    "ptm pretrain --objective mlm-distill --teacher CHECKPOINT --data SHARDS)") if name == "task" else ""
+            raise PtmError(f"{'-o/--out' if name == 'out' else _flag(name)} is required{hint}")
     for name in ("batch_size", "grad_accum", "log_every"):
         if getattr(cfg, name) <= 0:
             raise PtmError(f"{_flag(name)} {getattr(cfg, name)}: must be positive")
@@ -59,7 +62,9 @@ def _load_teacher(cfg: DistillConfig):
     path = resolve_checkpoint(open_checkpoint(cfg.teacher, "--teacher"))
     task = json.loads((path / "config.json").read_text()).get("task")
     if not isinstance(task, dict):
-        raise PtmError(f"--teacher {cfg.teacher}: not a finetuned checkpoint (no task in its config.json); finetune it first with ptm finetune")
+        raise PtmError(f"--teacher {cfg.teacher}: not a finetuned checkpoint (no task in its config.json); finetune it first with "
+                       f"ptm finetune, or distill it during pretraining: ptm pretrain --objective mlm-distill --teacher {cfg.teacher} "
+                       "--data SHARDS (DistilBERT's objective)")
     from ptmcli.finetuning.multitask_checkpoint import refuse_multitask
 
     refuse_multitask({"task": task}, f"--teacher {cfg.teacher}", "ptm distill")

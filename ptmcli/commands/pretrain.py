@@ -298,7 +298,7 @@ def _check_shard_dir(data: str) -> None:
 def _absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
     """Paths as the run records them: absolute, so ``--resume`` works from any directory."""
     absolute = {name: str(Path(getattr(cfg, name)).absolute())
-                for name in ("data", "tokenizer", "eval_data", "init_from", "init_vectors") if getattr(cfg, name)}
+                for name in ("data", "tokenizer", "eval_data", "init_from", "init_vectors", "teacher") if getattr(cfg, name)}
     return replace(cfg, **absolute)
 
 

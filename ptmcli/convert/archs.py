@@ -15,6 +15,8 @@ from ptmcli.errors import PtmError
 
 # SpanBERT's objectives train the masked-LM head alone (the span boundary head is pretraining-only).
 SPAN_OBJECTIVES = frozenset({"span", "span+sbo"})
+# Objectives that train the plain masked-LM head under another name: DistilBERT-style distillation and UniLM.
+MASKED_LM_OBJECTIVES = frozenset({"mlm-distill", "unilm"})
 
 
 @dataclass(frozen=True)

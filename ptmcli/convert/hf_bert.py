@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import torch
 
-from ptmcli.convert.archs import SPAN_OBJECTIVES, ArchSpec, HFClass
+from ptmcli.convert.archs import MASKED_LM_OBJECTIVES, SPAN_OBJECTIVES, ArchSpec, HFClass
 from ptmcli.errors import PtmError
 from ptmcli.models import bert
 
 CLASSES = {
     "BertModel": HFClass("BertModel", frozenset({"pooler"}), frozenset({"pooler"})),
     "BertForPreTraining": HFClass("BertForPreTraining", frozenset({"pooler", "mlm", "nsp"}), objective="mlm+nsp"),
-    "BertForMaskedLM": HFClass("BertForMaskedLM", frozenset({"mlm"}), objective="mlm", exported_from=SPAN_OBJECTIVES),
+    "BertForMaskedLM": HFClass("BertForMaskedLM", frozenset({"mlm"}), objective="mlm",
+                               exported_from=SPAN_OBJECTIVES | MASKED_LM_OBJECTIVES),
     "BertForSequenceClassification": HFClass(
         "BertForSequenceClassification", frozenset({"pooler", "classifier"}), task="classification"),
     "BertForTokenClassification": HFClass(

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import torch
 
-from ptmcli.convert.archs import ArchSpec, HFClass
+from ptmcli.convert.archs import MASKED_LM_OBJECTIVES, ArchSpec, HFClass
 from ptmcli.errors import PtmError
 from ptmcli.models import distilbert
 
 CLASSES = {
     "DistilBertModel": HFClass("DistilBertModel"),
-    "DistilBertForMaskedLM": HFClass("DistilBertForMaskedLM", frozenset({"mlm"}), objective="mlm"),
+    "DistilBertForMaskedLM": HFClass("DistilBertForMaskedLM", frozenset({"mlm"}), objective="mlm",
+                           exported_from=MASKED_LM_OBJECTIVES),
     "DistilBertForSequenceClassification": HFClass(
         "DistilBertForSequenceClassification", frozenset({"pooler", "classifier"}), task="classification"),
     "DistilBertForTokenClassification": HFClass(

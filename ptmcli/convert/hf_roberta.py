@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import torch
 
-from ptmcli.convert.archs import ArchSpec, HFClass
+from ptmcli.convert.archs import MASKED_LM_OBJECTIVES, ArchSpec, HFClass
 from ptmcli.errors import PtmError
 from ptmcli.models import roberta
 
 CLASSES = {
     "RobertaModel": HFClass("RobertaModel", frozenset({"pooler"}), frozenset({"pooler"})),
-    "RobertaForMaskedLM": HFClass("RobertaForMaskedLM", frozenset({"mlm"}), objective="mlm"),
+    "RobertaForMaskedLM": HFClass("RobertaForMaskedLM", frozenset({"mlm"}), objective="mlm",
+                        exported_from=MASKED_LM_OBJECTIVES),
     "RobertaForSequenceClassification": HFClass(
         "RobertaForSequenceClassification", frozenset({"pooler", "classifier"}), task="classification"),
     "RobertaForTokenClassification": HFClass(

@@ -37,6 +37,9 @@ OBJECTIVE_SETTINGS = (*OBJECTIVE_SETTINGS, "plm_k")
 # UniLM's shares of its attention regimes (pretraining/unified_lm.py), read by --objective unilm alone.
 UNILM_SETTINGS = ("unilm_mix",)
 OBJECTIVE_SETTINGS = (*OBJECTIVE_SETTINGS, *UNILM_SETTINGS)
+# DistilBERT's teacher and loss weights (pretraining/distill_lm.py), read by --objective mlm-distill alone.
+DISTILL_SETTINGS = ("teacher", "init_from_teacher", "distill_temperature", "alpha_ce", "alpha_mlm", "alpha_cos")
+OBJECTIVE_SETTINGS = (*OBJECTIVE_SETTINGS, *DISTILL_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,14 @@ OBJECTIVES: dict[str, Objective] = {
         special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
         metrics=("loss", "mlm_loss", "mlm_acc"), find_unused_parameters=True,
         settings=MASKING_SETTINGS,
+    ),
+    "mlm-distill": Objective(
+        ("bert", "roberta", "distilbert"), "ptmcli.pretraining.distill_lm:build",
+        "masked LM distilled from a pretrained --teacher: soft targets at the masked positions + the student's MLM "
+        "+ cosine of the last hidden states, as DistilBERT",
+        special_tokens=("cls", "sep", "pad", "mask"), predicted_fraction=lambda cfg: cfg.mask_prob,
+        metrics=("loss", "mlm_loss", "mlm_acc", "ce_loss", "cos_loss"), find_unused_parameters=True,
+        prepare_model="ptmcli.pretraining.distill_lm:prepare_student", settings=(*MASKING_SETTINGS, *DISTILL_SETTINGS),
     ),
     "clm": Objective(("gpt",), "ptmcli.pretraining.causal_lm:build", "next-token prediction", metrics=("loss", "lm_ppl")),
     "bilm": Objective(("elmo",), "ptmcli.pretraining.bidirectional_lm:build", "forward + backward LM, as ELMo",
