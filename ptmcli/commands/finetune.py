@@ -82,7 +82,8 @@ def _validate_seq2seq(cfg: FinetuneConfig) -> None:
                                ("gradual_unfreeze", cfg.gradual_unfreeze, False), ("discriminative_lr", cfg.discriminative_lr, 1.0),
                                ("text_columns", cfg.text_columns, None), ("label_column", cfg.label_column, None)):
         if value != unset:
-            raise PtmError(f"{_flag(name)} does not apply to --task seq2seq, which trains the encoder-decoder's own decoder")
+            raise PtmError(f"{_flag(name)} does not apply to --task seq2seq, which trains the model's own decoder "
+                           "(an encoder-decoder's, or a BERT LM head as UniLM's), not a head over pooled vectors")
     if cfg.metric is not None and cfg.metric not in ("bleu", "chrf"):
         raise PtmError(f"--metric {cfg.metric}: --task seq2seq keeps the best checkpoint by bleu or chrf")
 

@@ -44,7 +44,7 @@ NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 # Refused with the reason: their data and scoring are not one labeled row per example with one head.
 REFUSED_TYPES = {
     QA: "question answering trains on passage windows scored per question; finetune it on its own (--task qa)",
-    SEQ2SEQ: "seq2seq trains an encoder-decoder's own decoder, not a head on a shared encoder",
+    SEQ2SEQ: "seq2seq trains the model's own decoder (an encoder-decoder's, or UniLM's LM head), not a head on a shared encoder",
 }
 
 
