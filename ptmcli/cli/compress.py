@@ -11,6 +11,8 @@ HELP = """Write a smaller copy of a checkpoint to -o OUT.
 
 --prune-heads FRACTION --data FILE: remove that fraction of the attention heads, the least important by the gradient of the loss with respect to a gate on each head (Michel et al., 2019), normalised per layer and ranked across the model, keeping one head per layer at least. The loss is the checkpoint's own: a finetuned checkpoint's task loss on FILE, labeled data in its task's format (its TSV); a pretrained checkpoint's masked-LM loss on FILE, one text per line. The result is an ordinary fp32 checkpoint with fewer heads that every command reads and finetune trains. Families: bert, roberta, distilbert.
 
+--recover-steps N (a finetuned checkpoint): after pruning, finetune the pruned model for N optimizer steps on FILE with its own task loss (ptm finetune's training: AdamW, 10% warmup then linear decay, --batch-size, --seed), at --recover-lr (default: ptm finetune's default rate for the model's width), before writing OUT (and before quantizing).
+
 Both flags together prune first, then quantize. docs/compress.md has the file format and measured sizes and speeds.
 
 Examples:
@@ -18,6 +20,8 @@ Examples:
 ptm compress runs/sst2/best -o sst2-int8 --quantize int8
 
 ptm compress runs/sst2/best -o sst2-pruned --prune-heads 0.4 --data sst2/dev.tsv
+
+ptm compress runs/sst2/best -o sst2-pruned-recovered --prune-heads 0.5 --data sst2/train.tsv --max-examples 2000 --recover-steps 150 --recover-lr 1e-4
 
 ptm compress runs/bert-mini -o bert-mini-pruned --prune-heads 0.25 --data wiki.txt --quantize int8
 """
@@ -30,12 +34,15 @@ def compress(
     scheme: str = typer.Option("per-channel", "--scheme", help="int8 weight scales: per-channel (one per output row) or per-tensor."),
     prune_heads: float | None = typer.Option(None, "--prune-heads", metavar="FRACTION", help="Remove this fraction of the attention heads, in [0, 1)."),
     data: str | None = typer.Option(None, "--data", help="--prune-heads: labeled data of a finetuned checkpoint's task, or text (one per line) for a pretrained one."),
-    batch_size: int = typer.Option(32, "--batch-size", help="--prune-heads: examples per gradient of the head gates."),
+    batch_size: int = typer.Option(32, "--batch-size", help="--prune-heads: examples per gradient of the head gates (and per --recover-steps step)."),
     max_len: int = typer.Option(128, "--max-len", help="--prune-heads: tokens per example at most (a finetuned checkpoint keeps its own)."),
     max_examples: int | None = typer.Option(None, "--max-examples", help="--prune-heads: read at most this many examples of --data."),
-    seed: int = typer.Option(0, "--seed", help="--prune-heads on text: the seed of the masked positions."),
+    seed: int = typer.Option(0, "--seed", help="--prune-heads on text: the seed of the masked positions; --recover-steps: the seed of the data order and dropout."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    recover_steps: int | None = typer.Option(None, "--recover-steps", metavar="N", help="--prune-heads on a finetuned checkpoint: finetune the pruned model for N optimizer steps on --data (all of it, not only --max-examples) with its task loss."),
+    recover_lr: float | None = typer.Option(None, "--recover-lr", metavar="LR", help="--recover-steps: peak learning rate [default: ptm finetune's default for the model's width]."),
 ) -> None:
     from ptmcli.commands.compress import CompressConfig, run
 
-    run(CompressConfig(checkpoint, out, quantize, scheme, prune_heads, data, batch_size, max_len, max_examples, seed, threads))
+    run(CompressConfig(checkpoint, out, quantize, scheme, prune_heads, data, batch_size, max_len, max_examples, seed, threads,
+                       recover_steps=recover_steps, recover_lr=recover_lr))

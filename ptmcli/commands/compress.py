@@ -5,7 +5,9 @@ checkpoint with fewer heads (``heads_per_layer`` in its model config);
 ``--quantize int8`` writes int8 Linear weights with their scales (config.json
 ``"quantization"``), which ``ptm eval``, ``extract-features``, ``predict`` and
 ``finetune --mode features`` load as torch's dynamic int8 Linears. Pruning runs
-first (its importances need gradients), then quantization. Every tensor the
+first (its importances need gradients), then ``--recover-steps`` finetuning of a
+pruned finetuned checkpoint (through ptm finetune, compress/recover.py), then
+quantization. Every tensor the
 source holds is carried over: only the pruned and quantized ones change.
 """
 
@@ -37,6 +39,8 @@ class CompressConfig:
     max_examples: int | None = None
     seed: int = 0
     threads: int | None = None
+    recover_steps: int | None = None
+    recover_lr: float | None = None
 
 
 def check_flags(cfg: CompressConfig) -> None:
@@ -57,6 +61,15 @@ def check_flags(cfg: CompressConfig) -> None:
                            "(pretrained checkpoint) whose loss ranks the heads")
     elif cfg.data:
         raise PtmError("--data applies to --prune-heads")
+    if cfg.recover_steps is not None:
+        if cfg.prune_heads is None:
+            raise PtmError("--recover-steps finetunes a pruned model: it needs --prune-heads FRACTION --data FILE")
+        if cfg.recover_steps < 1:
+            raise PtmError(f"--recover-steps {cfg.recover_steps}: must be at least 1")
+    elif cfg.recover_lr is not None:
+        raise PtmError("--recover-lr applies to --recover-steps")
+    if cfg.recover_lr is not None and not cfg.recover_lr > 0:
+        raise PtmError(f"--recover-lr {cfg.recover_lr}: must be positive")
     for flag, value in (("--batch-size", cfg.batch_size), ("--max-len", cfg.max_len),
                         ("--max-examples", cfg.max_examples), ("--threads", cfg.threads)):
         if value is not None and value < 1:
@@ -87,6 +100,9 @@ def run(cfg: CompressConfig) -> dict:
     if task is not None and task.get("type") in (QA, SEQ2SEQ):
         raise PtmError(f"{cfg.checkpoint}: a {task['type']} checkpoint; ptm compress takes pretrained checkpoints and "
                        f"{', '.join(PRUNE_TASKS)} ones")
+    if cfg.recover_steps is not None and task is None:
+        raise PtmError(f"--recover-steps: {cfg.checkpoint} is a pretrained checkpoint; recovery finetunes a finetuned "
+                       "one on its task (prune, then ptm finetune the pruned checkpoint instead)")
     if cfg.quantize and config["arch"] not in QUANTIZABLE:
         raise PtmError(f"--quantize: a {config['arch']} checkpoint cannot be quantized; int8 supports "
                        f"{', '.join(QUANTIZABLE)}")
@@ -99,6 +115,14 @@ def run(cfg: CompressConfig) -> dict:
     if cfg.prune_heads is not None:
         state, new_config, kept = _prune(cfg, model, family, tokenizer, config, state, new_config, initialised)
         summary["heads_kept"] = [len(k) for k in kept]
+        if cfg.recover_steps is not None:  # prune, recover, then quantize
+            from ptmcli.compress.recover import recover
+
+            state, record = recover(state, new_config, ckpt, data=cfg.data, steps=cfg.recover_steps, lr=cfg.recover_lr,
+                                    seed=cfg.seed, batch_size=cfg.batch_size, threads=cfg.threads,
+                                    out=out)
+            new_config["pruning"]["recovery"] = record
+            summary["recovery"] = record
     if cfg.quantize:
         from ptmcli.compress.quantize import METHOD, linear_names, quantize_state, saved_name
 
@@ -114,6 +138,8 @@ def run(cfg: CompressConfig) -> dict:
     after = (out / WEIGHTS).stat().st_size
     summary.update(bytes_before=before, bytes_after=after, ratio=round(after / before, 4))
     pruned = f", heads kept per layer {summary['heads_kept']}" if "heads_kept" in summary else ""
+    if "recovery" in summary:
+        pruned += f", {summary['recovery']['steps']} recovery steps at lr {summary['recovery']['lr']:g}"
     quantized = f", {summary['quantized_linears']} Linears int8 ({cfg.scheme})" if "quantized_linears" in summary else ""
     print(f"ptm compress: {ckpt} -> {out}{pruned}{quantized}; {WEIGHTS} {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB "
           f"({after / before:.2f}x) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
