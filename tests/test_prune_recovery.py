@@ -115,6 +115,8 @@ def test_recovery_trains_the_pruned_model_keeps_its_shape_is_deterministic_and_l
     assert (record["steps"], record["lr"], record["seed"], record["batch_size"]) == (6, 1e-3, 3, 16)
     assert record["data"] == str((root / "train.tsv").resolve())
     assert "recovery" not in pruned_config["pruning"]
+    # The source's dev score is not carried over as if it were the compressed model's.
+    assert "best" not in config and "best" not in pruned_config
     # Nothing of the staging run is left beside OUT.
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["rec"]
 

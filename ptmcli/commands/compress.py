@@ -109,7 +109,8 @@ def run(cfg: CompressConfig) -> dict:
     model, family, tokenizer, initialised = _load(ckpt, config)
     state = read_weights(ckpt)
     before = (Path(ckpt) / WEIGHTS).stat().st_size
-    new_config = {k: v for k, v in config.items() if k not in ("format", "version", "ptm_version")}
+    # The source's dev score ("best") does not describe the compressed model; compressed_from names the source.
+    new_config = {k: v for k, v in config.items() if k not in ("format", "version", "ptm_version", "best")}
     new_config["compressed_from"] = str(ckpt)
     summary: dict = {"checkpoint": str(ckpt), "out": str(out), "arch": config["arch"]}
     if cfg.prune_heads is not None:
