@@ -157,6 +157,21 @@ def test_electra_under_fsdp_matches_one_process(corpus, one_process_runs, tmp_pa
     assert json.loads(done.stdout)["tokens_scored"] > 0
 
 
+def test_xlnet_segment_memory_under_two_processes_matches_one(corpus, tmp_path):
+    # With --mem-len each row carries its memory to the next segment; a rank keeps the memory of the rows it holds,
+    # so two processes of 4 rows equal one of 8, through the segments the memory links.
+    shards, tok = corpus
+    flags = ["pretrain", "--arch", "xlnet", "--objective", "plm", "--data", shards, "--tokenizer", tok, "--preset", "xlnet-tiny",
+             *TINY, "--mem-len", "16", "--max-steps", "6"]
+    one = run_ptm(*flags, "--batch-size", "8", "-o", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    two = run_ptm(*flags, "--batch-size", "4", "-o", tmp_path / "two", procs=2)
+    assert two.returncode == 0, two.stderr
+    assert "global batch 8 = 4 per device x 2 processes" in two.stderr
+    assert _max_diff(_final(tmp_path / "two"), _final(tmp_path / "one")) < 1e-5
+    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5)
+
+
 def test_fsdp_without_torchrun_is_refused(corpus, tmp_path):
     shards, tok = corpus
     done = run_ptm("pretrain", "--data", shards, "--tokenizer", tok, "-o", tmp_path / "x", "--preset", "bert-tiny", *TINY, "--max-steps", "2", "--fsdp")

@@ -209,6 +209,8 @@ OBJECTIVES: dict[str, Objective] = {
         ("xlnet",), "ptmcli.pretraining.permutation_lm:build",
         "permutation LM: a sampled factorisation order per example, its last 1/K predicted through the query stream (XLNet)",
         predicted_fraction=lambda cfg: 1.0 / cfg.plm_k, metrics=("loss", "lm_loss", "lm_acc"), settings=("plm_k",),
+        # One-segment blocks leave the relative segment encodings (r_s_bias, seg_embed) without gradients.
+        find_unused_parameters=True,
     ),
     # Static word vectors: each family's engine is a row of pretraining/static_vectors.py's ENGINES.
     "skipgram": Objective(("word2vec", "fasttext"), _STATIC, "each word predicts the words around it (word2vec, fastText)",
