@@ -33,8 +33,11 @@ albert-sop|--arch albert --objective mlm+sop --preset albert-mini
 unilm|--arch bert --objective unilm --preset bert-mini
 xlnet-plm|--arch xlnet --objective plm --preset xlnet-mini
 EOF
+# variants.txt keeps every variant (examples/objectives_table.py reads it); this run trains those in $RUN_LIST.
+RUN_LIST=variants.txt
 if [ -n "$ONLY" ]; then
-  for name in $ONLY; do grep "^$name|" variants.txt; done > variants.only && mv variants.only variants.txt
+  for name in $ONLY; do grep "^$name|" variants.txt; done > variants.only
+  RUN_LIST=variants.only
 fi
 
 [ -d tok-enwiki-8k ] || ptm tokenize train -m wordpiece --vocab-size 8192 "$D/enwiki-sample/enwiki_sample.txt" -o tok-enwiki-8k
@@ -58,7 +61,7 @@ while IFS='|' read -r name flags <&3; do
   t10=$(echo "$log" | grep '^step 10 |' | sed 's/.*elapsed_s //')
   t40=$(echo "$log" | grep '^step 40 |' | grep -v eval_ | sed 's/.*elapsed_s //')
   echo "$name $(python3 -c "print(round(($t40 - $t10) / 30, 4))")" >> calibration.txt
-done 3< variants.txt
+done 3< "$RUN_LIST"
 
 pretrain_all() {
   while IFS='|' read -r name flags <&3; do
@@ -70,7 +73,7 @@ pretrain_all() {
         --max-steps "$steps" --warmup-steps "$warmup" --eval-every "$(( steps / 4 ))" --eval-batches 20 \
         --log-every 50 --save-every 500 --keep-last 1 > "pt-$name.log" 2>&1
     touch "pt-$name/DONE"
-  done 3< variants.txt
+  done 3< "$RUN_LIST"
 }
 
 FT_COMMON="--threads 1 --no-progress --log-every 100 --precision bf16 --batch-size 32 --overwrite"
@@ -102,7 +105,7 @@ finetune_all() {
   while IFS='|' read -r name flags <&3; do
     while [ ! -f "pt-$name/DONE" ]; do sleep 20; done
     finetune_one "pt-$name" "$name" ""
-  done 3< variants.txt
+  done 3< "$RUN_LIST"
 }
 
 pretrain_all &
