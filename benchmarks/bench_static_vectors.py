@@ -97,13 +97,16 @@ def similarity_rho(words: list[str], vectors: np.ndarray, pairs: list[tuple[str,
     return float(rho), missing
 
 
-def read_analogies(path: Path) -> list[tuple[str, str, str, str]]:
-    questions = []
+def read_analogies(path: Path) -> dict[str, list[tuple[str, str, str, str]]]:
+    """Questions by kind: ``semantic`` (the sections whose name does not start with ``gram``) and ``syntactic``."""
+    questions: dict[str, list] = {"semantic": [], "syntactic": []}
+    kind = "semantic"
     with open(path, encoding="utf-8") as file:
         for line in file:
-            if line.startswith(":") or not line.strip():
-                continue
-            questions.append(tuple(line.lower().split()))
+            if line.startswith(":"):
+                kind = "syntactic" if line[1:].strip().startswith("gram") else "semantic"
+            elif line.strip():
+                questions[kind].append(tuple(line.lower().split()))
     return questions
 
 
@@ -132,8 +135,20 @@ def quality(words: list[str], vectors: np.ndarray) -> dict[str, float]:
     result = {}
     for name, path in SIMILARITY_SETS.items():
         result[name], result[f"{name}_oov"] = similarity_rho(words, vectors, read_similarity(path))
-    result["analogy"], result["analogy_n"], _ = analogy_accuracy(words, vectors, read_analogies(ANALOGIES))
+    by_kind = read_analogies(ANALOGIES)
+    result["analogy"], result["analogy_n"], _ = analogy_accuracy(words, vectors, by_kind["semantic"] + by_kind["syntactic"])
+    result["semantic"], _, _ = analogy_accuracy(words, vectors, by_kind["semantic"])
+    result["syntactic"], _, _ = analogy_accuracy(words, vectors, by_kind["syntactic"])
     return result
+
+
+def save_vectors(path: Path, words: list[str], vectors: np.ndarray) -> None:
+    """word2vec text, most frequent word first: ``ptm eval --probe`` and gensim's KeyedVectors read it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(f"{len(words)} {vectors.shape[1]}\n")
+        for word, row in zip(words, vectors):
+            file.write(word + " " + " ".join(f"{x:.6f}" for x in row) + "\n")
 
 
 # ---- the two tools ----
@@ -211,6 +226,8 @@ def main() -> None:
     parser.add_argument("--max-row-updates", type=int, default=16, help="ptm: steps a row takes from one batch unscaled")
     parser.add_argument("--batch-words", type=int, default=1024, help="ptm: centre words per SGD step")
     parser.add_argument("--repeat", type=int, default=1, help="alternate the tools N times, keep each one's fastest run")
+    parser.add_argument("--save-vectors", type=Path, default=None,
+                        help="write each tool's kept vectors to DIR/{model}-{tool}.txt (word2vec text), after timing")
     args = parser.parse_args()
 
     sentences = read_sentences(args.input, args.max_words)
@@ -221,7 +238,7 @@ def main() -> None:
           f"min_count {args.min_count}, sample {args.sample:g}, workers {args.workers}, buckets {args.buckets:,}"
           f"{', hierarchical softmax' if args.hs else ''}")
     header = (f"{'model':<9} {'tool':<7} {'seconds':>8} {'words/s':>10} {'ratio':>6} {'cpu w/s':>10} {'ratio':>6} "
-              f"{'vocab':>7} {'ws353 rho':>9} {'oov':>4} {'simlex rho':>10} {'oov':>4} {'analogy':>8} {'asked':>6}")
+              f"{'vocab':>7} {'ws353 rho':>9} {'oov':>4} {'simlex rho':>10} {'oov':>4} {'analogy':>8} {'sem':>6} {'syn':>6} {'asked':>6}")
     print(header)
     print("-" * len(header))
     tools = args.tools.split(",")
@@ -242,10 +259,14 @@ def main() -> None:
             if tool != "gensim" and "gensim" in best:
                 ratio = f"{seconds and best['gensim'][0] / seconds:.2f}"
                 cpu_ratio = f"{best['gensim'][1] / cpu:.2f}"
-            q = quality(words, np.asarray(vectors, dtype=np.float32))
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if args.save_vectors is not None:
+                save_vectors(args.save_vectors / f"{model}-{tool}.txt", words, vectors)
+            q = quality(words, vectors)
             print(f"{model:<9} {tool:<7} {seconds:>8.1f} {speed:>10,.0f} {ratio:>6} {cpu_speed:>10,.0f} {cpu_ratio:>6} "
                   f"{len(words):>7,} {q['wordsim353']:>9.3f} {q['wordsim353_oov']:>4} {q['simlex999']:>10.3f} "
-                  f"{q['simlex999_oov']:>4} {q['analogy']:>8.3f} {q['analogy_n']:>6}", flush=True)
+                  f"{q['simlex999_oov']:>4} {q['analogy']:>8.3f} {q['semantic']:>6.3f} {q['syntactic']:>6.3f} "
+                  f"{q['analogy_n']:>6}", flush=True)
 
 if __name__ == "__main__":
     main()
