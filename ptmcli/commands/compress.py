@@ -6,7 +6,7 @@ checkpoint with fewer heads (``heads_per_layer`` in its model config);
 ``"quantization"``), which ``ptm eval``, ``extract-features``, ``predict`` and
 ``finetune --mode features`` load as torch's dynamic int8 Linears. Pruning runs
 first (its importances need gradients), then ``--recover-steps`` finetuning of a
-pruned finetuned checkpoint (through ptm finetune, compress/recover.py), then
+pruned finetuned checkpoint (through ptm finetune, commands/compress_recovery.py), then
 quantization. Every tensor the
 source holds is carried over: only the pruned and quantized ones change.
 """
@@ -117,7 +117,7 @@ def run(cfg: CompressConfig) -> dict:
         state, new_config, kept = _prune(cfg, model, family, tokenizer, config, state, new_config, initialised)
         summary["heads_kept"] = [len(k) for k in kept]
         if cfg.recover_steps is not None:  # prune, recover, then quantize
-            from ptmcli.compress.recover import recover
+            from ptmcli.commands.compress_recovery import recover
 
             state, record = recover(state, new_config, ckpt, data=cfg.data, steps=cfg.recover_steps, lr=cfg.recover_lr,
                                     seed=cfg.seed, batch_size=cfg.batch_size, threads=cfg.threads,
