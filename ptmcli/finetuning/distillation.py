@@ -25,6 +25,7 @@ from torch import nn
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.task import STEP_EPOCHS, FinetuneTask
+from ptmcli.models.teacher_init import copy_from_teacher, init_layer_map
 
 LM_PREFIX = "lm."
 # A masked attention score: finite, so log-probabilities of padding stay finite and their KL terms are 0.
@@ -35,11 +36,6 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     """Teacher layer (1-based, 0 being the embeddings) each student layer (0-based) learns from: round((i+1)*Lt/Ls),
     halves rounded up so the map does not depend on Python's round-half-to-even."""
     return [min(teacher_layers, int(math.floor((i + 1) * teacher_layers / student_layers + 0.5))) for i in range(student_layers)]
-
-
-def init_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
-    """Teacher layer (0-based) whose weights start student layer i: i*Lt/Ls, every other layer at half the depth."""
-    return [i * teacher_layers // student_layers for i in range(student_layers)]
 
 
 def soft_target_sum(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -200,24 +196,10 @@ def init_from_teacher(student, teacher) -> list[str]:
         raise PtmError(f"--init-from-teacher needs the teacher's width and at most its layers: the student is {ls} layers "
                        f"x {ws}, the teacher {lt} x {wt}")
     layers_prefix = f"{LM_PREFIX}{student.family.encoder_prefix}layers."
-    source = teacher.state_dict()
-    mapping = init_layer_map(ls, lt)
-    copied, state = [], student.state_dict()
-    with torch.no_grad():
-        for key, tensor in state.items():
-            name = key
-            if key.startswith(layers_prefix):
-                index, rest = key[len(layers_prefix):].split(".", 1)
-                name = f"{layers_prefix}{mapping[int(index)]}.{rest}"
-            theirs = source.get(name)
-            if theirs is None or tuple(theirs.shape) != tuple(tensor.shape):
-                if key.startswith(layers_prefix) or ".embeddings." in key:
-                    have = "nothing" if theirs is None else f"shape {tuple(theirs.shape)}"
-                    raise PtmError(f"--init-from-teacher: the student's {key[len(LM_PREFIX):]} {tuple(tensor.shape)} has no "
-                                   f"teacher counterpart ({name[len(LM_PREFIX):]}: {have})")
-                continue
-            tensor.copy_(theirs)
-            copied.append(key)
+    # The encoder must come over whole; heads the teacher's task shaped differently keep their fresh weights.
+    copied = copy_from_teacher(student.state_dict(), teacher.state_dict(), layers_prefix, init_layer_map(ls, lt),
+                               required=lambda key: key.startswith(layers_prefix) or ".embeddings." in key,
+                               shown=lambda key: key[len(LM_PREFIX):])
     student.tie_weights()
     return copied
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ptmcli.errors import PtmError
+from ptmcli.models.teacher_init import copy_from_teacher, init_layer_map
 from ptmcli.pretraining.bert_task import BertPretrainTask
 from ptmcli.pretraining.masked_lm import example_streams, masked_lm_task
 from ptmcli.pretraining.objective_context import ObjectiveContext
@@ -154,11 +155,6 @@ def prepare_student(model, cfg) -> None:
     last_hidden_capture(model, teacher.family)
 
 
-def init_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
-    """Teacher layer (0-based) each student layer starts from: i * Lt / Ls (every other layer at half the depth)."""
-    return [i * teacher_layers // student_layers for i in range(student_layers)]
-
-
 def init_from_teacher(student, teacher, family, where: str = "--teacher") -> list[str]:
     """Copy ``teacher`` into ``student`` (pretraining models of ``family``): student block i from teacher block
     ``init_layer_map``, every other tensor (embeddings, final LayerNorm, pooler, heads) under its own name;
@@ -168,22 +164,8 @@ def init_from_teacher(student, teacher, family, where: str = "--teacher") -> lis
     if ws != wt or ls > lt:
         raise PtmError(f"--init-from-teacher needs the teacher's width and at most its layers: the student is {ls} layers "
                        f"x {ws}, the teacher ({where}) {lt} x {wt}")
-    prefix = f"{family.encoder_prefix}layers."
-    mapping = init_layer_map(ls, lt)
-    source, copied = teacher.state_dict(), []
-    with torch.no_grad():
-        for key, tensor in student.state_dict().items():
-            name = key
-            if key.startswith(prefix):
-                index, rest = key[len(prefix):].split(".", 1)
-                name = f"{prefix}{mapping[int(index)]}.{rest}"
-            theirs = source.get(name)
-            if theirs is None or tuple(theirs.shape) != tuple(tensor.shape):
-                have = "nothing" if theirs is None else f"shape {tuple(theirs.shape)}"
-                raise PtmError(f"--init-from-teacher: the student's {key} {tuple(tensor.shape)} has no teacher counterpart "
-                               f"({where}: {name}: {have})")
-            tensor.copy_(theirs)
-            copied.append(key)
+    copied = copy_from_teacher(student.state_dict(), teacher.state_dict(), f"{family.encoder_prefix}layers.",
+                               init_layer_map(ls, lt))
     student.tie_weights()
     return copied
 
