@@ -68,3 +68,31 @@ def run_cli_err(capsys, *args) -> tuple[int, str]:
     """Run the ptm command line in this process: (exit status, stderr)."""
     code, _out, err = run_cli(capsys, *args)
     return code, err
+
+
+SENTIMENT_GOOD = ["good", "great", "fine", "nice", "happy"]
+SENTIMENT_BAD = ["bad", "awful", "poor", "sad", "wrong"]
+
+
+def sentiment_rows(n: int, seed: int, filler: list[str]) -> list[tuple[str, int]]:
+    """``n`` learnable (sentence, label) rows: 3-8 filler words with one good (1) or bad (0) word among them."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        words = [rng.choice(filler) for _ in range(rng.randint(3, 8))]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(SENTIMENT_GOOD if label else SENTIMENT_BAD))
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def save_pretrained(root: Path, name: str, model, arch: str, tokenizer, tok_dir: Path) -> Path:
+    """``model`` (a pretraining model of ``arch``, random or trained) saved as a ptm MLM checkpoint ``root/name``."""
+    from ptmcli.checkpoint import save_checkpoint, state_dict_for_saving
+
+    config = {"arch": arch, "model": model.config.to_dict(), "objective": "mlm", "task": None,
+              "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size}}
+    return save_checkpoint(root / name, config=config, weights=state_dict_for_saving(model, model.tied_weights()),
+                           tokenizer_dir=tok_dir)

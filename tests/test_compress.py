@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import copy
 import json
-import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, save_pretrained, sentiment_rows
+from conftest import run_cli_err as ptm
 from safetensors.torch import load_file
 
 from ptmcli.checkpoint import (
     list_step_checkpoints,
     read_config,
-    save_checkpoint,
-    state_dict_for_saving,
 )
 from ptmcli.checkpoint.loading import load_checkpoint
 from ptmcli.compress.prune import attention_layers, head_gates, head_importance
@@ -28,39 +25,19 @@ from ptmcli.models import albert, bert
 from ptmcli.models.registry import get_family
 from ptmcli.tokenization.train import train_tokenizer
 
-GOOD, BAD = ["good", "great", "fine", "nice", "happy"], ["bad", "awful", "poor", "sad", "wrong"]
 FILLER = "the of and a in to was is city river music old new house".split()
 FT = ["--batch-size", "8", "--max-len", "32", "--no-progress", "--log-every", "50", "--threads", "2"]
 
 
-def _sentences(n: int, seed: int) -> list[tuple[str, int]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = rng.randrange(2)
-        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))]
-        words.insert(rng.randrange(len(words) + 1), rng.choice(GOOD if label else BAD))
-        rows.append((" ".join(words), label))
-    return rows
 
 
-def ptm(capsys, *args) -> tuple[int, str]:
-    code, _, err = run_cli(capsys, *args)
-    return code, err
-
-
-def _save(root: Path, name: str, model, arch: str, tokenizer, tok_dir: Path) -> Path:
-    config = {"arch": arch, "model": model.config.to_dict(), "objective": "mlm", "task": None,
-              "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size}}
-    return save_checkpoint(root / name, config=config, weights=state_dict_for_saving(model, model.tied_weights()),
-                           tokenizer_dir=tok_dir)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tokenizer, labeled and text data, a random tiny BERT and ALBERT (whose blocks share weights: no per-layer heads)."""
     root = tmp_path_factory.mktemp("compress")
-    data = {name: _sentences(n, seed) for name, n, seed in (("train", 200, 0), ("dev", 64, 1))}
+    data = {name: sentiment_rows(n, seed, FILLER) for name, n, seed in (("train", 200, 0), ("dev", 64, 1))}
     for name, rows in data.items():
         (root / f"{name}.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
     (root / "text.txt").write_text("".join(f"{s}\n" for s, _ in data["train"][:48]))
@@ -70,9 +47,9 @@ def world(tmp_path_factory):
     config = bert.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_layers=2, num_heads=4,
                              intermediate_size=128, max_position_embeddings=64)
     model = bert.BertForPreTraining(config)
-    pretrained = _save(root, "bert", model, "bert", tokenizer, root / "tok")
+    pretrained = save_pretrained(root, "bert", model, "bert", tokenizer, root / "tok")
     shared = albert.AlbertConfig(tokenizer.vocab_size, 16, 32, 2, 2, 64, max_position_embeddings=64)
-    other = _save(root, "albert", get_family("albert").build(shared), "albert", tokenizer, root / "tok")
+    other = save_pretrained(root, "albert", get_family("albert").build(shared), "albert", tokenizer, root / "tok")
     return {"root": root, "bert": pretrained, "albert": other}
 
 

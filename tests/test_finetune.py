@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
+from conftest import sentiment_rows
 from safetensors.torch import load_file
 
 from ptmcli.checkpoint import list_step_checkpoints, read_config
@@ -18,20 +18,11 @@ from tests.test_gpt import GPT_TINY
 from tests.test_pretrain import TINY, corpus, ptm  # noqa: F401  (corpus is a fixture)
 
 FT = ["--batch-size", "8", "--max-len", "32", "--no-progress", "--log-every", "5", "--threads", "2"]
-GOOD = ["good", "great", "fine", "nice", "happy"]
-BAD = ["bad", "awful", "poor", "sad", "wrong"]
 FILLER = "the of and a in to was is city river music".split()
 
 
 def _sentences(n: int, seed: int) -> list[tuple[str, int]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = rng.randrange(2)
-        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))]
-        words.insert(rng.randrange(len(words) + 1), rng.choice(GOOD if label else BAD))
-        rows.append((" ".join(words), label))
-    return rows
+    return sentiment_rows(n, seed, FILLER)
 
 
 @pytest.fixture(scope="module")

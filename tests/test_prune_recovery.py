@@ -5,19 +5,17 @@ the refusals."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, save_pretrained, sentiment_rows
+from conftest import run_cli_err as ptm
 from safetensors.torch import load_file
 
 from ptmcli.checkpoint import (
     list_step_checkpoints,
     read_config,
-    save_checkpoint,
-    state_dict_for_saving,
 )
 from ptmcli.compress.prune import attention_layers, head_gates
 from ptmcli.finetuning.task_model import load_task_model
@@ -25,25 +23,12 @@ from ptmcli.models import bert
 from ptmcli.models.registry import get_family
 from ptmcli.tokenization.train import train_tokenizer
 
-GOOD, BAD = ["good", "great", "fine", "nice", "happy"], ["bad", "awful", "poor", "sad", "wrong"]
 FILLER = "the of and a in to was is city river music old new house".split()
 THREADS = ["--threads", "1"]
 
 
-def _sentences(n: int, seed: int) -> list[tuple[str, int]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = rng.randrange(2)
-        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))]
-        words.insert(rng.randrange(len(words) + 1), rng.choice(GOOD if label else BAD))
-        rows.append((" ".join(words), label))
-    return rows
 
 
-def ptm(capsys, *args) -> tuple[int, str]:
-    code, _, err = run_cli(capsys, *args)
-    return code, err
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +38,16 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("recover")
     for name, n, seed in (("train", 160, 0), ("dev", 48, 1)):
-        rows = _sentences(n, seed)
+        rows = sentiment_rows(n, seed, FILLER)
         (root / f"{name}.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
-    (root / "text.txt").write_text("".join(f"{s}\n" for s, _ in _sentences(32, 2)))
-    tokenizer = train_tokenizer(iter([s for s, _ in _sentences(160, 0)] * 3), "wordpiece", 120)
+    (root / "text.txt").write_text("".join(f"{s}\n" for s, _ in sentiment_rows(32, 2, FILLER)))
+    tokenizer = train_tokenizer(iter([s for s, _ in sentiment_rows(160, 0, FILLER)] * 3), "wordpiece", 120)
     tokenizer.save(root / "tok")
     torch.manual_seed(0)
     config = bert.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_layers=2, num_heads=4,
                              intermediate_size=64, max_position_embeddings=64, norm="pre", bias=False)
     model = bert.BertForPreTraining(config)
-    pretrained = save_checkpoint(
-        root / "bert", config={"arch": "bert", "model": model.config.to_dict(), "objective": "mlm", "task": None,
-                               "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size}},
-        weights=state_dict_for_saving(model, model.tied_weights()), tokenizer_dir=root / "tok")
+    pretrained = save_pretrained(root, "bert", model, "bert", tokenizer, root / "tok")
     try:
         main([str(a) for a in ["finetune", "--checkpoint", pretrained, "--task", "classification", "--train",
                                root / "train.tsv", "-o", root / "sst", "--max-steps", "30", "--lr", "3e-3",
@@ -155,7 +137,7 @@ def test_recovery_refusals_are_one_line_and_exit_2_and_write_nothing(world, tmp_
     x = tmp_path / "x"
     prune = ["--prune-heads", "0.5", "--data", root / "train.tsv"]
     relabeled = tmp_path / "three.tsv"
-    relabeled.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y + 1}\n" for s, y in _sentences(20, 5)))
+    relabeled.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y + 1}\n" for s, y in sentiment_rows(20, 5, FILLER)))
     cases = [
         ([world["ft"], "-o", x, *prune, "--recover-steps", "-5"], "--recover-steps -5: must be at least 1"),
         ([world["ft"], "-o", x, *prune, "--recover-steps", "0"], "must be at least 1"),
