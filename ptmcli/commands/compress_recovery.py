@@ -75,16 +75,16 @@ def recover(state: dict, config: dict, tokenizer_dir: Path, *, data: str, steps:
         losses = [json.loads(line) for line in (staging / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    out = dict(state)
+    recovered = dict(state)
     for key, tensor in state.items():
         if key in trained:  # what finetuning does not hold (none for a BERT task model) stays as pruned
             if tuple(trained[key].shape) != tuple(tensor.shape):
                 raise PtmError(f"--recover-steps: tensor {key!r} came back as {tuple(trained[key].shape)}, "
                                f"not {tuple(tensor.shape)}")
-            out[key] = trained[key]
+            recovered[key] = trained[key]
     train_losses = [m["loss"] for m in losses if "loss" in m and m.get("split", "train") == "train"]
     record = {"steps": steps, "lr": rate, "seed": seed, "batch_size": batch_size, "data": str(Path(data).resolve()),
               "schedule": run_cfg.schedule, "warmup_ratio": run_cfg.warmup_ratio}
     if train_losses:
         record["final_train_loss"] = round(float(train_losses[-1]), 6)
-    return out, record
+    return recovered, record
