@@ -82,6 +82,30 @@ def test_permutation_lm_matches_transformers_with_and_without_memory():
             torch.testing.assert_close(out["lm_loss_sum"] / out["lm_count"], ref.loss, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("layout", ["empty row", "shared position", "soft weights"])
+def test_query_stream_matches_transformers_for_every_target_layout(layout):
+    """One-hot rows on distinct positions attend from those positions alone; an empty row (padding) must still
+    give what the reference gives, and any other mapping takes the general path."""
+    transformers = pytest.importorskip("transformers")
+    hf, ours = _pair(transformers)
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(3, V, (2, 10), generator=g)
+    perm_mask, target_mapping = _order_masks(2, 10, 3, g)
+    if layout == "empty row":
+        target_mapping[1, 2] = 0.0
+        assert xlnet.query_rows(target_mapping) is not None
+    elif layout == "shared position":
+        target_mapping[0, 1] = target_mapping[0, 0]
+        assert xlnet.query_rows(target_mapping) is None
+    else:
+        target_mapping[0, 0] *= 0.5
+        assert xlnet.query_rows(target_mapping) is None
+    with torch.no_grad():
+        ref = hf(ids, perm_mask=perm_mask, target_mapping=target_mapping)
+        hidden, _ = ours.encode(ids, perm_mask=perm_mask, target_mapping=target_mapping)
+    torch.testing.assert_close(ours.logits(hidden), ref.logits, atol=1e-5, rtol=0)
+
+
 def test_encoder_hidden_states_match_transformers_xlnet_model():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(2)

@@ -327,7 +327,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if need_grad:
                 low = logits.dtype
                 grad_hidden[start:stop] = logits @ weight.to(low)
-                grad_weight += logits.t() @ part.to(low)
+                if low == grad_weight.dtype:
+                    grad_weight.addmm_(logits.t(), part)  # in place: no [V, D] product to allocate and add
+                else:
+                    grad_weight += logits.t() @ part.to(low)
                 if grad_bias is not None:
                     grad_bias += logits.sum(dim=0, dtype=torch.float32)
             del logits

@@ -142,12 +142,39 @@ def relative_encodings(query_len: int, key_len: int, width: int, clamp_len: int,
     return torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
 
 
-def _by_distance(scores: torch.Tensor, key_len: int) -> torch.Tensor:
-    """``[B, N, Q, key_len]`` from ``[B, N, Q, key_len + Q]`` scores against each row of the distance table."""
-    query_len = scores.shape[2]
-    rows = torch.arange(query_len, device=scores.device)
-    index = query_len - rows[:, None] + torch.arange(key_len, device=scores.device)[None, :]
-    return scores.gather(3, index.expand(*scores.shape[:2], -1, -1))
+def _by_distance(scores: torch.Tensor, key_len: int, query_positions: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, N, Q, key_len]`` from ``[B, N, Q, P]`` scores against each row of the distance table.
+
+    The table covers ``P - key_len`` query positions; query ``q`` sits at position ``q``, or at
+    ``query_positions[b, q]`` (``[B, Q]``) when only some positions ask.
+    """
+    table_queries = scores.shape[3] - key_len
+    keys = torch.arange(key_len, device=scores.device)
+    if query_positions is None:
+        rows = torch.arange(scores.shape[2], device=scores.device)
+        index = (table_queries - rows[:, None] + keys[None, :]).expand(*scores.shape[:2], -1, -1)
+    else:
+        index = (table_queries - query_positions[:, None, :, None] + keys).expand(-1, scores.shape[1], -1, -1)
+    return scores.gather(3, index)
+
+
+class QueryRows(NamedTuple):
+    """Where the query stream's rows sit, when each is one target position of its own (ptm's sampler always
+    gives such orders): attention then runs for those P rows alone instead of all T positions."""
+
+    positions: torch.Tensor
+    """``[B, P]``: each row's position (0 for an empty row)."""
+    real: torch.Tensor
+    """``[B, P, 1, 1]``: 1 for a row with a target, 0 for padding (whose attention output is 0, as with the mapping)."""
+
+
+def query_rows(target_mapping: torch.Tensor) -> QueryRows | None:
+    """The rows of a mapping that is one-hot per row on distinct positions, else None (the general path)."""
+    exact = ((target_mapping == 0) | (target_mapping == 1)).all()
+    if not bool(exact & (target_mapping.sum(2) <= 1).all() & (target_mapping.sum(1) <= 1).all()):
+        return None
+    real = target_mapping.sum(2) > 0
+    return QueryRows(target_mapping.argmax(2), real[:, :, None, None])
 
 
 class RelativeAttention(nn.Module):
@@ -174,15 +201,17 @@ class RelativeAttention(nn.Module):
         return linear(x).unflatten(-1, (self.num_heads, self.head_size))
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_pos: torch.Tensor,
-                other_segment: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+                other_segment: torch.Tensor | None, mask: torch.Tensor | None,
+                query_positions: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, Q, N, S]`` queries over ``[B, K, N, S]`` keys and values -> ``[B, Q, N, S]``.
 
         ``k_pos`` ``[P, N, S]``: the projected distance table; ``other_segment`` ``[B, Q, K]`` (True where the
         two positions lie in different segments); ``mask`` ``[B, 1, Q, K]``: added to the fp32 scores (``-1e30``
-        where a query may not attend, else 0; :func:`additive_mask`).
+        where a query may not attend, else 0; :func:`additive_mask`); ``query_positions`` ``[B, Q]``: where
+        each query sits, when not at positions ``0..Q-1``.
         """
         content = torch.einsum("bind,bjnd->bnij", q + self.r_w_bias, k)
-        position = _by_distance(torch.einsum("bind,jnd->bnij", q + self.r_r_bias, k_pos), k.shape[1])
+        position = _by_distance(torch.einsum("bind,jnd->bnij", q + self.r_r_bias, k_pos), k.shape[1], query_positions)
         scores = content + position
         if other_segment is not None:
             per_segment = torch.einsum("bind,snd->bnis", q + self.r_s_bias, self.seg_embed)
@@ -199,7 +228,9 @@ class RelativeAttention(nn.Module):
 
     def forward(self, h: torch.Tensor, g: torch.Tensor | None, memory: torch.Tensor | None, k_pos_input: torch.Tensor,
                 other_segment: torch.Tensor | None, mask_h: torch.Tensor | None, mask_g: torch.Tensor | None,
-                target_mapping: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                target_mapping: torch.Tensor | None, rows: QueryRows | None = None,
+                other_segment_g: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """With ``rows``, ``mask_g`` and ``other_segment_g`` are already cut to the query rows."""
         context = h if memory is None else torch.cat([memory, h], dim=1)
         k, v = self._heads(self.key, context), self._heads(self.value, context)
         k_pos = self._heads(self.position, k_pos_input)
@@ -207,7 +238,9 @@ class RelativeAttention(nn.Module):
         if g is None:
             return out_h, None
         q_g = self._heads(self.query, g)
-        if target_mapping is not None:
+        if rows is not None:
+            attended = self._attend(q_g, k, v, k_pos, other_segment_g, mask_g, rows.positions) * rows.real
+        elif target_mapping is not None:
             # Each prediction's query is placed at its target's position, attends from there, and is read back.
             q_g = torch.einsum("bpnd,bpt->btnd", q_g, target_mapping)
             attended = self._attend(q_g, k, v, k_pos, other_segment, mask_g)
@@ -237,8 +270,10 @@ class XLNetLayer(nn.Module):
         self.attention = RelativeAttention(config)
         self.ffn = FeedForward(config)
 
-    def forward(self, h, g, memory, k_pos_input, other_segment, mask_h, mask_g, target_mapping):
-        h, g = self.attention(h, g, memory, k_pos_input, other_segment, mask_h, mask_g, target_mapping)
+    def forward(self, h, g, memory, k_pos_input, other_segment, mask_h, mask_g, target_mapping, rows=None,
+                other_segment_g=None):
+        h, g = self.attention(h, g, memory, k_pos_input, other_segment, mask_h, mask_g, target_mapping, rows,
+                              other_segment_g)
         return self.ffn(h), None if g is None else self.ffn(g)
 
 
@@ -318,10 +353,21 @@ class XLNetModel(nn.Module):
             keys = F.pad(token_type_ids, (memory_len, 0))
             other_segment = token_type_ids[:, :, None] != keys[:, None, :]
         h = self.dropout(self.word_embeddings(input_ids))
-        g = None
+        g = rows = None
+        other_segment_g = other_segment
         if target_mapping is not None:
             g = self.dropout(self.mask_emb.to(h.dtype).expand(batch, target_mapping.shape[1], -1))
-            target_mapping = target_mapping.to(h.dtype)
+            rows = query_rows(target_mapping)
+            if rows is None:
+                target_mapping = target_mapping.to(h.dtype)
+            else:
+                # The query stream attends from its targets' positions only: their rows of the masks.
+                target_mapping = None
+                pick = rows.positions[:, :, None]
+                if mask_g is not None:
+                    mask_g = mask_g.gather(1, pick.expand(-1, -1, mask_g.shape[2]))
+                if other_segment is not None:
+                    other_segment_g = other_segment.gather(1, pick.expand(-1, -1, other_segment.shape[2]))
         positions = self.dropout(relative_encodings(length, key_len, self.config.hidden_size, self.config.clamp_len,
                                                     device, h.dtype))
         states, new_mems = [h], []
@@ -331,7 +377,7 @@ class XLNetModel(nn.Module):
             memory = None if mems is None else mems[i]
             if return_mems:
                 new_mems.append(self._memory(h, memory))
-            h, g = layer(h, g, memory, positions, other_segment, mask_h, mask_g, target_mapping)
+            h, g = layer(h, g, memory, positions, other_segment, mask_h, mask_g, target_mapping, rows, other_segment_g)
             if output_hidden_states:
                 states.append(h)
         return XLNetOutput(h, g, tuple(states) if output_hidden_states else (),
