@@ -297,7 +297,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden = grad_weight = grad_bias = None
         if need_grad:
             grad_hidden = torch.empty_like(hidden)
-            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
         for start in range(0, rows_total, chunk_rows):
             stop = min(rows_total, start + chunk_rows)
@@ -327,13 +326,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if need_grad:
                 low = logits.dtype
                 grad_hidden[start:stop] = logits @ weight.to(low)
-                if low == grad_weight.dtype:
-                    grad_weight.addmm_(logits.t(), part)  # in place: no [V, D] product to allocate and add
+                # The first chunk's product is the [V, D] buffer itself and later chunks add into it in place:
+                # a fresh buffer of that size costs a pass of page faults on CPU, zero-filled or not.
+                if grad_weight is None:
+                    grad_weight = (logits.t() @ part.to(low)).float()
+                elif low == grad_weight.dtype:
+                    grad_weight.addmm_(logits.t(), part)
                 else:
                     grad_weight += logits.t() @ part.to(low)
                 if grad_bias is not None:
                     grad_bias += logits.sum(dim=0, dtype=torch.float32)
             del logits
+        if need_grad and grad_weight is None:  # no rows
+            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(correct)
@@ -343,7 +348,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss, _grad_correct):  # type: ignore[override]
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         grad_hidden = grad_hidden * grad_loss.to(grad_hidden.dtype)
-        grad_weight = (grad_weight * grad_loss).to(ctx.weight_dtype)
+        # Scaled in place (the [V, D] buffer is this node's alone; a second backward through the same graph is
+        # refused by autograd's version check rather than given a rescaled gradient).
+        grad_weight = grad_weight.mul_(grad_loss).to(ctx.weight_dtype)
         if grad_bias is not None:
             grad_bias = (grad_bias * grad_loss).to(ctx.weight_dtype)
         return grad_hidden, grad_weight, grad_bias, None
