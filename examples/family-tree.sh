@@ -57,8 +57,8 @@ for a, b in zip(open(sys.argv[1], encoding='utf-8').read().splitlines(), open(sy
   ptm tokenize encode "$name.jsonl" --pairs --tokenizer "$G" --target-tokenizer tok-de -o "$name-pairs" --no-progress
 done
 [ -f cove/DONE ] || { ptm pretrain --arch cove --objective translation --preset cove-small --init-vectors "$G" \
-    --data train-pairs --eval-data test-pairs --eval-rows 0 --batch-size 64 --seq-len 50 --lr 2e-3 --warmup-steps 100 \
-    --max-steps 2000 --eval-every 1000 --eval-batches 16 --log-every 100 --threads 1 --seed 0 --no-progress \
+    --data train-pairs --eval-data test-pairs --eval-rows 0 --batch-size 64 --seq-len 50 --lr 2e-3 --warmup-steps 50 \
+    --max-steps 1000 --eval-every 500 --eval-batches 16 --log-every 50 --threads 1 --seed 0 --no-progress \
     --overwrite -o cove > cove.log 2>&1 && touch cove/DONE; }
 [ -f cove-sst2/DONE ] || { ptm finetune --checkpoint cove --mode features $SST --epochs 5 --lr 1e-3 $FT -o cove-sst2 \
     > cove-sst2.log 2>&1 && touch cove-sst2/DONE; }
