@@ -40,13 +40,7 @@ fi
 [ -d tok-enwiki-8k ] || ptm tokenize train -m wordpiece --vocab-size 8192 "$D/enwiki-sample/enwiki_sample.txt" -o tok-enwiki-8k
 [ -d shards-enwiki-8k ] || ptm tokenize encode --tokenizer tok-enwiki-8k "$D/enwiki-sample/enwiki_sample.txt" -o shards-enwiki-8k --no-progress
 [ -d shards-wt2-valid-8k ] || ptm tokenize encode --tokenizer tok-enwiki-8k "$D/wikitext-2-raw/wiki.valid.raw" -o shards-wt2-valid-8k --no-progress
-[ -f sst2-train-8k.tsv ] || python3 - "$D/sst2/train.tsv" sst2-train-8k.tsv <<'PY'
-import random, sys
-lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
-rows = lines[1:]
-random.Random(0).shuffle(rows)
-open(sys.argv[2], "w", encoding="utf-8").write("\n".join([lines[0]] + rows[:8000]) + "\n")
-PY
+[ -f sst2-train-8k.tsv ] || python3 "$HERE/sst2_subset.py" "$D/sst2/train.tsv" sst2-train-8k.tsv
 
 PT="--data shards-enwiki-8k --tokenizer tok-enwiki-8k --eval-data shards-wt2-valid-8k --arch bert --objective mlm
     --preset bert-mini --seq-len 128 --batch-size 32 --precision bf16 --threads 1 --seed 0 --no-progress --overwrite

@@ -9,6 +9,7 @@
 #
 # PRETRAINED (required): the teacher's pretrained encoder. SEEDS ("0 1 2"), THREADS (1).
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 D=$(cd "${DATA:-../shared/data}" && pwd)
 OUT=${1:-runs/distill}
 PRETRAINED=${PRETRAINED:?set PRETRAINED to a pretrained encoder checkpoint}
@@ -16,13 +17,7 @@ SEEDS=${SEEDS:-"0 1 2"}
 THREADS=${THREADS:-1}
 mkdir -p "$OUT"
 
-[ -f "$OUT/sst2-train-8k.tsv" ] || python3 - "$D/sst2/train.tsv" "$OUT/sst2-train-8k.tsv" <<'PY'
-import random, sys
-lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
-rows = lines[1:]
-random.Random(0).shuffle(rows)
-open(sys.argv[2], "w", encoding="utf-8").write("\n".join([lines[0]] + rows[:8000]) + "\n")
-PY
+[ -f "$OUT/sst2-train-8k.tsv" ] || python3 "$HERE/sst2_subset.py" "$D/sst2/train.tsv" "$OUT/sst2-train-8k.tsv"
 
 COMMON="--threads $THREADS --no-progress --log-every 100 --precision bf16 --batch-size 32 --overwrite"
 # task | training file | dev file | test file | epochs | teacher lr | flags

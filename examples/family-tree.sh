@@ -14,6 +14,7 @@
 # Env: DATA (../shared/data), BERT (a pretrained bert checkpoint; default: pretrain one with --budget 30m),
 # ELMO_STEPS (500: about 30 minutes of one core for elmo-small).
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 D=${DATA:-../shared/data}
 OUT=${1:-runs/tree}
 ELMO_STEPS=${ELMO_STEPS:-500}
@@ -29,13 +30,7 @@ SST="--task classification --train sst2-train-8k.tsv --dev $D/sst2/dev.tsv"
 CONLL="--task token-classification --train $D/conll2003/train.txt --dev $D/conll2003/valid.txt"
 conll_test() { ptm eval -c "$1/best" --data "$D/conll2003/test.txt" --json --threads 1 > "$1/test.json"; }
 
-[ -f sst2-train-8k.tsv ] || python3 - "$D/sst2/train.tsv" sst2-train-8k.tsv <<'PY'
-import random, sys
-lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
-rows = lines[1:]
-random.Random(0).shuffle(rows)
-open(sys.argv[2], "w", encoding="utf-8").write("\n".join([lines[0]] + rows[:8000]) + "\n")
-PY
+[ -f sst2-train-8k.tsv ] || python3 "$HERE/sst2_subset.py" "$D/sst2/train.tsv" sst2-train-8k.tsv
 
 # Static: a word-level tokenizer and GloVe on the Wikipedia sample.
 [ -d tok-words ] || ptm tokenize train "$T" --model word --min-count 5 --max-vocab 50000 -o tok-words

@@ -9,6 +9,7 @@
 # CKPT (required): a pretrained encoder checkpoint (its tokenizer is used). EPOCHS (2), LR (1e-4), SEED (0),
 # THREADS (1), TEMPERATURE (2: task sampling p_i ~ n_i^(1/T)), MAX_STEPS (unset: only to smoke-test the script).
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 D=$(cd "${DATA:-../shared/data}" && pwd)
 OUT=${1:-runs/multitask}
 CKPT=${CKPT:?set CKPT to a pretrained checkpoint}
@@ -22,13 +23,7 @@ LENGTH="--epochs $EPOCHS"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)  # tasks.toml reads relative paths from its own directory
 
-[ -f "$OUT/sst2-train-8k.tsv" ] || python3 - "$D/sst2/train.tsv" "$OUT/sst2-train-8k.tsv" <<'PY'
-import random, sys
-lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
-rows = lines[1:]
-random.Random(0).shuffle(rows)
-open(sys.argv[2], "w", encoding="utf-8").write("\n".join([lines[0]] + rows[:8000]) + "\n")
-PY
+[ -f "$OUT/sst2-train-8k.tsv" ] || python3 "$HERE/sst2_subset.py" "$D/sst2/train.tsv" "$OUT/sst2-train-8k.tsv"
 
 # name | type | train | dev | extra single-task flags | extra tasks.toml lines
 cat > "$OUT/tasks.txt" <<EOF

@@ -11,6 +11,7 @@
 # slows every run without changing what each one is given. Pretraining runs on core 1 and finetuning on
 # core 0, so the finetuning of one model overlaps the pretraining of the next.
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 D=${DATA:-../shared/data}
 OUT=${1:-runs/budget}
 BUDGET=${2:-6}
@@ -43,13 +44,7 @@ fi
 [ -d tok-enwiki-8k ] || ptm tokenize train -m wordpiece --vocab-size 8192 "$D/enwiki-sample/enwiki_sample.txt" -o tok-enwiki-8k
 [ -d shards-enwiki-8k ] || ptm tokenize encode --tokenizer tok-enwiki-8k "$D/enwiki-sample/enwiki_sample.txt" -o shards-enwiki-8k --no-progress
 [ -d shards-wt2-valid-8k ] || ptm tokenize encode --tokenizer tok-enwiki-8k "$D/wikitext-2-raw/wiki.valid.raw" -o shards-wt2-valid-8k --no-progress
-python3 - "$D/sst2/train.tsv" sst2-train-8k.tsv <<'PY'
-import random, sys
-lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
-rows = lines[1:]
-random.Random(0).shuffle(rows)
-open(sys.argv[2], "w", encoding="utf-8").write("\n".join([lines[0]] + rows[:8000]) + "\n")
-PY
+python3 "$HERE/sst2_subset.py" "$D/sst2/train.tsv" sst2-train-8k.tsv
 
 COMMON_PT="--data shards-enwiki-8k --tokenizer tok-enwiki-8k --seq-len 128 --batch-size 32 --lr $LR --precision bf16 --threads 1 --seed 0 --no-progress --overwrite"
 

@@ -10,6 +10,7 @@
 # Everything goes under OUT_DIR (default runs/compare). PRETRAIN_TIME bounds each pretraining run. At this
 # budget the causal LM pays off and BERT's MLM does not yet: see docs/results.md.
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 D=${DATA:-../shared/data}
 OUT=${1:-runs/compare}
 TIME=${2:-100m}
@@ -40,13 +41,7 @@ ptm pretrain $PRETRAIN --data shards-chnsenti --tokenizer tok-chnsenti -o $ARCH-
     --save-every 250 --keep-last 2 --log-every 50 --precision bf16 --threads "$THREADS" --seed 0 --no-progress
 
 # 8,000 SST-2 training sentences (seed 0), to fit a CPU budget.
-python3 - "$D/sst2/train.tsv" sst2-train-8k.tsv <<'PY'
-import random, sys
-lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
-rows = lines[1:]
-random.Random(0).shuffle(rows)
-open(sys.argv[2], "w", encoding="utf-8").write("\n".join([lines[0]] + rows[:8000]) + "\n")
-PY
+python3 "$HERE/sst2_subset.py" "$D/sst2/train.tsv" sst2-train-8k.tsv
 
 COMMON="--threads $THREADS --no-progress --log-every 50 --precision bf16 --batch-size 32 --overwrite"
 for init in pretrained scratch; do
