@@ -177,6 +177,34 @@ def query_rows(target_mapping: torch.Tensor) -> QueryRows | None:
     return QueryRows(target_mapping.argmax(2), real[:, :, None, None])
 
 
+class QueryLayout(NamedTuple):
+    """What the query stream's attention reads, made once per forward for every layer."""
+
+    mask: torch.Tensor | None
+    """Additive ``[B, 1, R, K]`` (:func:`additive_mask`) for its R query rows."""
+    other_segment: torch.Tensor | None
+    """``[B, R, K]``, True where query row and key lie in different segments."""
+    rows: QueryRows | None
+    """With one position per prediction: R = P, the rows themselves."""
+    mapping: torch.Tensor | None
+    """Otherwise: ``target_mapping`` (R = T), which places each prediction on the sequence and reads it back."""
+
+
+def query_layout(target_mapping: torch.Tensor, blocked: torch.Tensor | None, other_segment: torch.Tensor | None,
+                 dtype: torch.dtype) -> QueryLayout:
+    """The query stream's layout: its targets' rows of the masks when :func:`query_rows` finds them, else the
+    full masks and the mapping."""
+    rows = query_rows(target_mapping)
+    if rows is None:
+        return QueryLayout(additive_mask(blocked), other_segment, None, target_mapping.to(dtype))
+    pick = rows.positions[:, :, None]
+    if blocked is not None:
+        blocked = blocked.gather(1, pick.expand(-1, -1, blocked.shape[2]))
+    if other_segment is not None:
+        other_segment = other_segment.gather(1, pick.expand(-1, -1, other_segment.shape[2]))
+    return QueryLayout(additive_mask(blocked), other_segment, rows, None)
+
+
 class RelativeAttention(nn.Module):
     """Relative multi-head attention with Transformer-XL's biases and XLNet's segment term; both streams."""
 
@@ -227,10 +255,8 @@ class RelativeAttention(nn.Module):
         return self.norm(x + self.dropout(self.out(attended.flatten(-2))))
 
     def forward(self, h: torch.Tensor, g: torch.Tensor | None, memory: torch.Tensor | None, k_pos_input: torch.Tensor,
-                other_segment: torch.Tensor | None, mask_h: torch.Tensor | None, mask_g: torch.Tensor | None,
-                target_mapping: torch.Tensor | None, rows: QueryRows | None = None,
-                other_segment_g: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """With ``rows``, ``mask_g`` and ``other_segment_g`` are already cut to the query rows."""
+                other_segment: torch.Tensor | None, mask_h: torch.Tensor | None,
+                query: QueryLayout | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         context = h if memory is None else torch.cat([memory, h], dim=1)
         k, v = self._heads(self.key, context), self._heads(self.value, context)
         k_pos = self._heads(self.position, k_pos_input)
@@ -238,15 +264,14 @@ class RelativeAttention(nn.Module):
         if g is None:
             return out_h, None
         q_g = self._heads(self.query, g)
-        if rows is not None:
-            attended = self._attend(q_g, k, v, k_pos, other_segment_g, mask_g, rows.positions) * rows.real
-        elif target_mapping is not None:
-            # Each prediction's query is placed at its target's position, attends from there, and is read back.
-            q_g = torch.einsum("bpnd,bpt->btnd", q_g, target_mapping)
-            attended = self._attend(q_g, k, v, k_pos, other_segment, mask_g)
-            attended = torch.einsum("btnd,bpt->bpnd", attended, target_mapping)
+        if query.rows is not None:
+            attended = self._attend(q_g, k, v, k_pos, query.other_segment, query.mask, query.rows.positions)
+            attended = attended * query.rows.real
         else:
-            attended = self._attend(q_g, k, v, k_pos, other_segment, mask_g)
+            # Each prediction's query is placed at its target's position, attends from there, and is read back.
+            q_g = torch.einsum("bpnd,bpt->btnd", q_g, query.mapping)
+            attended = self._attend(q_g, k, v, k_pos, query.other_segment, query.mask)
+            attended = torch.einsum("btnd,bpt->bpnd", attended, query.mapping)
         return out_h, self._output(g, attended)
 
 
@@ -270,10 +295,8 @@ class XLNetLayer(nn.Module):
         self.attention = RelativeAttention(config)
         self.ffn = FeedForward(config)
 
-    def forward(self, h, g, memory, k_pos_input, other_segment, mask_h, mask_g, target_mapping, rows=None,
-                other_segment_g=None):
-        h, g = self.attention(h, g, memory, k_pos_input, other_segment, mask_h, mask_g, target_mapping, rows,
-                              other_segment_g)
+    def forward(self, h, g, memory, k_pos_input, other_segment, mask_h, query):
+        h, g = self.attention(h, g, memory, k_pos_input, other_segment, mask_h, query)
         return self.ffn(h), None if g is None else self.ffn(g)
 
 
@@ -339,11 +362,10 @@ class XLNetModel(nn.Module):
             blocked = (attention_mask == 0)[:, None, :].expand(batch, length, length)
         if perm_mask is not None:
             blocked = perm_mask > 0 if blocked is None else blocked | (perm_mask > 0)
-        mask_g = mask_h = None
+        mask_h = None
         if blocked is not None:
             if memory_len:
                 blocked = torch.cat([blocked.new_zeros(batch, length, memory_len), blocked], dim=2)
-            mask_g = blocked
             # The content stream always reads its own position.
             itself = torch.eye(length, dtype=torch.bool, device=device)
             mask_h = blocked & ~F.pad(itself, (memory_len, 0))[None]
@@ -353,31 +375,20 @@ class XLNetModel(nn.Module):
             keys = F.pad(token_type_ids, (memory_len, 0))
             other_segment = token_type_ids[:, :, None] != keys[:, None, :]
         h = self.dropout(self.word_embeddings(input_ids))
-        g = rows = None
-        other_segment_g = other_segment
+        g = query = None
         if target_mapping is not None:
             g = self.dropout(self.mask_emb.to(h.dtype).expand(batch, target_mapping.shape[1], -1))
-            rows = query_rows(target_mapping)
-            if rows is None:
-                target_mapping = target_mapping.to(h.dtype)
-            else:
-                # The query stream attends from its targets' positions only: their rows of the masks.
-                target_mapping = None
-                pick = rows.positions[:, :, None]
-                if mask_g is not None:
-                    mask_g = mask_g.gather(1, pick.expand(-1, -1, mask_g.shape[2]))
-                if other_segment is not None:
-                    other_segment_g = other_segment.gather(1, pick.expand(-1, -1, other_segment.shape[2]))
+            query = query_layout(target_mapping, blocked, other_segment, h.dtype)
         positions = self.dropout(relative_encodings(length, key_len, self.config.hidden_size, self.config.clamp_len,
                                                     device, h.dtype))
         states, new_mems = [h], []
-        # Made once per forward, not in each of the 2 x L attention calls.
-        mask_h, mask_g = additive_mask(mask_h), additive_mask(mask_g)
+        # Made once per forward (as the query stream's), not in each of the 2 x L attention calls.
+        mask_h = additive_mask(mask_h)
         for i, layer in enumerate(self.layers):
             memory = None if mems is None else mems[i]
             if return_mems:
                 new_mems.append(self._memory(h, memory))
-            h, g = layer(h, g, memory, positions, other_segment, mask_h, mask_g, target_mapping, rows, other_segment_g)
+            h, g = layer(h, g, memory, positions, other_segment, mask_h, query)
             if output_hidden_states:
                 states.append(h)
         return XLNetOutput(h, g, tuple(states) if output_hidden_states else (),
