@@ -25,7 +25,7 @@ from torch import nn
 
 from ptmcli.errors import PtmError
 from ptmcli.finetuning.task import STEP_EPOCHS, FinetuneTask
-from ptmcli.models.teacher_init import copy_from_teacher, init_layer_map
+from ptmcli.models.teacher_init import check_fits, copy_from_teacher, init_layer_map
 
 LM_PREFIX = "lm."
 # A masked attention score: finite, so log-probabilities of padding stay finite and their KL terms are 0.
@@ -192,9 +192,7 @@ def init_from_teacher(student, teacher) -> list[str]:
     shapes do not allow it (another width, more layers, another feed-forward size or vocabulary)."""
     ws, wt = student.family.feature_size(student.lm.config), teacher.family.feature_size(teacher.lm.config)
     ls, lt = len(_encoder_layers(student)), len(_encoder_layers(teacher))
-    if ws != wt or ls > lt:
-        raise PtmError(f"--init-from-teacher needs the teacher's width and at most its layers: the student is {ls} layers "
-                       f"x {ws}, the teacher {lt} x {wt}")
+    check_fits(ls, ws, lt, wt)
     layers_prefix = f"{LM_PREFIX}{student.family.encoder_prefix}layers."
     # The encoder must come over whole; heads the teacher's task shaped differently keep their fresh weights.
     copied = copy_from_teacher(student.state_dict(), teacher.state_dict(), layers_prefix, init_layer_map(ls, lt),

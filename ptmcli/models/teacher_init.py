@@ -10,6 +10,16 @@ import torch
 from ptmcli.errors import PtmError
 
 
+def check_fits(student_layers: int, student_width: int, teacher_layers: int, teacher_width: int,
+               where: str | None = None) -> None:
+    """A PtmError line unless the student has the teacher's width and at most its layers (``where`` names the
+    teacher in the message)."""
+    if student_width != teacher_width or student_layers > teacher_layers:
+        teacher = f"({where}) " if where else ""
+        raise PtmError(f"--init-from-teacher needs the teacher's width and at most its layers: the student is "
+                       f"{student_layers} layers x {student_width}, the teacher {teacher}{teacher_layers} x {teacher_width}")
+
+
 def init_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     """Teacher layer (0-based) whose weights start student layer i: i*Lt/Ls, every other layer at half the depth."""
     return [i * teacher_layers // student_layers for i in range(student_layers)]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ptmcli.errors import PtmError
-from ptmcli.models.teacher_init import copy_from_teacher, init_layer_map
+from ptmcli.models.teacher_init import check_fits, copy_from_teacher, init_layer_map
 from ptmcli.pretraining.bert_task import BertPretrainTask
 from ptmcli.pretraining.masked_lm import example_streams, masked_lm_task
 from ptmcli.pretraining.objective_context import ObjectiveContext
@@ -161,9 +161,7 @@ def init_from_teacher(student, teacher, family, where: str = "--teacher") -> lis
     returns the keys copied. A PtmError line when the shapes do not allow it."""
     ls, lt = len(family.encoder(student).layers), len(family.encoder(teacher).layers)
     ws, wt = _width(student.config), _width(teacher.config)
-    if ws != wt or ls > lt:
-        raise PtmError(f"--init-from-teacher needs the teacher's width and at most its layers: the student is {ls} layers "
-                       f"x {ws}, the teacher ({where}) {lt} x {wt}")
+    check_fits(ls, ws, lt, wt, where)
     copied = copy_from_teacher(student.state_dict(), teacher.state_dict(), f"{family.encoder_prefix}layers.",
                                init_layer_map(ls, lt))
     student.tie_weights()
