@@ -63,7 +63,7 @@ class PretrainConfig(TrainingOptions):
     clip_norm: float = option(1.0, "Clip the global gradient norm to this (0 disables).")
     mask_prob: float = option(0.15, "Fraction of tokens the MLM objective predicts.")
     whole_word_mask: bool = option(False, "Mask whole words (all sub-tokens of a word together), using the shards' word boundaries.")
-    disc_weight: float = option(50.0, "ELECTRA (--objective rtd): weight of the discriminator's loss against the generator's MLM loss.")
+    disc_weight: float = option(50.0, "ELECTRA (--objective rtd): weight of the discriminator's loss against the generator's MLM loss; 0 trains the generator alone.")
     ngram_mask: int = option(1, "Mask spans of 1..N whole words, lengths drawn with probability proportional to 1/n, as ALBERT (which used 3); 1: single tokens or words.")
     mask_unit: str | None = option(None, "What MLM masks as one unit: token; word (whole words, as --whole-word-mask; Chinese words with shards encoded with --word-segmenter jieba); phrase or entity (ERNIE: the lines of --mask-lexicon matched over whole words, mixed with words) [default: token, or word with --whole-word-mask].", choices=tuple(MASK_UNITS))
     mask_lexicon: str | None = option(None, "--mask-unit phrase/entity: text file with one phrase or entity per line, matched longest first over the words of each document.")
