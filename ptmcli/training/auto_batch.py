@@ -260,10 +260,12 @@ def _probe_cpu(sizes, step, clear, held, dist_info) -> tuple[int, str]:
                        "(Linux), which this system lacks; give --batch-size N")
     # Processes on this host share its memory (torchrun sets LOCAL_WORLD_SIZE).
     local = int(os.environ.get("LOCAL_WORLD_SIZE", dist_info.world_size) or 1) if dist_info.enabled else 1
-    available = available_memory() or 0
-    limit = _resident_bytes("VmRSS") + SAFETY * available / local
     step(1)  # once unmeasured: first-call allocations (kernels, thread pools) belong to the base
     clear()
+    # The base is read after that collection, as the trials' peaks are: garbage the process held before it
+    # (freed by clear) would otherwise count as room for the batch.
+    available = available_memory() or 0
+    limit = _resident_bytes("VmRSS") + SAFETY * available / local
     measured: dict[int, int] = {}
     for size in [s for s in CPU_TRIAL_SIZES if s <= sizes[-1]] or [sizes[-1]]:
         # A size predicted over the limit is not run: on CPU running out means being killed.
