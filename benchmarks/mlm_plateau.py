@@ -18,20 +18,12 @@ position over a fixed set of held-out windows (from the shards' last 10%), with 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
+from _text_windows import FIRST_WORD, MASK, shard_tokens, windows
 
 from ptmcli.models.bert import BertForPreTraining, preset_config
-
-CLS, SEP, MASK, FIRST_WORD = 2, 3, 4, 5  # ptm's wordpiece tokenizers with --special-tokens bert
-
-
-def windows(tokens: np.ndarray, rng: np.random.Generator, count: int, length: int) -> torch.Tensor:
-    starts = rng.integers(0, len(tokens) - length, count)
-    return torch.from_numpy(np.stack([np.concatenate([[CLS], tokens[s:s + length - 2], [SEP]]) for s in starts]))
 
 
 def mask(ids: torch.Tensor, rng: np.random.Generator, vocab: int, all_mask: bool):
@@ -60,10 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    part = sorted(Path(args.shards).glob("part-*.arrow"))[0]
-    column = pa.ipc.open_stream(str(part)).read_all().column("input_ids").to_pylist()
-    tokens = np.concatenate([np.asarray(row, dtype=np.int64) for row in column])
-    vocab = int(tokens.max()) + 1
+    tokens, vocab = shard_tokens(args.shards)
     split = int(len(tokens) * 0.9)
     train, held_out = tokens[:split], tokens[split:]
     rng, eval_rng = np.random.default_rng(0), np.random.default_rng(1)

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
+from _text_windows import MASK, shard_tokens, windows
 
 from ptmcli.models import electra
-
-CLS, SEP, MASK = 2, 3, 4  # ptm's wordpiece tokenizers with --special-tokens bert
 
 
 def build(side: str, config: electra.ElectraConfig):
@@ -82,10 +79,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    part = sorted(Path(args.shards).glob("part-*.arrow"))[0]
-    column = pa.ipc.open_stream(str(part)).read_all().column("input_ids").to_pylist()
-    tokens = np.concatenate([np.asarray(row, dtype=np.int64) for row in column])
-    overrides = {"vocab_size": int(tokens.max()) + 1}
+    tokens, vocab = shard_tokens(args.shards)
+    overrides = {"vocab_size": vocab}
     if args.generator_size is not None:
         overrides["generator_size"] = args.generator_size
     config = electra.preset_config(args.preset, **overrides)
@@ -103,8 +98,7 @@ def main() -> None:
           f"{args.report_every} steps:")
     print("step\tside\tgenerator acc\tdisc loss\tprior entropy\treplaced caught")
     for step in range(1, args.steps + 1):
-        starts = rng.integers(0, len(tokens) - 128, args.batch)
-        ids = torch.from_numpy(np.stack([np.concatenate([[CLS], tokens[s:s + 126], [SEP]]) for s in starts]))
+        ids = windows(tokens, rng, args.batch, 128)
         chosen = torch.from_numpy(rng.random(ids.shape) < 0.15)
         chosen[:, 0] = chosen[:, -1] = False
         inputs, labels = torch.where(chosen, MASK, ids), torch.where(chosen, ids, -100)
