@@ -164,6 +164,8 @@ def _train_w2v(progress=None, **overrides):
 @pytest.mark.parametrize("architecture,extra", [
     ("skipgram", {}),
     ("cbow", {}),
+    ("cbow", {"kernel": "batched"}),
+    ("cbow", {"kernel": "fused", "workers": 2, "sample": 1e-3}),
     ("skipgram", {"negative": 0, "hierarchical_softmax": True}),
     ("cbow", {"hierarchical_softmax": True}),
     ("skipgram", {"workers": 2, "sample": 1e-3}),
@@ -201,10 +203,11 @@ def test_a_failing_worker_process_stops_training(capfd):
     assert "unreadable shard" in capfd.readouterr().err
 
 
-def test_word2vec_is_deterministic_with_one_worker():
-    first = _train_w2v(epochs=1, sample=1e-3)
-    again = _train_w2v(epochs=1, sample=1e-3)
-    other = _train_w2v(epochs=1, sample=1e-3, seed=4)
+@pytest.mark.parametrize("architecture", ["skipgram", "cbow"])
+def test_word2vec_is_deterministic_with_one_worker(architecture):
+    first = _train_w2v(epochs=1, sample=1e-3, architecture=architecture)
+    again = _train_w2v(epochs=1, sample=1e-3, architecture=architecture)
+    other = _train_w2v(epochs=1, sample=1e-3, seed=4, architecture=architecture)
     np.testing.assert_array_equal(first.vectors, again.vectors)
     assert not np.array_equal(first.vectors, other.vectors)
 
@@ -231,6 +234,14 @@ def test_word2vec_rejects_bad_settings():
         word2vec.train(lambda: [], vocab, word2vec.Word2VecSettings(negative=0, device="cpu"))
     with pytest.raises(PtmError):
         word2vec.train(lambda: [np.array([0])], vocab, word2vec.Word2VecSettings(device="cpu", workers=1))
+    with pytest.raises(PtmError, match="unknown kernel"):
+        word2vec.train(lambda: [], vocab, word2vec.Word2VecSettings(kernel="cuda", device="cpu"))
+    # The compiled loop is CBOW with negative sampling only; asked for elsewhere, it says so.
+    with pytest.raises(PtmError, match="fused kernel is for CBOW"):
+        word2vec.train(lambda: [], vocab, word2vec.Word2VecSettings(kernel="fused", device="cpu"))
+    with pytest.raises(PtmError, match="fused kernel is for CBOW"):
+        word2vec.train(lambda: [], vocab, word2vec.Word2VecSettings(
+            architecture="cbow", kernel="fused", negative=0, hierarchical_softmax=True, device="cpu"))
 
 
 # ---- fastText ----
@@ -327,6 +338,16 @@ def test_fasttext_needs_word_texts():
     vocab = Vocabulary.from_counts(np.array([5, 5]), min_count=1)
     with pytest.raises(PtmError):
         fasttext.train(lambda: [], vocab, fasttext.FastTextSettings(device="cpu", buckets=10))
+
+
+def test_fasttext_cbow_keeps_the_batched_path():
+    """The compiled CBOW loop reads one row per context word; fastText's words are rows plus n-grams."""
+    corpus = cluster_corpus(sentences=50)
+    vocab = Vocabulary.from_sentences(corpus, min_count=1, words=[f"word{i}" for i in range(20)])
+    options = dict(architecture="cbow", device="cpu", buckets=100, workers=1, epochs=1, dim=8)
+    with pytest.raises(PtmError, match="fastText takes the batched path"):
+        fasttext.train(lambda: corpus, vocab, fasttext.FastTextSettings(kernel="fused", **options))
+    assert fasttext.train(lambda: corpus, vocab, fasttext.FastTextSettings(**options)).word_vectors.shape == (20, 8)
 
 
 # ---- GloVe ----

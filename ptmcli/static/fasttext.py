@@ -116,6 +116,12 @@ class _FastTextTrainer(Word2VecTrainer):
         words = initial_vectors(len(vocab), self.settings.dim, scale, self.settings.seed, cpu)
         return torch.cat([words, self.ngrams.index_select(0, torch.from_numpy(self.used_buckets))])
 
+    def _fused_cbow(self) -> bool:
+        """The compiled CBOW loop reads one row per context word; fastText's inputs are words and n-grams."""
+        if self.settings.kernel == "fused":
+            raise PtmError("the fused kernel is word2vec's CBOW; fastText takes the batched path")
+        return False
+
     def _skipgram_step(self, centres: np.ndarray, contexts: np.ndarray, alpha: float,
                        rng: np.random.Generator) -> torch.Tensor:
         rows, counts = self.subwords.gather(centres)

@@ -1,0 +1,114 @@
+"""CBOW with negative sampling as one compiled loop over a chunk (numba), for the CPU.
+
+The batched torch path (``word2vec._cbow_step``) spends most of its time in
+per-word gathers and ``index_add_`` calls: CBOW does little arithmetic per
+window (one mean, ``negative + 1`` dot products), so the memory traffic of
+materialising every window's rows dominates. This loop does what word2vec.c
+and gensim do instead: for each centre word in corpus order, average the
+context rows, score the target and its own noise words, update those output
+rows at once and add the error to every context row before the next window.
+That is plain sequential SGD (no shared noise, no row cap needed), so its
+vectors are the original algorithm's, and it runs at about gensim's speed
+(docs/results.md, "Static word vectors").
+
+numba is optional: without it (or on CUDA, or with hierarchical softmax)
+CBOW takes the batched torch path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba
+except ImportError:  # the batched torch path serves
+    numba = None
+
+
+SATURATED = np.float32(6.0)
+
+
+def available() -> bool:
+    return numba is not None
+
+
+def _cbow_negative(words, left, count, noise, alphas, inputs, outputs, hidden, error):  # pragma: no cover - compiled
+    """SGD over every window of a chunk; returns (loss sum, windows trained).
+
+    ``words`` [n] ids; ``left`` / ``count`` [n] contexts before the centre and
+    in all; ``noise`` [n, negative] draws; ``alphas`` [n] learning rates;
+    ``inputs`` / ``outputs`` [V, d] updated in place; ``hidden`` / ``error``
+    [d] scratch.
+    """
+    dim = inputs.shape[1]
+    negative = noise.shape[1]
+    loss = 0.0
+    windows = 0
+    for centre in range(words.size):
+        contexts = count[centre]
+        if contexts == 0:
+            continue
+        first = centre - left[centre]
+        for k in range(dim):
+            hidden[k] = 0.0
+            error[k] = 0.0
+        for position in range(first, first + contexts + 1):
+            if position != centre:
+                row = words[position]
+                for k in range(dim):
+                    hidden[k] += inputs[row, k]
+        inverse = np.float32(1.0) / np.float32(contexts)
+        for k in range(dim):
+            hidden[k] *= inverse
+        alpha = alphas[centre]
+        target = words[centre]
+        for draw in range(negative + 1):
+            if draw == 0:
+                row, label = target, np.float32(1.0)
+            else:
+                row, label = noise[centre, draw - 1], np.float32(0.0)
+                if row == target:  # the original skips a noise word that is the target itself
+                    continue
+            score = np.float32(0.0)
+            for k in range(dim):
+                score += hidden[k] * outputs[row, k]
+            if score <= -SATURATED or score >= SATURATED:
+                continue
+            probability = np.float32(1.0) / (np.float32(1.0) + np.exp(-score))
+            loss -= np.log(probability if draw == 0 else np.float32(1.0) - probability + np.float32(1e-12))
+            gradient = (label - probability) * alpha
+            for k in range(dim):
+                error[k] += gradient * outputs[row, k]
+                outputs[row, k] += gradient * hidden[k]
+        for position in range(first, first + contexts + 1):
+            if position != centre:
+                row = words[position]
+                for k in range(dim):
+                    inputs[row, k] += error[k]
+        windows += 1
+    return loss, windows
+
+
+if numba is not None:
+    _cbow_negative = numba.njit(fastmath=True, nogil=True, cache=True)(_cbow_negative)
+
+
+def train_cbow_chunk(words: np.ndarray, left: np.ndarray, count: np.ndarray, noise: np.ndarray,
+                     alphas: np.ndarray, inputs: np.ndarray, outputs: np.ndarray) -> tuple[float, int]:
+    """Run the compiled loop on one chunk; ``inputs`` and ``outputs`` (float32) change in place."""
+    dim = inputs.shape[1]
+    hidden = np.empty(dim, dtype=np.float32)
+    error = np.empty(dim, dtype=np.float32)
+    loss, windows = _cbow_negative(words, left, count, noise, alphas.astype(np.float32), inputs, outputs,
+                                   hidden, error)
+    return float(loss), int(windows)
+
+
+def compile_now() -> None:
+    """Compile (or load from numba's cache) before worker processes fork, so each does not on its own."""
+    if numba is None:
+        return
+    empty = np.zeros(1, dtype=np.int64)
+    rows = np.zeros((1, 2), dtype=np.float32)
+    train_cbow_chunk(empty, empty, empty, np.zeros((1, 1), dtype=np.int64), np.zeros(1, dtype=np.float32),
+                     rows, rows.copy())
