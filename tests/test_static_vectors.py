@@ -237,9 +237,9 @@ def test_word2vec_rejects_bad_settings():
     with pytest.raises(PtmError, match="unknown kernel"):
         word2vec.train(lambda: [], vocab, word2vec.Word2VecSettings(kernel="cuda", device="cpu"))
     # The compiled loop is CBOW with negative sampling only; asked for elsewhere, it says so.
-    with pytest.raises(PtmError, match="fused kernel is for CBOW"):
+    with pytest.raises(PtmError, match="fused kernel is word2vec's CBOW"):
         word2vec.train(lambda: [], vocab, word2vec.Word2VecSettings(kernel="fused", device="cpu"))
-    with pytest.raises(PtmError, match="fused kernel is for CBOW"):
+    with pytest.raises(PtmError, match="fused kernel is word2vec's CBOW"):
         word2vec.train(lambda: [], vocab, word2vec.Word2VecSettings(
             architecture="cbow", kernel="fused", negative=0, hierarchical_softmax=True, device="cpu"))
 
@@ -289,12 +289,14 @@ def _fasttext_corpus():
     return corpus, names
 
 
-@pytest.mark.parametrize("architecture", ["skipgram", "cbow"])
-def test_fasttext_learns_and_builds_oov_vectors(architecture):
+@pytest.mark.parametrize("architecture,kernel,workers", [
+    ("skipgram", "auto", 1), ("skipgram", "batched", 1), ("skipgram", "fused", 2), ("cbow", "auto", 1)])
+def test_fasttext_learns_and_builds_oov_vectors(architecture, kernel, workers):
     corpus, names = _fasttext_corpus()
     vocab = Vocabulary.from_sentences(corpus, min_count=1, words=names)
-    settings = fasttext.FastTextSettings(architecture=architecture, dim=16, window=3, epochs=5, sample=0, workers=1,
-                                         seed=2, device="cpu", buckets=5000, batch_words=128, chunk_words=4096)
+    settings = fasttext.FastTextSettings(architecture=architecture, dim=16, window=3, epochs=5, sample=0,
+                                         workers=workers, seed=2, device="cpu", buckets=5000, batch_words=128,
+                                         chunk_words=4096, kernel=kernel)
     result = fasttext.train(lambda: corpus, vocab, settings)
     assert result.ngram_vectors.shape == (5000, 16) and result.word_vectors.shape == (16, 16)
     within, across = cluster_gap(vectors_by_id(result.word_vectors, vocab, 16), per_cluster=8)
@@ -341,11 +343,11 @@ def test_fasttext_needs_word_texts():
 
 
 def test_fasttext_cbow_keeps_the_batched_path():
-    """The compiled CBOW loop reads one row per context word; fastText's words are rows plus n-grams."""
+    """fastText's compiled loop is its skip-gram; CBOW (words and n-grams per context) is batched."""
     corpus = cluster_corpus(sentences=50)
     vocab = Vocabulary.from_sentences(corpus, min_count=1, words=[f"word{i}" for i in range(20)])
     options = dict(architecture="cbow", device="cpu", buckets=100, workers=1, epochs=1, dim=8)
-    with pytest.raises(PtmError, match="fastText takes the batched path"):
+    with pytest.raises(PtmError, match="fused kernel is fastText's skip-gram"):
         fasttext.train(lambda: corpus, vocab, fasttext.FastTextSettings(kernel="fused", **options))
     assert fasttext.train(lambda: corpus, vocab, fasttext.FastTextSettings(**options)).word_vectors.shape == (20, 8)
 

@@ -11,27 +11,18 @@ That is plain sequential SGD (no shared noise, no row cap needed), so its
 vectors are the original algorithm's, and it runs at about gensim's speed
 (docs/results.md, "Static word vectors").
 
-numba is optional: without it (or on CUDA, or with hierarchical softmax)
-CBOW takes the batched torch path.
+Without numba (or on CUDA, or with hierarchical softmax) CBOW takes the
+batched torch path (``compiled``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-try:
-    import numba
-except ImportError:  # the batched torch path serves
-    numba = None
+from ptmcli.static.compiled import LIMIT, SATURATED, available, compiled
 
 
-SATURATED = np.float32(6.0)
-
-
-def available() -> bool:
-    return numba is not None
-
-
+@compiled
 def _cbow_negative(words, left, count, noise, alphas, inputs, outputs, hidden, error):  # pragma: no cover - compiled
     """SGD over every window of a chunk; returns (loss sum, windows trained).
 
@@ -72,10 +63,11 @@ def _cbow_negative(words, left, count, noise, alphas, inputs, outputs, hidden, e
             score = np.float32(0.0)
             for k in range(dim):
                 score += hidden[k] * outputs[row, k]
-            if score <= -SATURATED or score >= SATURATED:
+            probability = np.float32(1.0) / (np.float32(1.0) + np.exp(-min(max(score, -LIMIT), LIMIT)))
+            wrong = -score if draw == 0 else score  # -log sigmoid(-wrong), computed stably
+            loss += max(wrong, np.float32(0.0)) + np.log1p(np.exp(-abs(wrong)))
+            if score <= -SATURATED or score >= SATURATED:  # counted in the loss, but no update
                 continue
-            probability = np.float32(1.0) / (np.float32(1.0) + np.exp(-score))
-            loss -= np.log(probability if draw == 0 else np.float32(1.0) - probability + np.float32(1e-12))
             gradient = (label - probability) * alpha
             for k in range(dim):
                 error[k] += gradient * outputs[row, k]
@@ -89,24 +81,19 @@ def _cbow_negative(words, left, count, noise, alphas, inputs, outputs, hidden, e
     return loss, windows
 
 
-if numba is not None:
-    _cbow_negative = numba.njit(fastmath=True, nogil=True, cache=True)(_cbow_negative)
-
-
 def train_cbow_chunk(words: np.ndarray, left: np.ndarray, count: np.ndarray, noise: np.ndarray,
                      alphas: np.ndarray, inputs: np.ndarray, outputs: np.ndarray) -> tuple[float, int]:
     """Run the compiled loop on one chunk; ``inputs`` and ``outputs`` (float32) change in place."""
     dim = inputs.shape[1]
     hidden = np.empty(dim, dtype=np.float32)
     error = np.empty(dim, dtype=np.float32)
-    loss, windows = _cbow_negative(words, left, count, noise, alphas.astype(np.float32), inputs, outputs,
-                                   hidden, error)
+    loss, windows = _cbow_negative(words, left, count, noise, alphas, inputs, outputs, hidden, error)
     return float(loss), int(windows)
 
 
 def compile_now() -> None:
     """Compile (or load from numba's cache) before worker processes fork, so each does not on its own."""
-    if numba is None:
+    if not available():
         return
     empty = np.zeros(1, dtype=np.int64)
     rows = np.zeros((1, 2), dtype=np.float32)

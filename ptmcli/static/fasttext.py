@@ -22,11 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from ptmcli.errors import PtmError
+from ptmcli.static import subword_skipgram_kernel
+from ptmcli.static.compiled import rates_along, use_compiled_loop
 from ptmcli.static.corpus import SentenceSource
-from ptmcli.static.epochs import EpochStats, resolve_device, train_epochs
+from ptmcli.static.epochs import EpochStats, Rate, resolve_device, train_epochs
 from ptmcli.static.progress import ProgressCallback
 from ptmcli.static.subwords import ngram_buckets, subword_vector
 from ptmcli.static.vocab import Vocabulary
+from ptmcli.static.windows import Windows
 from ptmcli.static.word2vec import Word2VecSettings, Word2VecTrainer, initial_vectors
 
 
@@ -116,11 +119,24 @@ class _FastTextTrainer(Word2VecTrainer):
         words = initial_vectors(len(vocab), self.settings.dim, scale, self.settings.seed, cpu)
         return torch.cat([words, self.ngrams.index_select(0, torch.from_numpy(self.used_buckets))])
 
-    def _fused_cbow(self) -> bool:
-        """The compiled CBOW loop reads one row per context word; fastText's inputs are words and n-grams."""
-        if self.settings.kernel == "fused":
-            raise PtmError("the fused kernel is word2vec's CBOW; fastText takes the batched path")
-        return False
+    def _uses_compiled_loop(self) -> bool:
+        """Whether chunks take the compiled skip-gram loop (``subword_skipgram_kernel``)."""
+        settings = self.settings
+        possible = (not self.cbow and settings.negative > 0 and not settings.hierarchical_softmax
+                    and self.device.type == "cpu")
+        if not use_compiled_loop(settings.kernel, possible, "fastText's skip-gram with negative sampling on the CPU"):
+            return False
+        subword_skipgram_kernel.compile_now()
+        return True
+
+    def _train_fused(self, words: np.ndarray, windows: Windows, rate: Rate,
+                     rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        noise = self.outputs.sampler.sample(rng, (int(windows.count.sum()), self.settings.negative))
+        loss, examples = subword_skipgram_kernel.train_skipgram_chunk(
+            words.astype(np.int64, copy=False), windows.left, windows.count, self.subwords.rows,
+            self.subwords.starts, self.subwords.counts, noise, rates_along(rate, words.size), self.input.numpy(),
+            self.outputs.noise_rows.numpy())
+        return torch.tensor(loss), examples
 
     def _skipgram_step(self, centres: np.ndarray, contexts: np.ndarray, alpha: float,
                        rng: np.random.Generator) -> torch.Tensor:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ptmcli.errors import PtmError
 from ptmcli.static import cbow_kernel
+from ptmcli.static.compiled import KERNELS, rates_along, use_compiled_loop
 from ptmcli.static.corpus import Chunk, SentenceSource, subsample
 from ptmcli.static.epochs import EpochStats, Rate, resolve_device, train_epochs
 from ptmcli.static.hogwild import shared_tensor
@@ -50,7 +51,6 @@ from ptmcli.static.windows import (
 )
 
 ARCHITECTURES = ("skipgram", "cbow")
-KERNELS = ("auto", "batched", "fused")
 
 
 @dataclass
@@ -73,8 +73,8 @@ class Word2VecSettings:
     max_row_updates: int = 16  # most steps a row takes from one batch before they are scaled (row_updates)
     chunk_words: int = 50_000  # words a worker takes at a time
     device: str = "auto"  # "cpu", "cuda", or "auto" (CUDA when available)
-    # CBOW with negative sampling on the CPU: "fused" is the compiled per-window loop (cbow_kernel, needs
-    # numba), "batched" the torch path; "auto" takes the fused one where it can run.
+    # With negative sampling on the CPU, word2vec's CBOW and fastText's skip-gram have a compiled per-window
+    # loop ("fused", needs numba; ``compiled``); "batched" is the torch path; "auto" takes the loop where it runs.
     kernel: str = "auto"
 
     def learning_rate(self) -> float:
@@ -131,22 +131,17 @@ class Word2VecTrainer:
                                    device, self.updater)
         self.keep = keep_probabilities(vocab.counts, settings.sample) if settings.sample > 0 else None
         self.cbow = settings.architecture == "cbow"
-        self.fused = self._fused_cbow()
-        if self.fused:
-            cbow_kernel.compile_now()
+        self.fused = self._uses_compiled_loop()
 
-    def _fused_cbow(self) -> bool:
-        """Whether chunks take the compiled CBOW loop (its inputs are word rows, so fastText's cannot)."""
+    def _uses_compiled_loop(self) -> bool:
+        """Whether chunks take the compiled CBOW loop (``cbow_kernel``) rather than the batched path."""
         settings = self.settings
         possible = (self.cbow and settings.negative > 0 and not settings.hierarchical_softmax
                     and self.device.type == "cpu")
-        if settings.kernel == "fused":
-            if not possible:
-                raise PtmError("the fused kernel is for CBOW with negative sampling on the CPU")
-            if not cbow_kernel.available():
-                raise PtmError("the fused CBOW kernel needs numba (pip install numba)")
-            return True
-        return settings.kernel == "auto" and possible and cbow_kernel.available()
+        if not use_compiled_loop(settings.kernel, possible, "word2vec's CBOW with negative sampling on the CPU"):
+            return False
+        cbow_kernel.compile_now()
+        return True
 
     def share_weights(self) -> None:
         """Move every trained tensor to shared memory, for forked workers (``hogwild``)."""
@@ -182,11 +177,8 @@ class Word2VecTrainer:
     def _train_fused(self, words: np.ndarray, windows: Windows, rate: Rate,
                      rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         noise = self.outputs.sampler.sample(rng, (words.size, self.settings.negative))
-        # The rate falls linearly within the chunk; sampled at a few points, as the batched path sets it per batch.
-        marks = np.linspace(0.0, 1.0, 17)
-        alphas = np.interp(np.arange(words.size) / max(1, words.size), marks, [rate(mark) for mark in marks])
         loss, examples = cbow_kernel.train_cbow_chunk(
-            words.astype(np.int64, copy=False), windows.left, windows.count, noise, alphas,
+            words.astype(np.int64, copy=False), windows.left, windows.count, noise, rates_along(rate, words.size),
             self.input.numpy(), self.outputs.noise_rows.numpy())
         return torch.tensor(loss), examples
 

@@ -1,0 +1,104 @@
+"""fastText's skip-gram with negative sampling as one compiled loop over a chunk (numba), for the CPU.
+
+The batched path (``fasttext._skipgram_step``) scores each centre word's
+vector against all its context words at once with one shared draw of noise
+words, and adds the summed step to the word's rows afterwards. This loop is
+fastText's and gensim's own: for each (centre, context) pair in corpus order,
+average the centre word's rows (its own and its n-grams'), score the context
+word and the pair's own noise words, update those output rows, and add the
+error to every one of the centre's rows before the next pair reads them.
+Fresh noise per pair is what the batched path trades away; on the Wikipedia
+sample it is worth about 0.015 of analogy accuracy (docs/results.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ptmcli.static.compiled import LIMIT, SATURATED, available, compiled
+
+
+@compiled
+def _skipgram_subwords(words, left, count, rows, starts, counts, noise, alphas, inputs, outputs,
+                       hidden, error):  # pragma: no cover - compiled
+    """SGD over every (centre, context) pair of a chunk; returns (loss sum, pairs trained).
+
+    ``rows[starts[w] : starts[w] + counts[w]]`` are word ``w``'s input rows;
+    ``noise`` [pairs, negative] holds each pair's draws in the order the pairs
+    are visited (centres in order, contexts left to right).
+    """
+    dim = inputs.shape[1]
+    negative = noise.shape[1]
+    loss = 0.0
+    pair = 0
+    for centre in range(words.size):
+        contexts = count[centre]
+        if contexts == 0:
+            continue
+        first = centre - left[centre]
+        word = words[centre]
+        begin = starts[word]
+        end = begin + counts[word]
+        inverse = np.float32(1.0) / np.float32(counts[word])
+        for position in range(first, first + contexts + 1):
+            if position == centre:
+                continue
+            target = words[position]
+            for k in range(dim):
+                hidden[k] = 0.0
+                error[k] = 0.0
+            for at in range(begin, end):
+                row = rows[at]
+                for k in range(dim):
+                    hidden[k] += inputs[row, k]
+            for k in range(dim):
+                hidden[k] *= inverse
+            alpha = alphas[centre]
+            for draw in range(negative + 1):
+                if draw == 0:
+                    row, label = target, np.float32(1.0)
+                else:
+                    row, label = noise[pair, draw - 1], np.float32(0.0)
+                    if row == target:  # the original skips a noise word that is the target itself
+                        continue
+                score = np.float32(0.0)
+                for k in range(dim):
+                    score += hidden[k] * outputs[row, k]
+                probability = np.float32(1.0) / (np.float32(1.0) + np.exp(-min(max(score, -LIMIT), LIMIT)))
+                wrong = -score if draw == 0 else score  # -log sigmoid(-wrong), computed stably
+                loss += max(wrong, np.float32(0.0)) + np.log1p(np.exp(-abs(wrong)))
+                if score <= -SATURATED or score >= SATURATED:  # counted in the loss, but no update
+                    continue
+                gradient = (label - probability) * alpha
+                for k in range(dim):
+                    error[k] += gradient * outputs[row, k]
+                    outputs[row, k] += gradient * hidden[k]
+            for at in range(begin, end):
+                row = rows[at]
+                for k in range(dim):
+                    inputs[row, k] += error[k]
+            pair += 1
+    return loss, pair
+
+
+def train_skipgram_chunk(words: np.ndarray, left: np.ndarray, count: np.ndarray, rows: np.ndarray,
+                         starts: np.ndarray, counts: np.ndarray, noise: np.ndarray, alphas: np.ndarray,
+                         inputs: np.ndarray, outputs: np.ndarray) -> tuple[float, int]:
+    """Run the compiled loop on one chunk; ``inputs`` and ``outputs`` (float32) change in place."""
+    dim = inputs.shape[1]
+    hidden = np.empty(dim, dtype=np.float32)
+    error = np.empty(dim, dtype=np.float32)
+    loss, pairs = _skipgram_subwords(words, left, count, rows, starts, counts, noise, alphas, inputs, outputs,
+                                     hidden, error)
+    return float(loss), int(pairs)
+
+
+def compile_now() -> None:
+    """Compile (or load from numba's cache) before worker processes fork, so each does not on its own."""
+    if not available():
+        return
+    empty = np.zeros(1, dtype=np.int64)
+    one = np.ones(1, dtype=np.int64)
+    matrix = np.zeros((1, 2), dtype=np.float32)
+    train_skipgram_chunk(empty, empty, empty, empty, empty, one, np.zeros((1, 1), dtype=np.int64),
+                         np.zeros(1, dtype=np.float32), matrix, matrix.copy())
