@@ -297,7 +297,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden = grad_weight = grad_bias = None
         if need_grad:
             grad_hidden = torch.empty_like(hidden)
-            grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
+            # A bias that is a buffer (BART's final_logits_bias) needs no gradient: skip its pass over the logits.
+            wants_bias = bias is not None and ctx.needs_input_grad[2]
+            grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if wants_bias else None
         for start in range(0, rows_total, chunk_rows):
             stop = min(rows_total, start + chunk_rows)
             part = hidden[start:stop]
