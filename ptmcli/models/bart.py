@@ -252,15 +252,20 @@ class BartModel(nn.Module):
         return x * self.embed_scale if self.embed_scale != 1.0 else x
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The encoder's (last hidden state, its L + 1 states when asked) for ``[B, S]`` right-padded sources."""
-        return self.encoder(self.tokens(input_ids), padding_attention_mask(attention_mask), output_hidden_states)
+               output_hidden_states: bool = False,
+               embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The encoder's (last hidden state, its L + 1 states when asked) for ``[B, S]`` right-padded sources;
+        ``embedded``: ``tokens(input_ids)`` when the caller already has it."""
+        tokens = self.tokens(input_ids) if embedded is None else embedded
+        return self.encoder(tokens, padding_attention_mask(attention_mask), output_hidden_states)
 
     def decode(self, decoder_input_ids: torch.Tensor, memory: list[Memory], memory_mask: torch.Tensor | None,
                decoder_attention_mask: torch.Tensor | None = None, cache: KVCache | None = None,
-               output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        return self.decoder(self.tokens(decoder_input_ids), memory, memory_mask,
-                            causal_padding_mask(decoder_attention_mask), cache, output_hidden_states)
+               output_hidden_states: bool = False,
+               embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        tokens = self.tokens(decoder_input_ids) if embedded is None else embedded
+        return self.decoder(tokens, memory, memory_mask, causal_padding_mask(decoder_attention_mask), cache,
+                            output_hidden_states)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,

@@ -3,6 +3,7 @@ summed loss over a two-sequence batch, and the family's answers about the encode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,14 +23,27 @@ def encode_then_decode(backbone: Any, title: str, input_ids: torch.Tensor, atten
     ``encode``, ``decode`` and ``decoder.memory``; with ``output_hidden_states`` also both stacks."""
     if decoder_input_ids is None:
         raise PtmError(f"{title}'s forward needs decoder_input_ids (or labels to shift right)")
-    encoded, encoder_states = backbone.encode(input_ids, attention_mask, output_hidden_states)
+    source, target = embed_both(backbone.tokens, input_ids, decoder_input_ids)
+    encoded, encoder_states = backbone.encode(input_ids, attention_mask, output_hidden_states, embedded=source)
     hidden, decoder_states = backbone.decode(decoder_input_ids, backbone.decoder.memory(encoded),
                                              padding_attention_mask(attention_mask), decoder_attention_mask, None,
-                                             output_hidden_states)
+                                             output_hidden_states, embedded=target)
     out: dict[str, Any] = {"hidden": hidden, "encoder_hidden": encoded}
     if output_hidden_states:
         out.update(encoder_hidden_states=encoder_states, decoder_hidden_states=decoder_states)
     return out
+
+
+def embed_both(tokens: Callable[[torch.Tensor], torch.Tensor], source_ids: torch.Tensor,
+               target_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides' token embeddings from one lookup of the shared table.
+
+    Two lookups would give the table two dense ``[V, H]`` gradients for autograd to zero-fill and sum
+    (besides the tied output layer's); one lookup gives one.
+    """
+    flat = tokens(torch.cat([source_ids.reshape(-1), target_ids.reshape(-1)]))
+    split = source_ids.numel()
+    return flat[:split].view(*source_ids.shape, -1), flat[split:].view(*target_ids.shape, -1)
 
 
 def add_lm_terms(out: dict[str, Any], labels: torch.Tensor, projected_input: torch.Tensor,

@@ -288,13 +288,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
         need_grad = any(ctx.needs_input_grad[:3])
         rows_total, vocab = hidden.shape[0], weight.shape[0]
         budget = _CHUNK_BYTES.get(hidden.device.type, _DEFAULT_CHUNK_BYTES)
-        chunk_rows = max(1, budget // (4 * vocab))
+        kind = hidden.device.type
+        # The logits' dtype: autocast's (bf16) where it is on, as a Linear's output would be.
+        low = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.result_type(hidden, weight)
+        chunk_rows = max(1, budget // (torch.finfo(low).bits // 8 * vocab))
         cache_rows = max(1, _CACHE_BYTES // (4 * vocab)) if hidden.device.type == "cpu" else chunk_rows
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         valid = targets >= 0
         all_valid = bool(valid.all())
         grad_hidden = grad_weight = grad_bias = None
+        # Cast once for every chunk and both directions (autocast would cast the [V, D] weight again for each
+        # product, and a second time in the gradient matmuls).
+        hidden_low, weight_low = hidden.to(low), weight.to(low)
         if need_grad:
             grad_hidden = torch.empty_like(hidden)
             # A bias that is a buffer (BART's final_logits_bias) needs no gradient: skip its pass over the logits.
@@ -302,8 +308,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if wants_bias else None
         for start in range(0, rows_total, chunk_rows):
             stop = min(rows_total, start + chunk_rows)
-            part = hidden[start:stop]
-            logits = part @ weight.t()  # under autocast: low precision, like a Linear
+            part = hidden_low[start:stop]
+            logits = part @ weight_low.t()  # under autocast: low precision, like a Linear
             for sub in range(0, stop - start, cache_rows):
                 chunk = logits[sub : sub + cache_rows]
                 work = chunk if chunk.dtype == torch.float32 else chunk.float()
@@ -326,16 +332,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     if work is not chunk:
                         chunk.copy_(work)
             if need_grad:
-                low = logits.dtype
-                grad_hidden[start:stop] = logits @ weight.to(low)
+                grad_hidden[start:stop] = logits @ weight_low
                 # The first chunk's product is the [V, D] buffer itself and later chunks add into it in place:
                 # a fresh buffer of that size costs a pass of page faults on CPU, zero-filled or not.
                 if grad_weight is None:
-                    grad_weight = (logits.t() @ part.to(low)).float()
+                    grad_weight = (logits.t() @ part).float()
                 elif low == grad_weight.dtype:
                     grad_weight.addmm_(logits.t(), part)
                 else:
-                    grad_weight += logits.t() @ part.to(low)
+                    grad_weight += logits.t() @ part
                 if grad_bias is not None:
                     grad_bias += logits.sum(dim=0, dtype=torch.float32)
             del logits

@@ -397,25 +397,32 @@ class T5Model(nn.Module):
         self.decoder = T5Stack(config, decoder=True)
         init_t5_weights(self, config)
 
+    def tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.word_embeddings(ids)
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+               output_hidden_states: bool = False,
+               embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """The encoder's (top, its L + 1 states when asked, the last one the normed top, as transformers
-        gives them) for ``[B, S]`` sources; ``attention_mask`` 1/0."""
-        top, states = self.encode_raw(input_ids, attention_mask, output_hidden_states)
+        gives them) for ``[B, S]`` sources; ``attention_mask`` 1/0; ``embedded``: ``tokens(input_ids)``
+        when the caller already has it."""
+        top, states = self.encode_raw(input_ids, attention_mask, output_hidden_states, embedded)
         return top, (*states[:-1], top) if output_hidden_states else ()
 
     def encode_raw(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+                   output_hidden_states: bool = False,
+                   embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """:meth:`encode` with the last block's own output as the last state (before the final norm)."""
-        return self.encoder(self.word_embeddings(input_ids), padding_attention_mask(attention_mask),
-                            output_hidden_states=output_hidden_states)
+        tokens = self.tokens(input_ids) if embedded is None else embedded
+        return self.encoder(tokens, padding_attention_mask(attention_mask), output_hidden_states=output_hidden_states)
 
     def decode(self, decoder_input_ids: torch.Tensor, memory: list[Memory], memory_visible: torch.Tensor | None,
                decoder_attention_mask: torch.Tensor | None = None, cache: KVCache | None = None,
-               output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+               output_hidden_states: bool = False,
+               embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         visible = None if cache is not None else causal_padding_mask(decoder_attention_mask)
-        top, states = self.decoder(self.word_embeddings(decoder_input_ids), visible, memory, memory_visible, cache,
-                                   output_hidden_states)
+        tokens = self.tokens(decoder_input_ids) if embedded is None else embedded
+        top, states = self.decoder(tokens, visible, memory, memory_visible, cache, output_hidden_states)
         return top, (*states[:-1], top) if output_hidden_states else ()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
