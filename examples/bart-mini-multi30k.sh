@@ -10,7 +10,9 @@
 # smoothing 0.1, test_2016_flickr with 4 beams (sacrebleu BLEU and chrF). Every run is step-based.
 #
 #   bash examples/bart-mini-multi30k.sh OUT_DIR            e.g. runs/bart-mini
-# Env: DATA (../shared/data), PT_STEPS (2000), FT_STEPS (600), CORE (0), SEEDS ("0").
+# Env: DATA (../shared/data), PT_STEPS (2000), FT_STEPS (600), CORE (0), SEEDS ("0"),
+#      MODELS ("random denoise": "random" is the from-scratch baseline, any other word a pretraining
+#      objective of bart: denoise, span-corruption, mass). Two copies with different MODELS can share OUT_DIR.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 D=$(cd "${DATA:-$HERE/../../shared/data}" && pwd)
@@ -20,6 +22,7 @@ PT_STEPS=${PT_STEPS:-2000}
 FT_STEPS=${FT_STEPS:-600}
 CORE=${CORE:-0}
 SEEDS=${SEEDS:-0}
+MODELS=${MODELS:-random denoise}
 mkdir -p "$OUT"
 cd "$OUT"
 run() { taskset -c "$CORE" ptm "$@"; }
@@ -32,11 +35,14 @@ run() { taskset -c "$CORE" ptm "$@"; }
 [ -d shards-val ] || run tokenize encode "$M/val.en" --tokenizer tok -o shards-val --no-progress --workers 1 \
     --document-boundary line
 
-[ -f pt-denoise/DONE ] || { run pretrain --arch bart --preset bart-mini --objective denoise --data shards \
+pretrain() {  # objective
+  [ -f "pt-$1/DONE" ] && return 0
+  run pretrain --arch bart --preset bart-mini --objective "$1" --data shards \
     --tokenizer tok --eval-data shards-val --seq-len 128 --batch-size 32 --max-steps "$PT_STEPS" --lr 5e-4 \
     --warmup-steps $(( PT_STEPS / 10 )) --precision bf16 --eval-every 500 --eval-batches 20 --log-every 50 \
-    --keep-last 1 --threads 1 --seed 0 --no-progress --overwrite -o pt-denoise > pt-denoise.log 2>&1 \
-    && touch pt-denoise/DONE; }
+    --keep-last 1 --threads 1 --seed 0 --no-progress --overwrite -o "pt-$1" > "pt-$1.log" 2>&1
+  touch "pt-$1/DONE"
+}
 
 finetune() {  # name, seed, checkpoint flags
   local name=$1 seed=$2; shift 2
@@ -49,17 +55,29 @@ finetune() {  # name, seed, checkpoint flags
     --num-beams 4 --predictions "ft-$name-s$seed/test.hyp.de" --json --threads 1 > "ft-$name-s$seed/test.json"
   touch "ft-$name-s$seed/DONE"
 }
+for model in $MODELS; do
+  [ "$model" = random ] || pretrain "$model"
+done
 for seed in $SEEDS; do
-  finetune denoise "$seed" --checkpoint pt-denoise
-  finetune random "$seed" --checkpoint pt-denoise --from-scratch
+  for model in $MODELS; do
+    if [ "$model" = random ]; then
+      # The same architecture and tokenizer from scratch: any finished pretraining's config serves.
+      base=$(for done in pt-*/DONE; do [ -f "$done" ] && dirname "$done" && break; done)
+      [ -n "$base" ] || { echo "random init needs one finished pretraining in $OUT for its config" >&2; exit 2; }
+      finetune random "$seed" --checkpoint "$base" --from-scratch
+    else
+      finetune "$model" "$seed" --checkpoint "pt-$model"
+    fi
+  done
 done
 
-python3 - "$SEEDS" <<'PY'
+python3 - "$SEEDS" "$MODELS" <<'PY'
 import json, sys
 from pathlib import Path
 print("| bart-mini | seed | test BLEU | test chrF |")
 print("| --- | ---: | ---: | ---: |")
-for name, label in (("random", "random init"), ("denoise", "denoise (BART) on Wikipedia + Multi30k English")):
+for name in sys.argv[2].split():
+    label = "random init" if name == "random" else f"{name} on Wikipedia + Multi30k English"
     for seed in sys.argv[1].split():
         result = json.loads((Path(f"ft-{name}-s{seed}") / "test.json").read_text())
         print(f"| {label} | {seed} | {result['bleu']:.1f} | {result['chrf']:.1f} |")

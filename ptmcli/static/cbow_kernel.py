@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ptmcli.static.compiled import LIMIT, SATURATED, available, compiled
+from ptmcli.static.compiled import available, compiled, negative_sampling_step
 
 
 @compiled
@@ -32,7 +32,6 @@ def _cbow_negative(words, left, count, noise, alphas, inputs, outputs, hidden, e
     [d] scratch.
     """
     dim = inputs.shape[1]
-    negative = noise.shape[1]
     loss = 0.0
     windows = 0
     for centre in range(words.size):
@@ -51,27 +50,7 @@ def _cbow_negative(words, left, count, noise, alphas, inputs, outputs, hidden, e
         inverse = np.float32(1.0) / np.float32(contexts)
         for k in range(dim):
             hidden[k] *= inverse
-        alpha = alphas[centre]
-        target = words[centre]
-        for draw in range(negative + 1):
-            if draw == 0:
-                row, label = target, np.float32(1.0)
-            else:
-                row, label = noise[centre, draw - 1], np.float32(0.0)
-                if row == target:  # the original skips a noise word that is the target itself
-                    continue
-            score = np.float32(0.0)
-            for k in range(dim):
-                score += hidden[k] * outputs[row, k]
-            probability = np.float32(1.0) / (np.float32(1.0) + np.exp(-min(max(score, -LIMIT), LIMIT)))
-            wrong = -score if draw == 0 else score  # -log sigmoid(-wrong), computed stably
-            loss += max(wrong, np.float32(0.0)) + np.log1p(np.exp(-abs(wrong)))
-            if score <= -SATURATED or score >= SATURATED:  # counted in the loss, but no update
-                continue
-            gradient = (label - probability) * alpha
-            for k in range(dim):
-                error[k] += gradient * outputs[row, k]
-                outputs[row, k] += gradient * hidden[k]
+        loss += negative_sampling_step(hidden, error, outputs, words[centre], noise[centre], alphas[centre])
         for position in range(first, first + contexts + 1):
             if position != centre:
                 row = words[position]

@@ -55,3 +55,35 @@ def rates_along(rate: Callable[[float], float], positions: int) -> np.ndarray:
     """float32 learning rate at each of a chunk's ``positions``, falling as ``rate`` does across the chunk."""
     marks = np.linspace(0.0, 1.0, 17)
     return np.interp(np.arange(positions) / max(1, positions), marks, [rate(mark) for mark in marks]).astype(np.float32)
+
+
+@compiled
+def negative_sampling_step(hidden, error, outputs, target, noise, alpha):  # pragma: no cover - compiled
+    """One input's SGD step against its target (label 1) and ``noise`` words (label 0), as word2vec.c does.
+
+    Each output row is updated at once; the input's step accumulates in ``error`` (``[d]``, added to the
+    input rows by the caller). A noise word that is the target is skipped, as in the original. Returns
+    the summed loss ``-log sigmoid(+-score)``.
+    """
+    dim = hidden.shape[0]
+    loss = 0.0
+    for draw in range(noise.size + 1):
+        if draw == 0:
+            row, label = target, np.float32(1.0)
+        else:
+            row, label = noise[draw - 1], np.float32(0.0)
+            if row == target:
+                continue
+        score = np.float32(0.0)
+        for k in range(dim):
+            score += hidden[k] * outputs[row, k]
+        probability = np.float32(1.0) / (np.float32(1.0) + np.exp(-min(max(score, -LIMIT), LIMIT)))
+        wrong = -score if draw == 0 else score  # -log sigmoid(-wrong), computed stably
+        loss += max(wrong, np.float32(0.0)) + np.log1p(np.exp(-abs(wrong)))
+        if score <= -SATURATED or score >= SATURATED:  # counted in the loss, but no update
+            continue
+        gradient = (label - probability) * alpha
+        for k in range(dim):
+            error[k] += gradient * outputs[row, k]
+            outputs[row, k] += gradient * hidden[k]
+    return loss

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ptmcli.static.compiled import LIMIT, SATURATED, available, compiled
+from ptmcli.static.compiled import available, compiled, negative_sampling_step
 
 
 @compiled
@@ -29,7 +29,6 @@ def _skipgram_subwords(words, left, count, rows, starts, counts, noise, alphas, 
     are visited (centres in order, contexts left to right).
     """
     dim = inputs.shape[1]
-    negative = noise.shape[1]
     loss = 0.0
     pair = 0
     for centre in range(words.size):
@@ -54,26 +53,7 @@ def _skipgram_subwords(words, left, count, rows, starts, counts, noise, alphas, 
                     hidden[k] += inputs[row, k]
             for k in range(dim):
                 hidden[k] *= inverse
-            alpha = alphas[centre]
-            for draw in range(negative + 1):
-                if draw == 0:
-                    row, label = target, np.float32(1.0)
-                else:
-                    row, label = noise[pair, draw - 1], np.float32(0.0)
-                    if row == target:  # the original skips a noise word that is the target itself
-                        continue
-                score = np.float32(0.0)
-                for k in range(dim):
-                    score += hidden[k] * outputs[row, k]
-                probability = np.float32(1.0) / (np.float32(1.0) + np.exp(-min(max(score, -LIMIT), LIMIT)))
-                wrong = -score if draw == 0 else score  # -log sigmoid(-wrong), computed stably
-                loss += max(wrong, np.float32(0.0)) + np.log1p(np.exp(-abs(wrong)))
-                if score <= -SATURATED or score >= SATURATED:  # counted in the loss, but no update
-                    continue
-                gradient = (label - probability) * alpha
-                for k in range(dim):
-                    error[k] += gradient * outputs[row, k]
-                    outputs[row, k] += gradient * hidden[k]
+            loss += negative_sampling_step(hidden, error, outputs, target, noise[pair], alphas[centre])
             for at in range(begin, end):
                 row = rows[at]
                 for k in range(dim):
