@@ -238,7 +238,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, added: torch.Tens
         scores = q @ k.transpose(-1, -2)
         if added is not None:
             scores = scores + added
-        return dropout(scores.float().softmax(-1).to(q.dtype), p, True) @ v
+        return dropout(scores.softmax(-1, dtype=torch.float32).to(q.dtype), p, True) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=added, dropout_p=p, scale=1.0)
 
 
