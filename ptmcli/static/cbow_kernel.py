@@ -50,7 +50,7 @@ def _cbow_negative(words, left, count, noise, alphas, inputs, outputs, hidden, e
         inverse = np.float32(1.0) / np.float32(contexts)
         for k in range(dim):
             hidden[k] *= inverse
-        loss += negative_sampling_step(hidden, error, outputs, words[centre], noise[centre], alphas[centre])
+        loss += negative_sampling_step(hidden, error, outputs, words[centre], noise, centre, alphas[centre])
         for position in range(first, first + contexts + 1):
             if position != centre:
                 row = words[position]

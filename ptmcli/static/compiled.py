@@ -32,11 +32,18 @@ def available() -> bool:
     return numba is not None
 
 
-def compiled(function: Callable) -> Callable:
-    """``function`` compiled to machine code (cached on disk), or left as Python without numba."""
-    if numba is None:
-        return function
-    return numba.njit(fastmath=True, nogil=True, cache=True)(function)
+def compiled(function: Callable | None = None, *, inline: bool = False) -> Callable:
+    """``function`` compiled to machine code (cached on disk), or left as Python without numba.
+
+    ``inline=True`` (``@compiled(inline=True)``): a helper copied into each compiled caller, for the
+    per-draw work inside the loops, where a call costs a quarter of the loop's time.
+    """
+    def wrap(function: Callable) -> Callable:
+        if numba is None:
+            return function
+        return numba.njit(fastmath=True, nogil=True, cache=True, inline="always" if inline else "never")(function)
+
+    return wrap if function is None else wrap(function)
 
 
 def use_compiled_loop(kernel: str, possible: bool, what: str) -> bool:
@@ -57,9 +64,10 @@ def rates_along(rate: Callable[[float], float], positions: int) -> np.ndarray:
     return np.interp(np.arange(positions) / max(1, positions), marks, [rate(mark) for mark in marks]).astype(np.float32)
 
 
-@compiled
-def negative_sampling_step(hidden, error, outputs, target, noise, alpha):  # pragma: no cover - compiled
-    """One input's SGD step against its target (label 1) and ``noise`` words (label 0), as word2vec.c does.
+@compiled(inline=True)
+def negative_sampling_step(hidden, error, outputs, target, noise, slot, alpha):  # pragma: no cover - compiled
+    """One input's SGD step against its target (label 1) and the noise words ``noise[slot]`` (label 0), as
+    word2vec.c does.
 
     Each output row is updated at once; the input's step accumulates in ``error`` (``[d]``, added to the
     input rows by the caller). A noise word that is the target is skipped, as in the original. Returns
@@ -67,19 +75,22 @@ def negative_sampling_step(hidden, error, outputs, target, noise, alpha):  # pra
     """
     dim = hidden.shape[0]
     loss = 0.0
-    for draw in range(noise.size + 1):
+    for draw in range(noise.shape[1] + 1):
         if draw == 0:
             row, label = target, np.float32(1.0)
         else:
-            row, label = noise[draw - 1], np.float32(0.0)
+            row, label = noise[slot, draw - 1], np.float32(0.0)
             if row == target:
                 continue
         score = np.float32(0.0)
         for k in range(dim):
             score += hidden[k] * outputs[row, k]
-        probability = np.float32(1.0) / (np.float32(1.0) + np.exp(-min(max(score, -LIMIT), LIMIT)))
-        wrong = -score if draw == 0 else score  # -log sigmoid(-wrong), computed stably
-        loss += max(wrong, np.float32(0.0)) + np.log1p(np.exp(-abs(wrong)))
+        clipped = min(max(score, -LIMIT), LIMIT)
+        # sigmoid(x) = 1 / (1 + e^-x): -log of it is log(1 + e^-x), -log of 1 - it that plus x. (log, not
+        # log1p: log1p costs a quarter of the whole loop, and a lost 1e-8 of loss is nothing.)
+        odds = np.exp(-clipped)
+        probability = np.float32(1.0) / (np.float32(1.0) + odds)
+        loss += np.log(np.float32(1.0) + odds) + (clipped if draw > 0 else np.float32(0.0))
         if score <= -SATURATED or score >= SATURATED:  # counted in the loss, but no update
             continue
         gradient = (label - probability) * alpha

@@ -53,7 +53,7 @@ def _skipgram_subwords(words, left, count, rows, starts, counts, noise, alphas, 
                     hidden[k] += inputs[row, k]
             for k in range(dim):
                 hidden[k] *= inverse
-            loss += negative_sampling_step(hidden, error, outputs, target, noise[pair], alphas[centre])
+            loss += negative_sampling_step(hidden, error, outputs, target, noise, pair, alphas[centre])
             for at in range(begin, end):
                 row = rows[at]
                 for k in range(dim):
