@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bart-mini pretrained by denoising on the Wikipedia sample plus Multi30k's English, then finetuned
-# English->German on Multi30k, against the same bart-mini from random initialisation at the same finetuning
-# budget (docs/results.md, "bart-mini: denoising on Wikipedia + Multi30k English").
+# bart-mini pretrained on the Wikipedia sample plus Multi30k's English (BART's denoising by default; T5's span
+# corruption or MASS through MODELS, at the same budget), then finetuned English->German on Multi30k, against
+# the same bart-mini from random initialisation at the same finetuning budget (docs/results.md, "bart-mini
+# pretrained on Wikipedia + Multi30k English").
 #
 # One byte-level tokenizer (8,000 ids, RoBERTa's special tokens plus sentinels) trained on all three texts
 # (Wikipedia, Multi30k English and German), so the decoder's German has its own pieces. Pretraining text: the
