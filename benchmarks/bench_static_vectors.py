@@ -180,15 +180,13 @@ def train_ptm(model: str, encoded: list[np.ndarray], names: list[str], args) -> 
                   hierarchical_softmax=args.hs, epochs=args.epochs, sample=args.sample,
                   alpha=alpha_of(model, args), min_alpha=args.min_alpha, workers=args.workers, seed=args.seed,
                   min_count=args.min_count, device=args.device, max_row_updates=args.max_row_updates,
-                  batch_words=args.batch_words)
+                  batch_words=args.batch_words, kernel=args.kernel)
     cpu = cpu_seconds()
-    word2vec_only = dict(kernel=args.kernel)
     if model == "fasttext":
         result = fasttext.train(lambda: encoded, vocab, fasttext.FastTextSettings(buckets=args.buckets, **common))
         vectors = result.word_vectors
     else:
-        settings = word2vec.Word2VecSettings(architecture="cbow" if model == "cbow" else "skipgram", **common,
-                                             **word2vec_only)
+        settings = word2vec.Word2VecSettings(architecture="cbow" if model == "cbow" else "skipgram", **common)
         result = word2vec.train(lambda: encoded, vocab, settings)
         vectors = result.vectors
     return result.seconds, cpu_seconds() - cpu, vocab.words, vectors
@@ -227,7 +225,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-row-updates", type=int, default=16, help="ptm: steps a row takes from one batch unscaled")
     parser.add_argument("--kernel", default="auto", choices=("auto", "batched", "fused"),
-                        help="ptm's CBOW kernel: the compiled per-window loop (fused, needs numba) or the torch path")
+                        help="ptm's word2vec CBOW and fastText skip-gram: the compiled loop (fused, needs numba) "
+                             "or the batched torch path; auto: the loop where it runs")
     parser.add_argument("--batch-words", type=int, default=1024, help="ptm: centre words per SGD step")
     parser.add_argument("--repeat", type=int, default=1, help="alternate the tools N times, keep each one's fastest run")
     parser.add_argument("--save-vectors", type=Path, default=None,

@@ -287,12 +287,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx: Any, hidden, weight, bias, targets):  # type: ignore[override]
         need_grad = any(ctx.needs_input_grad[:3])
         rows_total, vocab = hidden.shape[0], weight.shape[0]
-        budget = _CHUNK_BYTES.get(hidden.device.type, _DEFAULT_CHUNK_BYTES)
         kind = hidden.device.type
+        budget = _CHUNK_BYTES.get(kind, _DEFAULT_CHUNK_BYTES)
         # The logits' dtype: autocast's (bf16) where it is on, as a Linear's output would be.
         low = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.result_type(hidden, weight)
         chunk_rows = max(1, budget // (torch.finfo(low).bits // 8 * vocab))
-        cache_rows = max(1, _CACHE_BYTES // (4 * vocab)) if hidden.device.type == "cpu" else chunk_rows
+        cache_rows = max(1, _CACHE_BYTES // (4 * vocab)) if kind == "cpu" else chunk_rows
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         valid = targets >= 0

@@ -35,8 +35,8 @@ def available() -> bool:
 def compiled(function: Callable | None = None, *, inline: bool = False) -> Callable:
     """``function`` compiled to machine code (cached on disk), or left as Python without numba.
 
-    ``inline=True`` (``@compiled(inline=True)``): a helper copied into each compiled caller, for the
-    per-draw work inside the loops, where a call costs a quarter of the loop's time.
+    ``inline=True`` (``@compiled(inline=True)``): a helper copied into each compiled caller, so the
+    per-draw step inside the loops costs no call.
     """
     def wrap(function: Callable) -> Callable:
         if numba is None:

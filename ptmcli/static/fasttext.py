@@ -133,7 +133,7 @@ class _FastTextTrainer(Word2VecTrainer):
                      rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         noise = self.outputs.sampler.sample(rng, (int(windows.count.sum()), self.settings.negative))
         loss, examples = subword_skipgram_kernel.train_skipgram_chunk(
-            words.astype(np.int64, copy=False), windows.left, windows.count, self.subwords.rows,
+            words, windows.left, windows.count, self.subwords.rows,
             self.subwords.starts, self.subwords.counts, noise, rates_along(rate, words.size), self.input.numpy(),
             self.outputs.noise_rows.numpy())
         return torch.tensor(loss), examples

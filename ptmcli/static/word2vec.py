@@ -178,7 +178,7 @@ class Word2VecTrainer:
                      rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         noise = self.outputs.sampler.sample(rng, (words.size, self.settings.negative))
         loss, examples = cbow_kernel.train_cbow_chunk(
-            words.astype(np.int64, copy=False), windows.left, windows.count, noise, rates_along(rate, words.size),
+            words, windows.left, windows.count, noise, rates_along(rate, words.size),
             self.input.numpy(), self.outputs.noise_rows.numpy())
         return torch.tensor(loss), examples
 
