@@ -267,7 +267,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     metric = cfg.metric or DEFAULT_METRIC[cfg.task]
     if encoder is not None and ckpt_to_resume is None:
         encoder["pairs"] = word_encoders.has_pairs(train_rows[0])
-    if encoder is not None:
+    if encoder is not None and family.task_encoder is not None:  # a word tokenizer's unknown words
         which, rows = ("dev", dev_rows) if dev_rows is not None else ("train", train_rows)
         unknown, words = word_encoders.unknown_share(rows, tokenizer.unk_id, family.pair_delimiter_repeats)
         session.announce(f"ptm: {unknown:,} of the {words:,} {which} words ({unknown / max(words, 1):.1%}) are out of the "
@@ -417,7 +417,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     batch_text = f"{session.global_batch_text()}, " if dist_info.enabled else ""
     session.announce(
         f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
-        f"({_outputs_text(cfg.task, labels)}), {word_encoders.describe_encoder(encoder, model.pool) if encoder else f'mode {cfg.mode}'}"
+        f"({_outputs_text(cfg.task, labels)}), {word_encoders.describe_encoder(encoder, model.pool, over_mix=family.task_encoder is None) if encoder else f'mode {cfg.mode}'}"
         f"{f' on stored features ({cfg.train_features})' if stored is not None else ''}, {len(train_rows):,} train"
         f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} {_rows_name(cfg.task)}, {max_steps:,} steps "
         f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "

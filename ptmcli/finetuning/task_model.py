@@ -23,7 +23,8 @@ sentence-transformers model reads what it was trained to pool
 (``checkpoint_pool``). In features mode the head is a one-hidden-layer MLP;
 otherwise a linear layer after dropout. Static word vectors (a family with a ``task_encoder``) feed a
 small BiLSTM or CNN trained with the head (``word_encoders.py``: ``word_encoder.*`` keys), the vectors
-frozen unless ``--no-freeze-embeddings``.
+frozen unless ``--no-freeze-embeddings``; in features mode ``--encoder`` puts the same encoder over the
+scalar mix (ELMo's and CoVe's task BiLSTM), and a linear layer after it.
 
 A batch may carry the layers themselves instead of token ids (``features``:
 ``[B, K, D]`` pooled, ``[B, W, K, D]`` per word, as ``ptm extract-features``
@@ -102,8 +103,8 @@ class TaskModel(nn.Module):
             self.word_encoder = WordEncoder(size, word_encoder, pool, family.pair_delimiter_repeats)
             size = self.word_encoder.token_size if task_type in PER_TOKEN_TASKS else self.word_encoder.sentence_size
             self.dropout = Dropout(float(word_encoder["dropout"]))
-            self.frozen_lm = bool(word_encoder["frozen_embeddings"])
-        if mode == "features":
+            self.frozen_lm = bool(word_encoder["frozen_embeddings"]) or mode == "features"
+        if mode == "features" and word_encoder is None:
             self.classifier = nn.Sequential(nn.Linear(size, size), nn.GELU(), Dropout(family.head_dropout(lm.config)), nn.Linear(size, outputs))
         else:
             self.classifier = nn.Linear(size, outputs)
@@ -133,10 +134,10 @@ class TaskModel(nn.Module):
         """Features for the head: ``[B, T, D]`` per token, and ``[B, D]`` per sequence (None for tagging)."""
         mask = batch["attention_mask"]
         if self.word_encoder is not None:
-            last = self._encoder_top(batch)
-            self._last_hidden = last
+            # The static vectors, or in --mode features the frozen model's scalar mix.
+            tokens, self._last_hidden = self._tokens_and_top(batch)
             per_token = self.task_type in PER_TOKEN_TASKS
-            out = self.word_encoder(last, mask, batch.get("token_type_ids"), per_token)
+            out = self.word_encoder(tokens, mask, batch.get("token_type_ids"), per_token)
             return (out, None) if per_token else (out, out)
         tokens, self._last_hidden = self._tokens_and_top(batch)
         if self.task_type in PER_TOKEN_TASKS:

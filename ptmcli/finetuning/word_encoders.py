@@ -1,5 +1,5 @@
-"""Small task encoders over context-free word vectors: the pre-BERT baselines ``ptm finetune`` trains
-on a static checkpoint.
+"""Small task encoders over context-free word vectors (the pre-BERT baselines ``ptm finetune`` trains on a
+static checkpoint) or over a frozen contextual model's scalar mix (``--mode features --encoder``).
 
 A family whose ``task_encoder`` is set (static word vectors) gives finetuning one vector per token and
 no context, so a head on its top layer would see a bag of words. The task model then puts one of these
@@ -18,6 +18,11 @@ nothing else) are dropped, so each text is encoded exactly as it would be alone.
 
 Its weights are task-side (``word_encoder.*`` in a finetuned checkpoint), beside ``classifier.*``; the
 vectors keep their pretraining name and, frozen by default, their values.
+
+A contextual model in ``--mode features`` is already contextual, but ELMo and CoVe were not used with a
+head on their features alone: their papers feed the mixed layers to the task's own BiLSTM (ELMo's
+taggers, CoVe's biattentive classifier). ``--encoder`` there puts the same encoder over the scalar
+mix, the model frozen as always in that mode.
 """
 
 from __future__ import annotations
@@ -62,27 +67,43 @@ def _flag(name: str) -> str:
 
 
 def encoder_spec(cfg, family, pairs: bool) -> dict | None:
-    """The word encoder ``cfg`` asks for over ``family``'s vectors (saved as the checkpoint's ``task.encoder``),
-    or None when the family's head reads its top layer; flags that would not apply are refused."""
-    if family.task_encoder is None:
+    """The encoder ``cfg`` asks for (saved as the checkpoint's ``task.encoder``), or None when the head reads the
+    family's top layer or scalar mix directly; flags that would not apply are refused.
+
+    Static word vectors always get one (``--encoder``, default the family's ``task_encoder``); a contextual
+    model gets one in ``--mode features`` when ``--encoder`` asks, over its frozen scalar mix (ELMo's and
+    CoVe's recipe: the mixed layers feed the task's own BiLSTM)."""
+    static = family.task_encoder is not None
+    if not static and (cfg.mode != "features" or cfg.encoder is None):
         given = [name for name in ENCODER_FLAGS if getattr(cfg, name) is not None]
         if given:
-            raise PtmError(f"{_flag(given[0])} applies to static word vectors; a {family.title} checkpoint's head reads "
-                           "its own top layer")
+            if cfg.mode == "features" and given[0] != "freeze_embeddings":
+                raise PtmError(f"{_flag(given[0])} sizes the encoder that --encoder bilstm|cnn asks for; add --encoder")
+            raise PtmError(f"{_flag(given[0])} applies to static word vectors, or to a {family.title} checkpoint in "
+                           "--mode features with --encoder; in --mode finetune its head reads its own top layer")
         return None
     kind_name = cfg.encoder or family.task_encoder
     if kind_name not in ENCODERS:
         raise PtmError(f"--encoder {kind_name!r}: choose one of {', '.join(ENCODERS)}")
     kind = ENCODERS[kind_name]
-    frozen = True if cfg.freeze_embeddings is None else bool(cfg.freeze_embeddings)
-    what = f"static word vectors (--encoder {kind_name})"
+    what = f"static word vectors (--encoder {kind_name})" if static else f"--encoder {kind_name} over the scalar mix"
     if cfg.task in PER_TOKEN_TASKS and not kind.per_token:
         raise PtmError(f"--encoder {kind_name} reads whole sentences (max over time); --task {cfg.task} needs an output "
                        "per token: use --encoder bilstm")
-    if cfg.mode != "finetune" or cfg.train_features:
+    if static and (cfg.mode != "finetune" or cfg.train_features):
         raise PtmError(f"--{'train-features' if cfg.train_features else 'mode features'} trains a scalar mix of a "
                        f"contextual model's layers; {what} feed a small encoder instead (their vectors "
                        "frozen by default)")
+    if not static:
+        if cfg.train_features:
+            raise PtmError(f"--train-features holds pooled or per-word vectors, not the token sequence {what} reads; "
+                           "train through the encoder (drop --train-features)")
+        if cfg.freeze_embeddings is not None:
+            raise PtmError("--freeze-embeddings / --no-freeze-embeddings choose for static word vectors; in --mode "
+                           "features the whole model stays frozen (--mode finetune trains it)")
+        if family.summary_last:
+            raise PtmError(f"--encoder reads the words between a start and an end token; a {family.title} input "
+                           "ends with its summary token instead")
     if cfg.aux_lm_weight > 0:
         raise PtmError(f"--aux-lm-weight keeps a language-model loss, which {what} have not")
     if cfg.pool is not None and cfg.pool not in kind.pools:
@@ -92,9 +113,12 @@ def encoder_spec(cfg, family, pairs: bool) -> dict | None:
     for name in ("encoder_hidden", "encoder_layers"):
         if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
             raise PtmError(f"{_flag(name)} {getattr(cfg, name)}: must be positive")
+    frozen = True if cfg.freeze_embeddings is None else bool(cfg.freeze_embeddings)
     if frozen and (cfg.gradual_unfreeze or cfg.discriminative_lr != 1.0):
         flag = "--gradual-unfreeze" if cfg.gradual_unfreeze else "--discriminative-lr"
-        raise PtmError(f"{flag} acts on the word vectors, which stay frozen; add --no-freeze-embeddings")
+        if static:
+            raise PtmError(f"{flag} acts on the word vectors, which stay frozen; add --no-freeze-embeddings")
+        raise PtmError(f"{flag} acts on the pretrained layers, which --mode features keeps frozen")
     return {"type": kind_name, "hidden_size": cfg.encoder_hidden or kind.hidden,
             "num_layers": (cfg.encoder_layers or 1) if kind.has_layers else 1,
             "pairs": bool(pairs), "dropout": DROPOUT, "frozen_embeddings": frozen}
@@ -219,12 +243,14 @@ class WordEncoder(nn.Module):
         return torch.cat([u, v, (u - v).abs(), u * v], -1)
 
 
-def describe_encoder(spec: dict, pool: str) -> str:
-    """The encoder in a few words, for the start-up line."""
+def describe_encoder(spec: dict, pool: str, over_mix: bool = False) -> str:
+    """The encoder in a few words, for the start-up line; ``over_mix``: it reads a frozen model's scalar mix."""
     if spec["type"] == "cnn":
         what = f"cnn encoder ({spec['hidden_size']} maps x widths {','.join(map(str, CNN_WIDTHS))}, {pool} over time)"
     else:
         what = f"bilstm encoder ({spec['num_layers']} x 2 x {spec['hidden_size']}, {pool} pooling)"
     if spec["pairs"]:
         what += ", pairs as [u; v; |u-v|; u*v]"
+    if over_mix:
+        return f"mode features, {what} over the scalar mix"
     return what + (", frozen vectors" if spec["frozen_embeddings"] else ", vectors trained")
