@@ -346,3 +346,9 @@ def test_sst2_and_rte_rows_train_together(pretrained, tmp_path, capsys, monkeypa
     best = json.loads((tmp_path / "run" / "results.json").read_text())["best"]
     assert 0 <= best["sst2/accuracy"] <= 1 and 0 <= best["rte/accuracy"] <= 1
     assert read_config(tmp_path / "run" / "best")["task"]["heads"]["rte"]["labels"] == ["entailment", "not_entailment"]
+
+
+def test_a_task_encoder_is_refused_with_tasks(pretrained, toy, tmp_path, capsys):
+    code, err = ptm(capsys, "finetune", "--checkpoint", pretrained, "--tasks", toy / "tasks.toml", "--mode", "features",
+                    "--encoder", "bilstm", "-o", tmp_path / "out", *FT)
+    assert code == 2 and "--encoder with --tasks: each head" in err and not (tmp_path / "out").exists()

@@ -32,6 +32,8 @@ REFUSED_FLAGS = {
     "aux_lm_weight": "the auxiliary LM loss is not supported in multi-task runs",
     "from_scratch": "--from-scratch is not supported in multi-task runs",
     "cvt_unlabeled": "cross-view training is not supported in multi-task runs",
+    **{name: "each head of a multi-task run reads the shared encoder's output itself (no task encoder)"
+       for name in ("encoder", "encoder_hidden", "encoder_layers", "freeze_embeddings")},
 }
 
 
