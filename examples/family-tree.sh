@@ -8,7 +8,8 @@
 #
 # SST-2: the same 8,000 training sentences as the other SST-2 tables, the 872 dev sentences. CoNLL-2003: all of
 # train, best epoch on valid, F1 on test. Each family gets its usual head: a BiLSTM over frozen static vectors;
-# the frozen contextual features (a learned scalar mix, an MLP) for CoVe and ELMo; BERT finetuned whole
+# the frozen contextual features (a learned scalar mix) for CoVe and ELMo, under an MLP and under the same
+# BiLSTM as the static vectors (--encoder bilstm, the papers' recipe); BERT finetuned whole
 # (examples/budget-recipe.sh's rates), and from random init. SST-2 5 epochs, CoNLL 3, for every row. Every
 # run is step-based, so a busy machine changes only the wall time.
 # Env: DATA (../shared/data), BERT (a pretrained bert checkpoint; default: pretrain one with --budget 30m),
@@ -59,6 +60,11 @@ done
     > cove-sst2.log 2>&1 && touch cove-sst2/DONE; }
 [ -f cove-conll/DONE ] || { ptm finetune --checkpoint cove --mode features $CONLL --epochs 3 --lr 1e-3 $FT -o cove-conll \
     > cove-conll.log 2>&1 && conll_test cove-conll && touch cove-conll/DONE; }
+# The same frozen features under the GloVe row's BiLSTM, as the CoVe and ELMo papers used them (--encoder bilstm).
+[ -f cove-bilstm-sst2/DONE ] || { ptm finetune --checkpoint cove --mode features --encoder bilstm $SST --epochs 5 --lr 1e-3 \
+    $FT -o cove-bilstm-sst2 > cove-bilstm-sst2.log 2>&1 && touch cove-bilstm-sst2/DONE; }
+[ -f cove-bilstm-conll/DONE ] || { ptm finetune --checkpoint cove --mode features --encoder bilstm $CONLL --epochs 3 --lr 1e-3 \
+    $FT -o cove-bilstm-conll > cove-bilstm-conll.log 2>&1 && conll_test cove-bilstm-conll && touch cove-bilstm-conll/DONE; }
 
 # ELMo and BERT share an 8k word-piece vocabulary of the Wikipedia sample.
 [ -d tok-8k ] || ptm tokenize train -m wordpiece --vocab-size 8192 "$T" -o tok-8k
@@ -72,6 +78,11 @@ done
     -o elmo-sst2 > elmo-sst2.log 2>&1 && touch elmo-sst2/DONE; }
 [ -f elmo-conll/DONE ] || { ptm finetune --checkpoint elmo --mode features $CONLL --epochs 3 --lr 1e-3 --precision bf16 $FT \
     -o elmo-conll > elmo-conll.log 2>&1 && conll_test elmo-conll && touch elmo-conll/DONE; }
+[ -f elmo-bilstm-sst2/DONE ] || { ptm finetune --checkpoint elmo --mode features --encoder bilstm $SST --epochs 5 --lr 1e-3 \
+    --precision bf16 $FT -o elmo-bilstm-sst2 > elmo-bilstm-sst2.log 2>&1 && touch elmo-bilstm-sst2/DONE; }
+[ -f elmo-bilstm-conll/DONE ] || { ptm finetune --checkpoint elmo --mode features --encoder bilstm $CONLL --epochs 3 --lr 1e-3 \
+    --precision bf16 $FT -o elmo-bilstm-conll > elmo-bilstm-conll.log 2>&1 && conll_test elmo-bilstm-conll \
+    && touch elmo-bilstm-conll/DONE; }
 
 if [ -z "$BERT" ]; then
   [ -f bert/DONE ] || { ptm pretrain --arch bert --objective mlm --preset bert-mini --budget 30m --data shards-8k \
@@ -98,7 +109,9 @@ def best(run, key):
     return max(line[key] for line in lines if key in line)
 print("| family | SST-2 dev acc | CoNLL-2003 test F1 (dev F1) |")
 print("| --- | ---: | ---: |")
-for name, label in (("glove", "GloVe + BiLSTM"), ("cove", "[GloVe; CoVe] features"), ("elmo", "ELMo features"),
+for name, label in (("glove", "GloVe + BiLSTM"), ("cove", "[GloVe; CoVe] features + MLP"),
+                    ("cove-bilstm", "[GloVe; CoVe] features + BiLSTM"), ("elmo", "ELMo features + MLP"),
+                    ("elmo-bilstm", "ELMo features + BiLSTM"),
                     ("bert", "BERT, finetuned"), ("random", "the same BERT from random init, finetuned")):
     sst = f"{100 * best(f'{name}-sst2', 'eval_accuracy'):.1f}" if Path(f"{name}-sst2/DONE").exists() else "–"
     conll = "–"
