@@ -65,7 +65,8 @@ def test_matches_sequential_sgd_window_by_window():
 
 
 def reference_skipgram(words, left, count, rows, starts, counts, noise, alphas, inputs, outputs):
-    """fastText's skip-gram: each (centre, context) pair in order, the centre's rows averaged afresh."""
+    """fastText's skip-gram: each (centre, context) pair in order, the centre's rows summed afresh over its
+    number of n-grams (gensim's scale: rows - 1)."""
     loss, pair = 0.0, 0
     for centre in range(words.size):
         first = centre - left[centre]
@@ -74,7 +75,7 @@ def reference_skipgram(words, left, count, rows, starts, counts, noise, alphas, 
             if position == centre:
                 continue
             target = words[position]
-            hidden = inputs[own].mean(axis=0)
+            hidden = inputs[own].sum(axis=0) / max(1, len(own) - 1)
             error = np.zeros_like(hidden)
             for row, label in [(target, 1.0)] + [(w, 0.0) for w in noise[pair] if w != target]:
                 score = hidden @ outputs[row]

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from ptmcli.data.shards import LMRow
 from ptmcli.errors import PtmError
@@ -334,6 +335,23 @@ def test_fasttext_oov_vector_is_near_the_word_sharing_its_ngrams():
     assert int(cosines.argmax()) == 0 and cosines[0] > 0.7, cosines
     np.testing.assert_allclose(unseen, fasttext.oov_vector(result, stem + "s"))
     assert not fasttext.oov_vector(result, "").any()  # "<>" has no 3-gram
+
+
+def test_fasttext_skipgram_trains_on_gensims_input_scale_in_both_paths(monkeypatch):
+    """A skip-gram centre's input is its rows summed over its number of n-grams (gensim's scale), batched or not."""
+    corpus, names = _fasttext_corpus()
+    vocab = Vocabulary.from_sentences(corpus, min_count=1, words=names)
+    settings = fasttext.FastTextSettings(dim=8, window=2, sample=0, workers=1, device="cpu", buckets=5000, kernel="batched")
+    trainer = fasttext._FastTextTrainer(vocab, settings, torch.device("cpu"))
+    seen = []
+    monkeypatch.setattr(trainer.outputs, "train_window", lambda inputs, *rest: seen.append(inputs.clone()) or (
+        torch.zeros_like(inputs), torch.zeros(())))
+    centres = np.array([vocab.index()["zebra"], vocab.index()["walking"]])
+    trainer._skipgram_step(centres, np.zeros((2, 1), dtype=np.int64), 0.025, np.random.default_rng(0))
+    for centre, got in zip(centres, seen[0][:, 0]):
+        rows = trainer.subwords.rows[trainer.subwords.starts[centre]:][:trainer.subwords.counts[centre]]
+        expected = trainer.input[torch.from_numpy(rows)].sum(0) / (rows.size - 1)
+        torch.testing.assert_close(got, expected)
 
 
 def test_fasttext_needs_word_texts():

@@ -4,9 +4,10 @@ The batched path (``fasttext._skipgram_step``) scores each centre word's
 vector against all its context words at once with one shared draw of noise
 words, and adds the summed step to the word's rows afterwards. This loop is
 fastText's and gensim's own: for each (centre, context) pair in corpus order,
-average the centre word's rows (its own and its n-grams'), score the context
-word and the pair's own noise words, update those output rows, and add the
-error to every one of the centre's rows before the next pair reads them.
+sum the centre word's rows (its own and its n-grams') over its number of
+n-grams (gensim's scale, ``fasttext`` says why), score the context word and
+the pair's own noise words, update those output rows, and add the error to
+every one of the centre's rows before the next pair reads them.
 Fresh noise per pair is what the batched path trades away; on the Wikipedia
 sample it is worth 0.03 of SimLex-999 rho and 0.02 of semantic analogy
 accuracy (docs/results.md, three seeds).
@@ -39,7 +40,7 @@ def _skipgram_subwords(words, left, count, rows, starts, counts, noise, alphas, 
         word = words[centre]
         begin = starts[word]
         end = begin + counts[word]
-        inverse = np.float32(1.0) / np.float32(counts[word])
+        inverse = np.float32(1.0) / np.float32(max(1, counts[word] - 1))  # gensim's scale (fasttext.py)
         for position in range(first, first + contexts + 1):
             if position == centre:
                 continue
