@@ -70,6 +70,7 @@ def test_a_bilstm_tagger_over_bert_features(ckpts, data, tmp_path, capsys):  # n
                               "--encoder-hidden", "32", "--task", "token-classification", "--train", data / "train.conll",
                               "--dev", data / "dev.conll", "-o", run, "--epochs", "8", "--lr", "1e-2", *RUN)
     assert code == 0, err
+    assert "mode features, bilstm encoder (1 x 2 x 32, per token) over the scalar mix" in err
     assert _best(run)["f1"] >= 0.8, _best(run)
     code, out, err = run_cli(capsys, "eval", "-c", run / "best", "--data", data / "dev.conll", "--json")
     assert code == 0, err

@@ -417,7 +417,7 @@ def run(cfg: FinetuneConfig, explicit: set[str] | None = None) -> dict:
     batch_text = f"{session.global_batch_text()}, " if dist_info.enabled else ""
     session.announce(
         f"ptm: finetuning {arch} ({'random init' if cfg.from_scratch else source.path}) for {cfg.task} "
-        f"({_outputs_text(cfg.task, labels)}), {word_encoders.describe_encoder(encoder, model.pool, over_mix=family.task_encoder is None) if encoder else f'mode {cfg.mode}'}"
+        f"({_outputs_text(cfg.task, labels)}), {word_encoders.describe_encoder(encoder, model.pool, over_mix=family.task_encoder is None, per_token=cfg.task in word_encoders.PER_TOKEN_TASKS) if encoder else f'mode {cfg.mode}'}"
         f"{f' on stored features ({cfg.train_features})' if stored is not None else ''}, {len(train_rows):,} train"
         f"{f' / {len(dev_rows):,} dev' if dev_rows is not None else ''} {_rows_name(cfg.task)}, {max_steps:,} steps "
         f"({per_epoch:,}/epoch), lr {lr:g}{f' / {cfg.discriminative_lr:g} per layer' if cfg.discriminative_lr != 1 else ''}, "

@@ -243,12 +243,14 @@ class WordEncoder(nn.Module):
         return torch.cat([u, v, (u - v).abs(), u * v], -1)
 
 
-def describe_encoder(spec: dict, pool: str, over_mix: bool = False) -> str:
-    """The encoder in a few words, for the start-up line; ``over_mix``: it reads a frozen model's scalar mix."""
+def describe_encoder(spec: dict, pool: str, over_mix: bool = False, per_token: bool = False) -> str:
+    """The encoder in a few words, for the start-up line; ``over_mix``: it reads a frozen model's scalar mix;
+    ``per_token``: the head reads every position (tagging, QA), so nothing is pooled."""
     if spec["type"] == "cnn":
         what = f"cnn encoder ({spec['hidden_size']} maps x widths {','.join(map(str, CNN_WIDTHS))}, {pool} over time)"
     else:
-        what = f"bilstm encoder ({spec['num_layers']} x 2 x {spec['hidden_size']}, {pool} pooling)"
+        reads = "per token" if per_token else f"{pool} pooling"
+        what = f"bilstm encoder ({spec['num_layers']} x 2 x {spec['hidden_size']}, {reads})"
     if spec["pairs"]:
         what += ", pairs as [u; v; |u-v|; u*v]"
     if over_mix:

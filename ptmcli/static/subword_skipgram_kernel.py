@@ -9,8 +9,8 @@ n-grams (gensim's scale, ``fasttext`` says why), score the context word and
 the pair's own noise words, update those output rows, and add the error to
 every one of the centre's rows before the next pair reads them.
 Fresh noise per pair is what the batched path trades away; on the Wikipedia
-sample it is worth 0.03 of SimLex-999 rho and 0.02 of semantic analogy
-accuracy (docs/results.md, three seeds).
+sample it is worth 0.03 of SimLex-999 rho and 0.013 of semantic analogy
+accuracy (docs/results.md).
 """
 
 from __future__ import annotations
