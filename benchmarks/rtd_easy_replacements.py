@@ -31,8 +31,9 @@ def main() -> None:
     parser.add_argument("--cls-id", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
-    part = sorted(Path(args.shards).glob("part-*.arrow"))[0]
-    ids = torch.tensor([i for row in pa.ipc.open_stream(str(part)).read_all().column("input_ids").to_pylist() for i in row])
+    parts = sorted(Path(args.shards).glob("part-*.arrow"))  # every shard file: passages are drawn from all the text
+    ids = torch.tensor([i for part in parts for row in pa.ipc.open_stream(str(part)).read_all().column("input_ids").to_pylist()
+                        for i in row])
     manifest_vocab = int(ids.max()) + 1
     model = ElectraForPreTraining(preset_config(args.preset, vocab_size=manifest_vocab))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -60,7 +61,7 @@ def main() -> None:
         if step % 25 == 0 or step == args.steps - 1:
             p = float(out["replaced_count"] / out["disc_count"])
             prior = -(p * math.log(p) + (1 - p) * math.log(1 - p))
-            print(f"step {step}\tdisc_loss {float(disc):.3f}\tprior entropy {prior:.3f}\t"
+            print(f"step {step}\tdisc_loss {disc.item():.3f}\tprior entropy {prior:.3f}\t"
                   f"generator acc {float(out['mlm_correct'] / out['mlm_count']):.3f}", flush=True)
 
 
