@@ -150,7 +150,7 @@ class _FastTextTrainer(Word2VecTrainer):
     def _skipgram_step(self, centres: np.ndarray, contexts: np.ndarray, alpha: float,
                        rng: np.random.Generator) -> torch.Tensor:
         rows, counts = self.subwords.gather(centres)
-        inputs = self._sum_rows(rows, counts) / self._tensor(np.maximum(counts - 1, 1)).unsqueeze(1)  # gensim's scale (above)
+        inputs = self._mean_rows(rows, counts, mode="sum") / self._tensor(np.maximum(counts - 1, 1)).unsqueeze(1)  # gensim's scale (above)
         step, loss = self.outputs.train_window(inputs.unsqueeze(1), contexts, alpha, rng)
         self._apply(rows, counts, step.squeeze(1))
         return loss
@@ -164,13 +164,10 @@ class _FastTextTrainer(Word2VecTrainer):
         self._apply(rows, per_window, step.squeeze(1))
         return loss
 
-    def _mean_rows(self, rows: np.ndarray, counts: np.ndarray) -> torch.Tensor:
+    def _mean_rows(self, rows: np.ndarray, counts: np.ndarray, mode: str = "mean") -> torch.Tensor:
+        """Each input's rows (``counts`` of them, back to back in ``rows``) averaged, or summed with ``mode="sum"``."""
         offsets = np.cumsum(counts) - counts
-        return F.embedding_bag(self._tensor(rows), self.input, self._tensor(offsets), mode="mean")
-
-    def _sum_rows(self, rows: np.ndarray, counts: np.ndarray) -> torch.Tensor:
-        offsets = np.cumsum(counts) - counts
-        return F.embedding_bag(self._tensor(rows), self.input, self._tensor(offsets), mode="sum")
+        return F.embedding_bag(self._tensor(rows), self.input, self._tensor(offsets), mode=mode)
 
     def _apply(self, rows: np.ndarray, counts: np.ndarray, step: torch.Tensor) -> None:
         """Add each input's step to all of its rows."""
