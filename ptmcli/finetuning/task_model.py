@@ -103,7 +103,7 @@ class TaskModel(nn.Module):
             self.word_encoder = WordEncoder(size, word_encoder, pool, family.pair_delimiter_repeats)
             size = self.word_encoder.token_size if task_type in PER_TOKEN_TASKS else self.word_encoder.sentence_size
             self.dropout = Dropout(float(word_encoder["dropout"]))
-            self.frozen_lm = bool(word_encoder["frozen_embeddings"]) or mode == "features"
+            self.frozen_lm = bool(word_encoder["frozen_embeddings"])  # always so in --mode features (encoder_spec)
         if mode == "features" and word_encoder is None:
             self.classifier = nn.Sequential(nn.Linear(size, size), nn.GELU(), Dropout(family.head_dropout(lm.config)), nn.Linear(size, outputs))
         else:
@@ -133,13 +133,11 @@ class TaskModel(nn.Module):
     def _top(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features for the head: ``[B, T, D]`` per token, and ``[B, D]`` per sequence (None for tagging)."""
         mask = batch["attention_mask"]
-        if self.word_encoder is not None:
-            # The static vectors, or in --mode features the frozen model's scalar mix.
-            tokens, self._last_hidden = self._tokens_and_top(batch)
+        tokens, self._last_hidden = self._tokens_and_top(batch)
+        if self.word_encoder is not None:  # over the static vectors, or in --mode features the scalar mix
             per_token = self.task_type in PER_TOKEN_TASKS
             out = self.word_encoder(tokens, mask, batch.get("token_type_ids"), per_token)
             return (out, None) if per_token else (out, out)
-        tokens, self._last_hidden = self._tokens_and_top(batch)
         if self.task_type in PER_TOKEN_TASKS:
             return tokens, None
         return tokens, self.pool_sentence(tokens, mask)
