@@ -9,20 +9,21 @@ give gensim's figures (``--check`` compares the weights with gensim's own
 ``train()`` on a short prefix). Each switch then swaps one piece for ptm's:
 
 - ``--streams numpy``: independent numpy draws for subsampling, windows and
-  noise words (ptm's kind of randomness) instead of gensim's generators;
+  noise words, through ptm's own keep probabilities and noise sampler,
+  instead of gensim's generators;
 - ``--divisor rows``: a word's input is the mean of its own row and its
-  n-gram rows (fastText's and ptm's definition) rather than their sum over
-  the number of n-grams alone (gensim's);
+  n-gram rows (fastText's definition, and ptm's until it took gensim's)
+  rather than their sum over the number of n-grams alone (gensim's, ptm's);
 - ``--sigmoid exact`` and ``--saturate 6``: the exact logistic and ptm's
   no-update band (|score| >= 6) instead of gensim's fastText table (512 bins,
   no update at |score| >= 8);
 - ``--ptm-loop``: the training itself by ptm's compiled loop
   (``ptmcli.static.subword_skipgram_kernel``) fed the same words, windows and
-  noise words (needs ``--streams numpy --divisor rows --saturate 6``).
+  noise words (needs ``--streams numpy --divisor ngrams --saturate 6``).
 
     python benchmarks/fasttext_replay.py --check --max-words 30000 --epochs 2 --dim 20
-    python benchmarks/fasttext_replay.py --check --max-words 30000 --epochs 2 --dim 20 --streams numpy --divisor rows \
-        --saturate 6 --sigmoid exact --ptm-loop                                   # ptm's loop = the replay's
+    python benchmarks/fasttext_replay.py --check --max-words 30000 --epochs 2 --dim 20 --streams numpy --saturate 6 \
+        --sigmoid exact --ptm-loop                                                  # ptm's loop = the replay's
     python benchmarks/fasttext_replay.py --seed 1                                   # gensim's figures
     python benchmarks/fasttext_replay.py --seed 1 --streams numpy --divisor rows    # one piece at a time
 """
@@ -38,6 +39,8 @@ import numpy as np
 from bench_static_vectors import DEFAULT_INPUT, quality, read_sentences
 
 from ptmcli.static.subword_skipgram_kernel import train_skipgram_chunk
+from ptmcli.static.vocab import NegativeSampler, keep_probabilities
+from ptmcli.static.windows import windows_of_reach
 
 MAX_SENTENCE = 10_000  # gensim's words per job (MAX_WORDS_IN_BATCH), also its cap on one job's kept words
 LCG_MULTIPLIER, LCG_INCREMENT, LCG_MASK = np.uint64(25214903917), np.uint64(11), np.uint64((1 << 48) - 1)
@@ -181,12 +184,13 @@ def replay(model, sentences, args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     word_rows, ngram_rows = wv.vectors_vocab.copy(), wv.vectors_ngrams.copy()
     outputs = np.zeros_like(word_rows)
     saturate = np.float32(args.saturate)
-    bins = 512 if args.saturate == 8 else int(512 * args.saturate / 8)  # gensim's fastText bin width
+    bins = int(512 * args.saturate / 8)  # gensim's fastText bin width: 512 bins over -8..8
     table = np.exp((np.arange(bins) / bins * 2 - 1) * args.saturate)
     table = (table / (table + 1)).astype(np.float32)
     sample_int = wv.expandos["sample_int"].astype(np.uint64)
-    noise_probabilities = wv.expandos["count"].astype(np.float64) ** 0.75
-    noise_probabilities /= noise_probabilities.sum()
+    word_counts = wv.expandos["count"]
+    keep = keep_probabilities(word_counts, args.sample) if args.sample > 0 else np.ones(word_counts.size)
+    sampler = NegativeSampler(word_counts)
     random_state = copy.deepcopy(model.random)
     numpy_rng = np.random.default_rng(args.seed + 100)
     jobs, job, size = [], [], 0  # gensim's jobs: whole sentences up to 10,000 words
@@ -209,10 +213,16 @@ def replay(model, sentences, args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ptm_rows = np.concatenate([np.concatenate([[w], vocab + per_word[w]]) for w in range(vocab)]).astype(np.int64)
         ptm_starts = np.concatenate([[0], np.cumsum(counts + 1)[:-1]]).astype(np.int64)
     numpy_streams = args.streams == "numpy"
+
+    def rate(epoch: int, sentences_done: int) -> float:
+        """gensim's rate for the next job: linear in the sentences pushed over all epochs."""
+        progress = (epoch + sentences_done / len(sentences)) / args.epochs
+        return max(args.min_alpha, args.alpha - (args.alpha - args.min_alpha) * progress)
+
     for epoch in range(args.epochs):
         done = 0
-        alpha = args.alpha - (args.alpha - args.min_alpha) * (epoch / args.epochs)
         for job in jobs:
+            alpha = rate(epoch, done)
             first, last = offsets[job[0]], offsets[job[-1] + 1]
             bounds = offsets[job[0]: job[-1] + 2] - first
             state = np.uint64((2 ** 24) * random_state.randint(0, 2 ** 24) + random_state.randint(0, 2 ** 24))
@@ -220,32 +230,25 @@ def replay(model, sentences, args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if numpy_streams:
                 words = words.copy()
                 known = words >= 0
-                keep = np.minimum(sample_int[np.maximum(words, 0)] / 2 ** 32, 1.0)
-                words[known & (numpy_rng.random(words.size) >= keep)] = -1
+                words[known & (numpy_rng.random(words.size) >= keep[np.maximum(words, 0)])] = -1
             count, sentences_kept, state = _subsample(words, bounds, state, sample_int,
                                                       args.sample > 0 and not numpy_streams, kept, sentence_starts)
             reduced = random_state.randint(0, args.window, count).astype(np.int64)
             if numpy_streams:
                 reduced = numpy_rng.integers(0, args.window, count).astype(np.int64)
-            reach = args.window - reduced
-            position = np.arange(count)
-            sentence_of = np.repeat(np.arange(sentences_kept), np.diff(sentence_starts[:sentences_kept + 1]))
-            left = np.minimum(reach, position - sentence_starts[sentence_of])
-            contexts = left + np.minimum(reach, sentence_starts[sentence_of + 1] - 1 - position)
+            windows = windows_of_reach(sentence_starts[:sentences_kept + 1], args.window - reduced)
             noise = np.empty(0, np.int64)
             if numpy_streams:
-                noise = numpy_rng.choice(noise_probabilities.size, size=int(contexts.sum()) * args.negative,
-                                         p=noise_probabilities).astype(np.int64)
+                noise = sampler.sample(numpy_rng, int(windows.count.sum()) * args.negative)
             if args.ptm_loop:
-                train_skipgram_chunk(kept[:count].copy(), left.astype(np.int64), contexts.astype(np.int64), ptm_rows,
-                                     ptm_starts, counts + 1, noise.reshape(-1, args.negative),
-                                     np.full(count, alpha, np.float32), ptm_inputs, outputs)
+                train_skipgram_chunk(kept[:count].copy(), windows.left, windows.count, ptm_rows, ptm_starts, counts + 1,
+                                     noise.reshape(-1, args.negative), np.full(count, alpha, np.float32), ptm_inputs,
+                                     outputs)
             else:
                 _train_job(kept, sentence_starts, sentences_kept, reduced, args.window, state, model.cum_table,
                            buckets, starts, counts, args.divisor == "rows", table, args.sigmoid == "table", saturate,
                            word_rows, ngram_rows, outputs, np.float32(alpha), args.negative, noise, numpy_streams)
             done += len(job)
-            alpha = max(args.min_alpha, args.alpha - (args.alpha - args.min_alpha) * ((epoch + done / len(sentences)) / args.epochs))
     if args.ptm_loop:
         word_rows, ngram_rows = ptm_inputs[:vocab], ptm_inputs[vocab:]
     vectors = np.stack([(word_rows[w] + ngram_rows[per_word[w]].sum(0)) / (per_word[w].size + 1) for w in range(vocab)])
@@ -274,8 +277,8 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="compare the replayed weights with gensim's train() "
                         "(with --ptm-loop: ptm's loop with the replay's own)")
     args = parser.parse_args()
-    if args.ptm_loop and not (args.streams == "numpy" and args.divisor == "rows" and args.saturate == 6.0):
-        parser.error("--ptm-loop runs ptm's loop: it needs --streams numpy --divisor rows --saturate 6")
+    if args.ptm_loop and not (args.streams == "numpy" and args.divisor == "ngrams" and args.saturate == 6.0):
+        parser.error("--ptm-loop runs ptm's loop: it needs --streams numpy --divisor ngrams --saturate 6")
     sentences = read_sentences(args.input, args.max_words)
     model = build_gensim(sentences, args)
     start = time.perf_counter()

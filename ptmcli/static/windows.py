@@ -23,8 +23,12 @@ class Windows:
 
 def sample_windows(bounds: np.ndarray, size: int, words: int, rng: np.random.Generator) -> Windows:
     """Windows for every position of a chunk of ``words`` words with sentence ``bounds``."""
-    reach = rng.integers(1, size + 1, size=words)
-    position = np.arange(words)
+    return windows_of_reach(bounds, rng.integers(1, size + 1, size=words))
+
+
+def windows_of_reach(bounds: np.ndarray, reach: np.ndarray) -> Windows:
+    """The windows of positions whose draws were ``reach`` (1..window each), cut at the sentence ``bounds``."""
+    position = np.arange(reach.size)
     sentence_of = np.repeat(np.arange(bounds.size - 1), np.diff(bounds))
     start, end = bounds[sentence_of], bounds[sentence_of + 1]
     left = np.minimum(reach, position - start)
