@@ -12,8 +12,8 @@ its number of n-grams, not over the number of rows (fastText's mean): gensim
 trains with that scale, and it is the only difference between the two
 tools' updates (``benchmarks/fasttext_replay.py`` replays gensim's training
 piece by piece). Over six seeds on the Wikipedia sample it was worth 0.007
-of analogy accuracy and 0.005 of SimLex-999 rho (WS-353 0.005 lower), and
-it makes ptm's vectors gensim's in quality (docs/results.md). The vectors
+of analogy accuracy and 0.007 of SimLex-999 rho (WS-353 equal), and it
+makes ptm's vectors gensim's in quality (docs/results.md). The vectors
 ptm exports are the mean, as fastText's and gensim's are.
 
 Only buckets that some vocabulary word's n-grams hash to are ever trained;
